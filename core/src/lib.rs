@@ -1,0 +1,15 @@
+//! meshvm's library: everything but the command line.
+//!
+//! The flow is `spec` (read and check a fleet file) → pure rendering into a [`tree::FileTree`]
+//! → an edge that writes it (a directory, a Git commit, a cloud-init document). The library
+//! never prints and never exits; it returns typed errors.
+
+pub mod diagnostic;
+pub mod names;
+pub mod spec;
+pub mod tree;
+pub mod yaml;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Pos};
+pub use spec::Fleet;
+pub use tree::FileTree;

@@ -1,0 +1,183 @@
+//! Syntax rules of the names and values that Kubernetes, Istio and the VMs accept.
+//! Each returns `Err(reason)` with a sentence a user can act on.
+
+use std::net::IpAddr;
+
+pub type Check = Result<(), String>;
+
+const LABEL_RULE: &str = "lowercase letters, digits and '-', starting and ending with a letter or digit";
+
+/// RFC 1123 label: Namespaces, group and VM names.
+pub fn dns1123_label(s: &str) -> Check {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > 63 {
+        return Err(format!("is {} characters long; at most 63 are allowed", s.len()));
+    }
+    let ok = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok { Ok(()) } else { Err(format!("must be a DNS-1123 label: {LABEL_RULE}")) }
+}
+
+/// RFC 1123 subdomain: labels joined by dots, at most 253 characters.
+pub fn dns1123_subdomain(s: &str) -> Check {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > 253 {
+        return Err(format!("is {} characters long; at most 253 are allowed", s.len()));
+    }
+    if s.split('.').all(|l| dns1123_label(l).is_ok()) {
+        Ok(())
+    } else {
+        Err(format!("must be a DNS-1123 subdomain: dot-separated parts of {LABEL_RULE}"))
+    }
+}
+
+/// A Kubernetes label value: empty, or up to 63 of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
+pub fn label_value(s: &str) -> Check {
+    if s.is_empty() {
+        return Ok(());
+    }
+    if s.len() > 63 {
+        return Err(format!("is {} characters long; a label value has at most 63", s.len()));
+    }
+    if qualified_part(s) {
+        Ok(())
+    } else {
+        Err("must hold only letters, digits, '-', '_' and '.', and start and end with a letter or digit".into())
+    }
+}
+
+/// A Kubernetes label or annotation key: `[prefix/]name`, the prefix a DNS subdomain.
+pub fn qualified_name(s: &str) -> Check {
+    let (prefix, name) = match s.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    if let Some(prefix) = prefix {
+        dns1123_subdomain(prefix).map_err(|e| format!("its prefix {e}"))?;
+    }
+    if name.is_empty() || name.len() > 63 || !qualified_part(name) {
+        return Err("a key is `[prefix/]name`, the name up to 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit".into());
+    }
+    Ok(())
+}
+
+fn qualified_part(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// A shell variable name, as cluster.env keys must be.
+pub fn env_name(s: &str) -> Check {
+    let mut chars = s.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok { Ok(()) } else { Err("must be a variable name: letters, digits and '_', not starting with a digit".into()) }
+}
+
+pub fn ip(s: &str) -> Check {
+    s.parse::<IpAddr>().map(|_| ()).map_err(|_| "is not an IPv4 or IPv6 address".into())
+}
+
+/// An IP address, or a fully qualified host name.
+pub fn ip_or_hostname(s: &str) -> Check {
+    if s.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if s.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err("is not a valid IPv4 address".into());
+    }
+    if s.contains(':') {
+        return Err("is not a valid IPv6 address".into());
+    }
+    dns1123_subdomain(s).map_err(|_| "is neither an IP address nor a host name".into())
+}
+
+/// An IP address or a CIDR block.
+pub fn ip_or_cidr(s: &str) -> Check {
+    let (addr, bits) = match s.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.parse().map_err(|_| "is not an IP address or CIDR block".to_string())?;
+    if let Some(bits) = bits {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        match bits.parse::<u8>() {
+            Ok(n) if n <= max => {}
+            _ => return Err(format!("has a prefix length that is not 0..{max}")),
+        }
+    }
+    Ok(())
+}
+
+/// A port number, 1 to 65535.
+pub fn port(n: u32) -> Check {
+    if (1..=65535).contains(&n) { Ok(()) } else { Err(format!("{n} is not a port number (1 to 65535)")) }
+}
+
+/// A ServiceEntry host: a DNS name, possibly with a leading `*.` wildcard, never `*` alone.
+pub fn service_host(s: &str) -> Check {
+    if s == "*" {
+        return Err("`*` alone would capture all traffic; name the service's host".into());
+    }
+    let name = s.strip_prefix("*.").unwrap_or(s);
+    dns1123_subdomain(name)
+}
+
+/// A Git branch name, by the rules of `git check-ref-format --branch`, simplified.
+pub fn branch(s: &str) -> Check {
+    let bad = s.is_empty()
+        || s.starts_with('-')
+        || s.starts_with('/')
+        || s.ends_with('/')
+        || s.ends_with('.')
+        || s.ends_with(".lock")
+        || s.contains("..")
+        || s.contains("//")
+        || s.contains("@{")
+        || s == "@"
+        || s.chars().any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c));
+    if bad { Err("is not a valid Git branch name".into()) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(dns1123_label("tester-1").is_ok());
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64), "../x"] {
+            assert!(dns1123_label(bad).is_err(), "{bad}");
+        }
+        assert!(qualified_name("app.kubernetes.io/name").is_ok());
+        assert!(qualified_name("app").is_ok());
+        for bad in ["", "/a", "a/", "Bad_Prefix/x", "a b", "a\nb"] {
+            assert!(qualified_name(bad).is_err(), "{bad}");
+        }
+        assert!(label_value("").is_ok() && label_value("v1.2_3").is_ok());
+        for bad in ["it's", "$(id)", "a\nb", "-a", &"a".repeat(64)] {
+            assert!(label_value(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        for good in ["10.0.0.1", "fd00::1", "::1", "vm.example.com"] {
+            assert!(ip_or_hostname(good).is_ok(), "{good}");
+        }
+        for bad in ["10.0.0.300", "1.2.3", "fd00:::1", "a_b.example.com", ""] {
+            assert!(ip_or_hostname(bad).is_err(), "{bad}");
+        }
+        assert!(ip_or_cidr("10.0.0.0/8").is_ok() && ip_or_cidr("fd00::/129").is_err());
+        assert!(port(0).is_err() && port(65536).is_err() && port(1).is_ok() && port(65535).is_ok());
+        assert!(service_host("*").is_err() && service_host("*.example.com").is_ok());
+        assert!(branch("main").is_ok() && branch("a..b").is_err() && branch("x.lock").is_err());
+    }
+}

@@ -1,0 +1,688 @@
+//! Reading a fleet file: YAML with positions → JSON value → structural check against the
+//! fleet's JSON Schema → typed `Fleet` → semantic checks. Every stage reports all of its
+//! problems at once; a later stage runs only when the earlier ones found none.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
+use serde_json::{Map, Number, Value};
+use sha2::{Digest, Sha256};
+
+use super::Fleet;
+use super::validate::{self, Problem};
+use crate::diagnostic::{Diagnostic, Diagnostics, Pos};
+
+/// Largest fleet file read: far above any real fleet (50,000 VMs take about 5 MiB).
+const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Deepest nesting accepted; the fleet's own shape needs 6 levels.
+const MAX_DEPTH: usize = 64;
+/// Most nodes after expanding aliases, against alias bombs ("billion laughs").
+const MAX_NODES: usize = 4_000_000;
+
+/// A fleet file read from disk and checked, with what it references.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub fleet: Fleet,
+    /// The file as given by the user.
+    pub path: PathBuf,
+    /// SHA-256 of the file's bytes, hex.
+    pub sha256: String,
+    /// The root CA certificate named by `mesh.rootCert`, read relative to the file.
+    pub root_cert: Option<String>,
+}
+
+/// Why a fleet file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+/// Reads, checks and completes the fleet file at `path`.
+pub fn load_fleet(path: &Path) -> Result<SourceFile, LoadError> {
+    let read_err = |source| LoadError::Read { path: path.to_path_buf(), source };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(LoadError::Invalid(Diagnostics(vec![Diagnostic {
+            file: path.to_path_buf(),
+            pos: Pos { line: 1, column: 1 },
+            path: String::new(),
+            message: format!(
+                "the file is {} bytes, more than the {MAX_FILE_BYTES} a fleet file may have",
+                meta.len()
+            ),
+            hint: Some("split the fleet, or check that this is the right file".into()),
+        }])));
+    }
+    let bytes = std::fs::read(path).map_err(read_err)?;
+    let sha256 = hex(&Sha256::digest(&bytes));
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let valid = std::str::from_utf8(valid).expect("checked prefix");
+            return Err(LoadError::Invalid(Diagnostics(vec![Diagnostic {
+                file: path.to_path_buf(),
+                pos: end_pos(valid),
+                path: String::new(),
+                message: "the file is not valid UTF-8".into(),
+                hint: Some("save the file as UTF-8".into()),
+            }])));
+        }
+    };
+    let fleet = load_fleet_str(&text, path).map_err(LoadError::Invalid)?;
+    let root_cert = match &fleet.mesh.root_cert {
+        None => None,
+        Some(rel) => {
+            let base = path.parent().unwrap_or(Path::new(""));
+            match std::fs::read_to_string(base.join(rel)) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    let doc = Document::parse(&text).expect("parsed above");
+                    return Err(LoadError::Invalid(Diagnostics(vec![Diagnostic {
+                        file: path.to_path_buf(),
+                        pos: doc.value_pos("/mesh/rootCert"),
+                        path: "mesh.rootCert".into(),
+                        message: format!("cannot read {}: {e}", base.join(rel).display()),
+                        hint: Some("the path is relative to the fleet file".into()),
+                    }])));
+                }
+            }
+        }
+    };
+    Ok(SourceFile { fleet, path: path.to_path_buf(), sha256, root_cert })
+}
+
+/// Parses and checks a fleet from text; `file` names it in diagnostics.
+pub fn load_fleet_str(text: &str, file: &Path) -> Result<Fleet, Diagnostics> {
+    let fail = |problems: Vec<(Pos, Problem)>| {
+        let mut diags: Vec<Diagnostic> = problems
+            .into_iter()
+            .map(|(pos, p)| Diagnostic {
+                file: file.to_path_buf(),
+                pos,
+                path: display_path(&p.pointer),
+                message: p.message,
+                hint: p.hint,
+            })
+            .collect();
+        diags.sort_by(|a, b| a.pos.cmp(&b.pos));
+        diags.dedup();
+        Diagnostics(diags)
+    };
+    let doc = Document::parse(text).map_err(|problems| fail(problems))?;
+    let structural = structural_problems(&doc.value);
+    if !structural.is_empty() {
+        return Err(fail(doc.locate(structural)));
+    }
+    let fleet: Fleet = serde_json::from_value(doc.value.clone()).map_err(|e| {
+        fail(vec![(Pos { line: 1, column: 1 }, Problem::new("", e.to_string()))])
+    })?;
+    let problems = validate::check(&fleet);
+    if !problems.is_empty() {
+        return Err(fail(doc.locate(problems)));
+    }
+    Ok(fleet)
+}
+
+/// A parsed YAML document: its JSON value and the node tree that knows where each part is.
+struct Document {
+    value: Value,
+    root: Node,
+}
+
+impl Document {
+    fn parse(text: &str) -> Result<Document, Vec<(Pos, Problem)>> {
+        let root = NodeBuilder::build(text)?;
+        let mut problems = Vec::new();
+        let value = root.to_json(&mut String::new(), &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Document { value, root })
+    }
+
+    fn locate(&self, problems: Vec<Problem>) -> Vec<(Pos, Problem)> {
+        problems
+            .into_iter()
+            .map(|p| {
+                let pos = if p.at_key { self.key_pos(&p.pointer) } else { self.value_pos(&p.pointer) };
+                (pos, p)
+            })
+            .collect()
+    }
+
+    /// Where the value at a JSON pointer starts; the nearest existing ancestor when it is
+    /// missing.
+    fn value_pos(&self, pointer: &str) -> Pos {
+        self.root.find(pointer, false)
+    }
+
+    /// Where the key of the mapping entry at a JSON pointer is.
+    fn key_pos(&self, pointer: &str) -> Pos {
+        self.root.find(pointer, true)
+    }
+}
+
+/// A YAML node with the position where it starts.
+#[derive(Debug, Clone)]
+struct Node {
+    pos: Pos,
+    kind: NodeKind,
+    /// Nodes in this subtree, itself included: the cost of copying it for an alias.
+    size: usize,
+}
+
+#[derive(Debug, Clone)]
+enum NodeKind {
+    Scalar { text: String, plain: bool, tag: Option<String> },
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+impl Node {
+    fn find(&self, pointer: &str, at_key: bool) -> Pos {
+        let mut node = self;
+        let segments: Vec<String> = split_pointer(pointer).collect();
+        for (i, seg) in segments.iter().enumerate() {
+            let last = i + 1 == segments.len();
+            match &node.kind {
+                NodeKind::Map(entries) => {
+                    match entries.iter().find(|(k, _)| k.scalar_text() == Some(seg.as_str())) {
+                        Some((k, _)) if last && at_key => return k.pos,
+                        Some((_, v)) => node = v,
+                        None => return node.pos,
+                    }
+                }
+                NodeKind::Seq(items) => match seg.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                    Some(item) => node = item,
+                    None => return node.pos,
+                },
+                NodeKind::Scalar { .. } => return node.pos,
+            }
+        }
+        node.pos
+    }
+
+    fn scalar_text(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    fn to_json(&self, pointer: &mut String, problems: &mut Vec<(Pos, Problem)>) -> Value {
+        match &self.kind {
+            NodeKind::Scalar { text, plain, tag } => match tag.as_deref() {
+                Some("str") => Value::String(text.clone()),
+                Some(other) => {
+                    problems.push((
+                        self.pos,
+                        Problem::new(pointer, format!("the tag `!!{other}` is not supported"))
+                            .hint("remove the tag; quote the value to make it a string"),
+                    ));
+                    Value::Null
+                }
+                None if *plain => resolve_plain(text),
+                None => Value::String(text.clone()),
+            },
+            NodeKind::Seq(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        let len = pointer.len();
+                        pointer.push('/');
+                        pointer.push_str(&i.to_string());
+                        let v = item.to_json(pointer, problems);
+                        pointer.truncate(len);
+                        v
+                    })
+                    .collect(),
+            ),
+            NodeKind::Map(entries) => {
+                let mut map = Map::with_capacity(entries.len());
+                let mut first_seen: HashMap<&str, Pos> = HashMap::new();
+                for (key, value) in entries {
+                    let Some(name) = key.scalar_text() else {
+                        problems.push((
+                            key.pos,
+                            Problem::new(pointer, "a mapping key must be a plain string")
+                                .hint("use a string key, such as `name:`"),
+                        ));
+                        continue;
+                    };
+                    if let Some(first) = first_seen.insert(name, key.pos) {
+                        problems.push((
+                            key.pos,
+                            Problem::new(
+                                pointer,
+                                format!("duplicate key `{name}` (first at line {})", first.line),
+                            )
+                            .hint("keep one of them: YAML readers disagree on which one wins"),
+                        ));
+                        continue;
+                    }
+                    let len = pointer.len();
+                    pointer.push('/');
+                    pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
+                    let v = value.to_json(pointer, problems);
+                    pointer.truncate(len);
+                    map.insert(name.to_owned(), v);
+                }
+                Value::Object(map)
+            }
+        }
+    }
+}
+
+/// Resolves a plain scalar by the YAML 1.2 core schema.
+fn resolve_plain(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    let digits = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if digits(unsigned, 10) {
+        if let Ok(i) = text.parse::<i64>() {
+            return Value::Number(i.into());
+        }
+        if let Ok(u) = text.parse::<u64>() {
+            return Value::Number(u.into());
+        }
+    }
+    for (prefix, radix) in [("0x", 16), ("0o", 8)] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            if digits(rest, radix) {
+                if let Ok(u) = u64::from_str_radix(rest, radix) {
+                    return Value::Number(u.into());
+                }
+            }
+        }
+    }
+    if looks_like_float(unsigned) {
+        if let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64) {
+            return Value::Number(n);
+        }
+    }
+    Value::String(text.to_owned())
+}
+
+/// `[0-9]*(\.[0-9]*)?([eE][-+]?[0-9]+)?` with at least one digit before the exponent.
+fn looks_like_float(s: &str) -> bool {
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all_digits = |t: &str| t.chars().all(|c| c.is_ascii_digit());
+    let mantissa_ok = (!int.is_empty() || !frac.is_empty()) && all_digits(int) && all_digits(frac);
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && all_digits(e)
+    });
+    mantissa_ok && exponent_ok && (mantissa.contains('.') || exponent.is_some())
+}
+
+/// Builds the node tree from the parser's events, with limits on depth and alias expansion.
+struct NodeBuilder {
+    /// Open collections: the node and, for mappings, a key waiting for its value.
+    stack: Vec<(Node, Option<Node>)>,
+    anchors: HashMap<usize, Node>,
+    /// Anchor id of each open collection, to register it when it closes.
+    open_anchors: Vec<usize>,
+    nodes: usize,
+    documents: usize,
+    root: Option<Node>,
+}
+
+impl NodeBuilder {
+    fn build(text: &str) -> Result<Node, Vec<(Pos, Problem)>> {
+        let mut b = NodeBuilder {
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            open_anchors: Vec::new(),
+            nodes: 0,
+            documents: 0,
+            root: None,
+        };
+        let mut parser = Parser::new_from_str(text);
+        while let Some(event) = parser.next_event() {
+            let (event, span) = event.map_err(|e| vec![scan_problem(&e)])?;
+            b.on_event(event, span)?;
+        }
+        match b.root {
+            Some(root) => Ok(root),
+            None => Err(vec![(
+                Pos { line: 1, column: 1 },
+                Problem::new("", "the file holds no fleet: it is empty")
+                    .hint("`meshvm init` writes a commented starter fleet file"),
+            )]),
+        }
+    }
+
+    fn on_event(&mut self, event: Event<'_>, span: Span) -> Result<(), Vec<(Pos, Problem)>> {
+        let pos = Pos { line: span.start.line(), column: span.start.col() + 1 };
+        let limit = |message: String, hint: &str| vec![(pos, Problem::new("", message).hint(hint))];
+        match event {
+            Event::DocumentStart(_) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(limit(
+                        "the file holds more than one YAML document".into(),
+                        "a fleet file is one document: remove the `---` and what follows",
+                    ));
+                }
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                let tag = tag.map(|t| {
+                    if t.handle == "tag:yaml.org,2002:" || t.handle == "!!" {
+                        t.suffix.clone()
+                    } else {
+                        format!("{}{}", t.handle, t.suffix)
+                    }
+                });
+                let node = Node {
+                    pos,
+                    kind: NodeKind::Scalar {
+                        text: text.into_owned(),
+                        plain: matches!(style, ScalarStyle::Plain),
+                        tag,
+                    },
+                    size: 1,
+                };
+                if anchor > 0 {
+                    self.anchors.insert(anchor, node.clone());
+                }
+                self.push(node)?;
+            }
+            Event::Alias(id) => {
+                let Some(node) = self.anchors.get(&id) else {
+                    return Err(limit("an alias names an unknown anchor".into(), "define the anchor (`&name`) before its alias (`*name`)"));
+                };
+                let mut node = node.clone();
+                node.pos = pos;
+                self.push(node)?;
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(limit(
+                        format!("the document nests deeper than {MAX_DEPTH} levels"),
+                        "a fleet file needs only a few levels; check the indentation",
+                    ));
+                }
+                let kind = if matches!(event, Event::SequenceStart(..)) {
+                    NodeKind::Seq(Vec::new())
+                } else {
+                    NodeKind::Map(Vec::new())
+                };
+                self.stack.push((Node { pos, kind, size: 1 }, None));
+                self.open_anchors.push(anchor);
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (node, _) = self.stack.pop().expect("parser balances collections");
+                let anchor = self.open_anchors.pop().expect("parser balances collections");
+                if anchor > 0 {
+                    self.anchors.insert(anchor, node.clone());
+                }
+                self.push(node)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, node: Node) -> Result<(), Vec<(Pos, Problem)>> {
+        self.nodes += node.size;
+        if self.nodes > MAX_NODES {
+            return Err(vec![(
+                node.pos,
+                Problem::new("", format!("the document expands to more than {MAX_NODES} nodes"))
+                    .hint("aliases (`*name`) copy what their anchor holds: check for an alias bomb"),
+            )]);
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some((parent, pending_key)) => {
+                parent.size += node.size;
+                match &mut parent.kind {
+                    NodeKind::Seq(items) => items.push(node),
+                    NodeKind::Map(entries) => match pending_key.take() {
+                        None => *pending_key = Some(node),
+                        Some(key) => entries.push((key, node)),
+                    },
+                    NodeKind::Scalar { .. } => unreachable!("only collections are open"),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn scan_problem(e: &ScanError) -> (Pos, Problem) {
+    let pos = Pos { line: e.marker().line(), column: e.marker().col() + 1 };
+    (
+        pos,
+        Problem::new("", format!("invalid YAML: {}", e.info()))
+            .hint("check the indentation and quoting around this position"),
+    )
+}
+
+/// The structural problems of a fleet document: what the fleet's JSON Schema rejects.
+fn structural_problems(value: &Value) -> Vec<Problem> {
+    static SCHEMA: OnceLock<(Value, jsonschema::Validator)> = OnceLock::new();
+    let (schema, validator) = SCHEMA.get_or_init(|| {
+        let schema = Fleet::json_schema();
+        let validator = jsonschema::validator_for(&schema).expect("the fleet schema compiles");
+        (schema, validator)
+    });
+    let mut problems = Vec::new();
+    for error in validator.iter_errors(value) {
+        let pointer = error.instance_path().as_str().to_owned();
+        problems.extend(describe_schema_error(schema, &pointer, error.kind(), error.instance()));
+    }
+    problems
+}
+
+fn describe_schema_error(
+    schema: &Value,
+    pointer: &str,
+    kind: &jsonschema::error::ValidationErrorKind,
+    instance: &Value,
+) -> Vec<Problem> {
+    use jsonschema::error::{TypeKind, ValidationErrorKind as K};
+    match kind {
+        K::AdditionalProperties { unexpected } => unexpected
+            .iter()
+            .map(|name| {
+                let known = known_fields(schema, pointer);
+                let child = format!("{pointer}/{}", name.replace('~', "~0").replace('/', "~1"));
+                let mut problem = Problem::new(&child, format!("unknown field `{name}`")).at_key();
+                problem.hint = Some(match did_you_mean(name, &known) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None if known.is_empty() => "remove it".to_owned(),
+                    None => format!("expected one of: {}", known.join(", ")),
+                });
+                problem
+            })
+            .collect(),
+        K::Required { property } => {
+            let name = property.as_str().unwrap_or_default();
+            vec![
+                Problem::new(pointer, format!("missing field `{name}`"))
+                    .hint(format!("add `{name}:` here; docs/fleet.md describes it")),
+            ]
+        }
+        K::Type { kind } => {
+            let expected = match kind {
+                TypeKind::Single(t) => type_name(&t.to_string()).to_owned(),
+                TypeKind::Multiple(ts) => {
+                    let names: Vec<String> = (*ts).into_iter().map(|t| type_name(&t.to_string()).to_owned()).collect();
+                    names.join(" or ")
+                }
+            };
+            let found = json_type_name(instance);
+            let mut problem = Problem::new(
+                pointer,
+                format!("expected {expected}, found {found} {}", short_json(instance)),
+            );
+            problem.hint = match (expected.as_str(), instance) {
+                ("a string", Value::Number(_) | Value::Bool(_)) => {
+                    Some(format!("quote it to make it a string: \"{instance}\""))
+                }
+                ("a boolean", Value::String(s))
+                    if matches!(s.to_ascii_lowercase().as_str(), "yes" | "no" | "on" | "off" | "y" | "n") =>
+                {
+                    Some("write `true` or `false` (YAML 1.2 reads `yes`/`no`/`on`/`off` as strings)".into())
+                }
+                (_, Value::Null) => Some("give it a value, or remove the line".into()),
+                _ => None,
+            };
+            vec![problem]
+        }
+        K::Enum { options } => {
+            let allowed: Vec<String> = options
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            let got = instance.as_str().unwrap_or_default();
+            let mut problem = Problem::new(
+                pointer,
+                format!("{} is not one of: {}", short_json(instance), allowed.join(", ")),
+            );
+            problem.hint = did_you_mean(got, &allowed).map(|b| format!("did you mean `{b}`?"));
+            vec![problem]
+        }
+        K::Minimum { .. } | K::Maximum { .. } if instance.is_number() => vec![
+            Problem::new(pointer, format!("{instance} is out of range"))
+                .hint("integers here are between 0 and 4294967295"),
+        ],
+        _ => vec![Problem::new(pointer, format!("{} is not valid here", short_json(instance)))],
+    }
+}
+
+/// The field names the schema allows in the object at `pointer`.
+fn known_fields(schema: &Value, pointer: &str) -> Vec<String> {
+    let mut node = schema;
+    for seg in split_pointer(pointer) {
+        node = resolve_ref(schema, node);
+        node = if let Some(child) = node.get("properties").and_then(|p| p.get(&seg)) {
+            child
+        } else if let Some(items) = node.get("items") {
+            items
+        } else if let Some(values) = node.get("additionalProperties").filter(|v| v.is_object()) {
+            values
+        } else {
+            return Vec::new();
+        };
+    }
+    resolve_ref(schema, node)
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn resolve_ref<'a>(schema: &'a Value, mut node: &'a Value) -> &'a Value {
+    while let Some(reference) = node.get("$ref").and_then(Value::as_str) {
+        match reference.strip_prefix('#').and_then(|p| schema.pointer(p)) {
+            Some(target) => node = target,
+            None => break,
+        }
+    }
+    node
+}
+
+/// The closest of `candidates` to a misspelt `word`, when one is close enough.
+pub(crate) fn did_you_mean<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.as_str())
+}
+
+fn type_name(json_type: &str) -> &'static str {
+    match json_type {
+        "string" => "a string",
+        "integer" => "an integer",
+        "number" => "a number",
+        "boolean" => "a boolean",
+        "array" => "a list",
+        "object" => "a mapping",
+        "null" => "nothing",
+        _ => "another type",
+    }
+}
+
+fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// A value for a message: scalars as written, collections elided.
+fn short_json(value: &Value) -> String {
+    match value {
+        Value::Array(_) => "[…]".into(),
+        Value::Object(_) => "{…}".into(),
+        Value::Null => "(empty)".into(),
+        Value::String(s) if s.chars().count() > 60 => {
+            format!("{:?}", format!("{}…", s.chars().take(60).collect::<String>()))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn split_pointer(pointer: &str) -> impl Iterator<Item = String> + '_ {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+}
+
+/// A JSON pointer as users write paths: `/workloads/0/name` → `workloads[0].name`.
+pub(crate) fn display_path(pointer: &str) -> String {
+    let mut out = String::new();
+    for seg in split_pointer(pointer) {
+        if seg.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{seg}]"));
+        } else if seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') && !seg.is_empty() {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&seg);
+        } else {
+            out.push_str(&format!("[{seg:?}]"));
+        }
+    }
+    out
+}
+
+fn end_pos(text: &str) -> Pos {
+    let line = text.matches('\n').count() + 1;
+    let column = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Pos { line, column }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
