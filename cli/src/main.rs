@@ -1,1 +1,52 @@
-fn main() {}
+//! `meshvm`: the command line. Thin: it parses arguments, calls the library, prints, and maps
+//! errors to the documented exit codes (see `exit.rs`).
+
+mod cmd;
+mod exit;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// Bring virtual machines into an Istio service mesh, the GitOps way.
+///
+/// One fleet file (meshvm.yaml) describes the mesh, the sidecar package and the VMs. meshvm
+/// renders it into a Kustomize tree that Argo CD or Flux apply, commits that tree with Git,
+/// and writes the cloud-init user-data that joins each VM to the mesh at first boot.
+///
+/// Start with `meshvm init`, then `meshvm validate`, `meshvm render` and `meshvm gitops sync`.
+#[derive(Debug, Parser)]
+#[command(name = "meshvm", version, propagate_version = true, max_term_width = 100)]
+#[command(after_long_help = exit::EXIT_CODES_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Init(cmd::init::Args),
+    Validate(cmd::validate::Args),
+    Schema(cmd::schema::Args),
+    #[command(subcommand)]
+    Vm(cmd::vm::Command),
+    #[command(subcommand)]
+    Workload(cmd::workload::Command),
+    Completions(cmd::completions::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(args) => cmd::init::run(args),
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Schema(args) => cmd::schema::run(args),
+        Command::Vm(command) => cmd::vm::run(command),
+        Command::Workload(command) => cmd::workload::run(command),
+        Command::Completions(args) => cmd::completions::run(args, &mut Cli::command()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => error.report(),
+    }
+}

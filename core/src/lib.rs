@@ -5,6 +5,8 @@
 //! never prints and never exits; it returns typed errors.
 
 pub mod diagnostic;
+pub mod istio;
+pub mod layout;
 pub mod names;
 pub mod spec;
 pub mod tree;

@@ -1,1 +1,7 @@
+//! End-to-end tests: they drive the real `meshvm` binary, and real tools where the behaviour
+//! depends on them (kubectl kustomize, git servers, cloud-init, systemd-nspawn). A missing
+//! tool fails the test with how to install it; nothing is skipped silently.
 
+mod support;
+
+mod cli;

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 pub use load::{LoadError, SourceFile, load_fleet, load_fleet_str};
 pub use validate::Problem;
 
+/// A commented fleet file to start from (`meshvm init`).
+pub const STARTER: &str = include_str!("starter.yaml");
+
 pub const API_VERSION: &str = "meshvm.io/v1alpha1";
 pub const KIND: &str = "Fleet";
 
@@ -445,4 +448,13 @@ fn default_service_account() -> String {
 }
 fn default_protocol() -> String {
     "TCP".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_starter_fleet_is_valid() {
+        let fleet = super::load_fleet_str(super::STARTER, "meshvm.yaml".as_ref()).unwrap();
+        assert_eq!(fleet.vms().count(), 1);
+    }
 }

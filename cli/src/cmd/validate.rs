@@ -1,0 +1,60 @@
+use std::process::ExitCode;
+
+use meshvm::spec::LoadError;
+
+use super::FleetArg;
+use crate::exit::{CliError, CmdResult, Exit};
+
+/// Check a fleet file, reporting every problem at once.
+///
+/// Reads the file and checks what Kubernetes, istiod and the VMs would reject: unknown or
+/// misspelt fields, wrong types, names that are not DNS-1123, bad addresses and ports,
+/// duplicate names, services without hosts, a root certificate that cannot be read. Each
+/// problem comes with file:line:column and a hint. Nothing is written.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    fleet: FleetArg,
+    /// `text` for people, `json` for machines (a list of {file, pos, path, message, hint}).
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+pub fn run(args: Args) -> CmdResult {
+    match (meshvm::spec::load_fleet(&args.fleet.file), args.output) {
+        (Ok(source), Output::Text) => {
+            let f = &source.fleet;
+            println!(
+                "{}: valid: {} workload groups, {} VMs, mesh {}",
+                args.fleet.file.display(),
+                f.workloads.len(),
+                f.vms().count(),
+                f.mesh.mesh_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        (Ok(_), Output::Json) => {
+            println!("[]");
+            Ok(ExitCode::SUCCESS)
+        }
+        (Err(LoadError::Invalid(diags)), Output::Json) => {
+            println!("{}", serde_json::to_string_pretty(&diags.0).expect("JSON"));
+            Ok(Exit::Invalid.into())
+        }
+        (Err(LoadError::Invalid(diags)), Output::Text) => {
+            let n = diags.len();
+            Err(CliError::invalid(format!(
+                "{diags}\n{}: {n} problem{} found",
+                args.fleet.file.display(),
+                if n == 1 { "" } else { "s" }
+            )))
+        }
+        (Err(e), _) => Err(e.into()),
+    }
+}

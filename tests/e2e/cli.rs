@@ -1,0 +1,70 @@
+//! The commands that only read a fleet: init, validate, schema, completions.
+
+use crate::support::{fixture, meshvm, run};
+
+#[test]
+fn validate_accepts_the_seed_fleet() {
+    let out = run(meshvm().args(["validate", "-f"]).arg(fixture("fleets/seed/meshvm.yaml")));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("valid: 1 workload groups, 1 VMs, mesh mesh1"), "{}", out.stdout);
+}
+
+#[test]
+fn validate_reports_every_problem_and_exits_1() {
+    let out = run(meshvm().args(["validate", "-f"]).arg(fixture("invalid/many-problems.yaml")));
+    assert_eq!(out.code, 1);
+    let errors = out.stderr.lines().filter(|l| l.starts_with("error: ")).count();
+    assert!(errors >= 5, "all problems at once:\n{}", out.stderr);
+    assert!(out.stderr.contains("many-problems.yaml:"), "{}", out.stderr);
+}
+
+#[test]
+fn validate_json_output_lists_diagnostics() {
+    let out = run(meshvm()
+        .args(["validate", "--output", "json", "-f"])
+        .arg(fixture("invalid/many-problems.yaml")));
+    assert_eq!(out.code, 1);
+    let diags: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let first = &diags[0];
+    assert!(first["pos"]["line"].as_u64().unwrap() > 0);
+    assert!(first["message"].is_string());
+}
+
+#[test]
+fn init_writes_a_valid_starter_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(meshvm().arg("init").arg(dir.path()));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let file = dir.path().join("meshvm.yaml");
+    let out = run(meshvm().args(["validate", "-f"]).arg(&file));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    std::fs::write(&file, "# mine\n").unwrap();
+    let out = run(meshvm().arg("init").arg(dir.path()));
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("--force"), "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "# mine\n", "nothing overwritten");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let out = run(meshvm().args(["validate", "-f", "/nonexistent/meshvm.yaml"]));
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("cannot read /nonexistent/meshvm.yaml"), "{}", out.stderr);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = run(meshvm().arg("frobnicate"));
+    assert_eq!(out.code, 2);
+}
+
+#[test]
+fn schema_and_completions_print() {
+    let out = run(meshvm().arg("schema"));
+    assert_eq!(out.code, 0);
+    let schema: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(schema["properties"]["workloads"].is_object());
+    let out = run(meshvm().args(["completions", "bash"]));
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.contains("meshvm"));
+}
