@@ -40,7 +40,10 @@ pub type CmdResult = Result<ExitCode, CliError>;
 
 impl CliError {
     pub fn new(exit: Exit, message: impl Display) -> CliError {
-        CliError { exit, message: message.to_string() }
+        CliError {
+            exit,
+            message: message.to_string(),
+        }
     }
     pub fn invalid(message: impl Display) -> CliError {
         CliError::new(Exit::Invalid, message)

@@ -16,7 +16,12 @@ use clap::{CommandFactory, Parser, Subcommand};
 ///
 /// Start with `meshvm init`, then `meshvm validate`, `meshvm render` and `meshvm gitops sync`.
 #[derive(Debug, Parser)]
-#[command(name = "meshvm", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "meshvm",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 #[command(after_long_help = exit::EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]

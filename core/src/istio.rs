@@ -25,7 +25,12 @@ pub struct Object<S> {
 
 impl<S> Object<S> {
     pub fn new(api_version: &str, kind: &str, metadata: ObjectMeta, spec: S) -> Object<S> {
-        Object { api_version: api_version.to_owned(), kind: kind.to_owned(), metadata, spec }
+        Object {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            metadata,
+            spec,
+        }
     }
 }
 

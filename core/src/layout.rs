@@ -37,12 +37,21 @@ pub struct VmPath<'a> {
 
 pub fn vm_of_path(path: &str) -> Option<VmPath<'_>> {
     let mut parts = path.split('/');
-    let (Some(WORKLOADS_DIR), Some(namespace), Some(group), Some("vms"), Some(vm), Some(_)) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(WORKLOADS_DIR), Some(namespace), Some(group), Some("vms"), Some(vm), Some(_)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return None;
     };
-    Some(VmPath { namespace, group, vm })
+    Some(VmPath {
+        namespace,
+        group,
+        vm,
+    })
 }
 
 #[cfg(test)]
@@ -52,7 +61,14 @@ mod tests {
     #[test]
     fn finds_the_vm_of_a_path() {
         let path = format!("{}/cluster.env", vm_dir("ns", "g", "vm-1"));
-        assert_eq!(vm_of_path(&path), Some(VmPath { namespace: "ns", group: "g", vm: "vm-1" }));
+        assert_eq!(
+            vm_of_path(&path),
+            Some(VmPath {
+                namespace: "ns",
+                group: "g",
+                vm: "vm-1"
+            })
+        );
         assert_eq!(vm_of_path("workloads/ns/g/kustomization.yaml"), None);
         assert_eq!(vm_of_path("workloads/ns/g/vms/vm-1"), None);
     }

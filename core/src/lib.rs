@@ -8,6 +8,7 @@ pub mod diagnostic;
 pub mod istio;
 pub mod layout;
 pub mod names;
+pub mod objects;
 pub mod spec;
 pub mod tree;
 pub mod yaml;

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 pub type Check = Result<(), String>;
 
-const LABEL_RULE: &str = "lowercase letters, digits and '-', starting and ending with a letter or digit";
+const LABEL_RULE: &str =
+    "lowercase letters, digits and '-', starting and ending with a letter or digit";
 
 /// RFC 1123 label: Namespaces, group and VM names.
 pub fn dns1123_label(s: &str) -> Check {
@@ -13,12 +14,21 @@ pub fn dns1123_label(s: &str) -> Check {
         return Err("must not be empty".into());
     }
     if s.len() > 63 {
-        return Err(format!("is {} characters long; at most 63 are allowed", s.len()));
+        return Err(format!(
+            "is {} characters long; at most 63 are allowed",
+            s.len()
+        ));
     }
-    let ok = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    let ok = s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
-    if ok { Ok(()) } else { Err(format!("must be a DNS-1123 label: {LABEL_RULE}")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("must be a DNS-1123 label: {LABEL_RULE}"))
+    }
 }
 
 /// RFC 1123 subdomain: labels joined by dots, at most 253 characters.
@@ -27,12 +37,17 @@ pub fn dns1123_subdomain(s: &str) -> Check {
         return Err("must not be empty".into());
     }
     if s.len() > 253 {
-        return Err(format!("is {} characters long; at most 253 are allowed", s.len()));
+        return Err(format!(
+            "is {} characters long; at most 253 are allowed",
+            s.len()
+        ));
     }
     if s.split('.').all(|l| dns1123_label(l).is_ok()) {
         Ok(())
     } else {
-        Err(format!("must be a DNS-1123 subdomain: dot-separated parts of {LABEL_RULE}"))
+        Err(format!(
+            "must be a DNS-1123 subdomain: dot-separated parts of {LABEL_RULE}"
+        ))
     }
 }
 
@@ -42,7 +57,10 @@ pub fn label_value(s: &str) -> Check {
         return Ok(());
     }
     if s.len() > 63 {
-        return Err(format!("is {} characters long; a label value has at most 63", s.len()));
+        return Err(format!(
+            "is {} characters long; a label value has at most 63",
+            s.len()
+        ));
     }
     if qualified_part(s) {
         Ok(())
@@ -68,7 +86,9 @@ pub fn qualified_name(s: &str) -> Check {
 
 fn qualified_part(s: &str) -> bool {
     let bytes = s.as_bytes();
-    bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
@@ -76,13 +96,21 @@ fn qualified_part(s: &str) -> bool {
 /// A shell variable name, as cluster.env keys must be.
 pub fn env_name(s: &str) -> Check {
     let mut chars = s.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok { Ok(()) } else { Err("must be a variable name: letters, digits and '_', not starting with a digit".into()) }
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a variable name: letters, digits and '_', not starting with a digit".into())
+    }
 }
 
 pub fn ip(s: &str) -> Check {
-    s.parse::<IpAddr>().map(|_| ()).map_err(|_| "is not an IPv4 or IPv6 address".into())
+    s.parse::<IpAddr>()
+        .map(|_| ())
+        .map_err(|_| "is not an IPv4 or IPv6 address".into())
 }
 
 /// An IP address, or a fully qualified host name.
@@ -105,7 +133,9 @@ pub fn ip_or_cidr(s: &str) -> Check {
         Some((a, b)) => (a, Some(b)),
         None => (s, None),
     };
-    let ip: IpAddr = addr.parse().map_err(|_| "is not an IP address or CIDR block".to_string())?;
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| "is not an IP address or CIDR block".to_string())?;
     if let Some(bits) = bits {
         let max = if ip.is_ipv4() { 32 } else { 128 };
         match bits.parse::<u8>() {
@@ -118,7 +148,11 @@ pub fn ip_or_cidr(s: &str) -> Check {
 
 /// A port number, 1 to 65535.
 pub fn port(n: u32) -> Check {
-    if (1..=65535).contains(&n) { Ok(()) } else { Err(format!("{n} is not a port number (1 to 65535)")) }
+    if (1..=65535).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!("{n} is not a port number (1 to 65535)"))
+    }
 }
 
 /// A ServiceEntry host: a DNS name, possibly with a leading `*.` wildcard, never `*` alone.
@@ -142,8 +176,13 @@ pub fn branch(s: &str) -> Check {
         || s.contains("//")
         || s.contains("@{")
         || s == "@"
-        || s.chars().any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c));
-    if bad { Err("is not a valid Git branch name".into()) } else { Ok(()) }
+        || s.chars()
+            .any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c));
+    if bad {
+        Err("is not a valid Git branch name".into())
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

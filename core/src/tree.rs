@@ -41,16 +41,31 @@ impl FileTree {
         self.insert_with_mode(path, bytes, MODE_PRIVATE);
     }
 
-    pub fn insert_with_mode(&mut self, path: impl Into<String>, bytes: impl Into<Vec<u8>>, mode: u32) {
+    pub fn insert_with_mode(
+        &mut self,
+        path: impl Into<String>,
+        bytes: impl Into<Vec<u8>>,
+        mode: u32,
+    ) {
         let path = path.into();
         debug_assert!(is_safe_relative_path(&path), "unsafe tree path {path:?}");
-        self.files.insert(path, File { bytes: bytes.into(), mode });
+        self.files.insert(
+            path,
+            File {
+                bytes: bytes.into(),
+                mode,
+            },
+        );
     }
 
     /// Moves every file of `other` under `prefix/`.
     pub fn extend_under(&mut self, prefix: &str, other: FileTree) {
         for (path, file) in other.files {
-            let path = if prefix.is_empty() { path } else { format!("{prefix}/{path}") };
+            let path = if prefix.is_empty() {
+                path
+            } else {
+                format!("{prefix}/{path}")
+            };
             self.files.insert(path, file);
         }
     }
@@ -150,7 +165,9 @@ impl<'a> IntoIterator for &'a FileTree {
 pub fn is_safe_relative_path(path: &str) -> bool {
     !path.is_empty()
         && !path.starts_with('/')
-        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 #[cfg(test)]
@@ -170,7 +187,10 @@ mod tests {
         second.write_dir_atomically(&out).unwrap();
         assert!(!out.join("a/old.txt").exists());
         assert_eq!(fs::read_to_string(out.join("a/new.txt")).unwrap(), "new");
-        let mode = fs::metadata(out.join("token")).unwrap().permissions().mode();
+        let mode = fs::metadata(out.join("token"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let leftovers: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no staging directories left behind");

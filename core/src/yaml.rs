@@ -41,8 +41,22 @@ mod tests {
     #[test]
     fn quotes_what_yaml_1_1_would_misread() {
         let values: BTreeMap<&str, &str> = [
-            "on", "off", "yes", "no", "y", "n", "true", "null", "~", "0644", "1e3", "0x1F", "1:30",
-            "2001-01-01", "", "plain",
+            "on",
+            "off",
+            "yes",
+            "no",
+            "y",
+            "n",
+            "true",
+            "null",
+            "~",
+            "0644",
+            "1e3",
+            "0x1F",
+            "1:30",
+            "2001-01-01",
+            "",
+            "plain",
         ]
         .into_iter()
         .map(|v| (v, v))

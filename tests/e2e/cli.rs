@@ -4,16 +4,29 @@ use crate::support::{fixture, meshvm, run};
 
 #[test]
 fn validate_accepts_the_seed_fleet() {
-    let out = run(meshvm().args(["validate", "-f"]).arg(fixture("fleets/seed/meshvm.yaml")));
+    let out = run(meshvm()
+        .args(["validate", "-f"])
+        .arg(fixture("fleets/seed/meshvm.yaml")));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("valid: 1 workload groups, 1 VMs, mesh mesh1"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("valid: 1 workload groups, 1 VMs, mesh mesh1"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
 fn validate_reports_every_problem_and_exits_1() {
-    let out = run(meshvm().args(["validate", "-f"]).arg(fixture("invalid/many-problems.yaml")));
+    let out = run(meshvm()
+        .args(["validate", "-f"])
+        .arg(fixture("invalid/many-problems.yaml")));
     assert_eq!(out.code, 1);
-    let errors = out.stderr.lines().filter(|l| l.starts_with("error: ")).count();
+    let errors = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .count();
     assert!(errors >= 5, "all problems at once:\n{}", out.stderr);
     assert!(out.stderr.contains("many-problems.yaml:"), "{}", out.stderr);
 }
@@ -42,14 +55,22 @@ fn init_writes_a_valid_starter_and_refuses_to_overwrite() {
     let out = run(meshvm().arg("init").arg(dir.path()));
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("--force"), "{}", out.stderr);
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "# mine\n", "nothing overwritten");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "# mine\n",
+        "nothing overwritten"
+    );
 }
 
 #[test]
 fn missing_file_is_a_clear_error() {
     let out = run(meshvm().args(["validate", "-f", "/nonexistent/meshvm.yaml"]));
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("cannot read /nonexistent/meshvm.yaml"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot read /nonexistent/meshvm.yaml"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -7,7 +7,10 @@ use std::process::{Command, Output};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A fixture file or directory, by its path below `fixtures/`.
@@ -30,7 +33,11 @@ pub struct Run {
 }
 
 pub fn run(cmd: &mut Command) -> Run {
-    let Output { status, stdout, stderr } = cmd.output().expect("the command starts");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("the command starts");
     Run {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -43,5 +50,8 @@ pub fn require_tool(tool: &str, install_hint: &str) {
     let found = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
         .unwrap_or(false);
-    assert!(found, "`{tool}` is needed by this test and is not on PATH: {install_hint}");
+    assert!(
+        found,
+        "`{tool}` is needed by this test and is not on PATH: {install_hint}"
+    );
 }

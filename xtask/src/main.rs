@@ -17,7 +17,14 @@ fn main() -> ExitCode {
 fn ci() -> ExitCode {
     let steps: &[&[&str]] = &[
         &["fmt", "--all", "--", "--check"],
-        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
         &["test", "--workspace"],
     ];
     for step in steps {

@@ -20,7 +20,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> CmdResult {
     let path = args.dir.join("meshvm.yaml");
-    let fail = |e: std::io::Error| CliError::invalid(format!("cannot write {}: {e}", path.display()));
+    let fail =
+        |e: std::io::Error| CliError::invalid(format!("cannot write {}: {e}", path.display()));
     fs::create_dir_all(&args.dir).map_err(fail)?;
     let mut file = fs::OpenOptions::new();
     file.write(true);
@@ -36,7 +37,12 @@ pub fn run(args: Args) -> CmdResult {
         )),
         _ => fail(e),
     })?;
-    file.write_all(meshvm::spec::STARTER.as_bytes()).map_err(fail)?;
-    eprintln!("wrote {}; edit it, then run `meshvm validate -f {}`", path.display(), path.display());
+    file.write_all(meshvm::spec::STARTER.as_bytes())
+        .map_err(fail)?;
+    eprintln!(
+        "wrote {}; edit it, then run `meshvm validate -f {}`",
+        path.display(),
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,13 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, clap::Args)]
 pub struct FleetArg {
     /// The fleet file.
-    #[arg(short = 'f', long = "file", value_name = "FILE", env = "MESHVM_FILE", default_value = "meshvm.yaml")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        env = "MESHVM_FILE",
+        default_value = "meshvm.yaml"
+    )]
     pub file: PathBuf,
 }
 

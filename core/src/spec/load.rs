@@ -48,7 +48,10 @@ pub enum LoadError {
 
 /// Reads, checks and completes the fleet file at `path`.
 pub fn load_fleet(path: &Path) -> Result<SourceFile, LoadError> {
-    let read_err = |source| LoadError::Read { path: path.to_path_buf(), source };
+    let read_err = |source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(read_err)?;
     if meta.len() > MAX_FILE_BYTES {
         return Err(LoadError::Invalid(Diagnostics(vec![Diagnostic {
@@ -98,7 +101,12 @@ pub fn load_fleet(path: &Path) -> Result<SourceFile, LoadError> {
             }
         }
     };
-    Ok(SourceFile { fleet, path: path.to_path_buf(), sha256, root_cert })
+    Ok(SourceFile {
+        fleet,
+        path: path.to_path_buf(),
+        sha256,
+        root_cert,
+    })
 }
 
 /// Parses and checks a fleet from text; `file` names it in diagnostics.
@@ -124,7 +132,10 @@ pub fn load_fleet_str(text: &str, file: &Path) -> Result<Fleet, Diagnostics> {
         return Err(fail(doc.locate(structural)));
     }
     let fleet: Fleet = serde_json::from_value(doc.value.clone()).map_err(|e| {
-        fail(vec![(Pos { line: 1, column: 1 }, Problem::new("", e.to_string()))])
+        fail(vec![(
+            Pos { line: 1, column: 1 },
+            Problem::new("", e.to_string()),
+        )])
     })?;
     let problems = validate::check(&fleet);
     if !problems.is_empty() {
@@ -154,7 +165,11 @@ impl Document {
         problems
             .into_iter()
             .map(|p| {
-                let pos = if p.at_key { self.key_pos(&p.pointer) } else { self.value_pos(&p.pointer) };
+                let pos = if p.at_key {
+                    self.key_pos(&p.pointer)
+                } else {
+                    self.value_pos(&p.pointer)
+                };
                 (pos, p)
             })
             .collect()
@@ -183,7 +198,11 @@ struct Node {
 
 #[derive(Debug, Clone)]
 enum NodeKind {
-    Scalar { text: String, plain: bool, tag: Option<String> },
+    Scalar {
+        text: String,
+        plain: bool,
+        tag: Option<String>,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -196,16 +215,21 @@ impl Node {
             let last = i + 1 == segments.len();
             match &node.kind {
                 NodeKind::Map(entries) => {
-                    match entries.iter().find(|(k, _)| k.scalar_text() == Some(seg.as_str())) {
+                    match entries
+                        .iter()
+                        .find(|(k, _)| k.scalar_text() == Some(seg.as_str()))
+                    {
                         Some((k, _)) if last && at_key => return k.pos,
                         Some((_, v)) => node = v,
                         None => return node.pos,
                     }
                 }
-                NodeKind::Seq(items) => match seg.parse::<usize>().ok().and_then(|i| items.get(i)) {
-                    Some(item) => node = item,
-                    None => return node.pos,
-                },
+                NodeKind::Seq(items) => {
+                    match seg.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                        Some(item) => node = item,
+                        None => return node.pos,
+                    }
+                }
                 NodeKind::Scalar { .. } => return node.pos,
             }
         }
@@ -373,7 +397,10 @@ impl NodeBuilder {
     }
 
     fn on_event(&mut self, event: Event<'_>, span: Span) -> Result<(), Vec<(Pos, Problem)>> {
-        let pos = Pos { line: span.start.line(), column: span.start.col() + 1 };
+        let pos = Pos {
+            line: span.start.line(),
+            column: span.start.col() + 1,
+        };
         let limit = |message: String, hint: &str| vec![(pos, Problem::new("", message).hint(hint))];
         match event {
             Event::DocumentStart(_) => {
@@ -409,7 +436,10 @@ impl NodeBuilder {
             }
             Event::Alias(id) => {
                 let Some(node) = self.anchors.get(&id) else {
-                    return Err(limit("an alias names an unknown anchor".into(), "define the anchor (`&name`) before its alias (`*name`)"));
+                    return Err(limit(
+                        "an alias names an unknown anchor".into(),
+                        "define the anchor (`&name`) before its alias (`*name`)",
+                    ));
                 };
                 let mut node = node.clone();
                 node.pos = pos;
@@ -432,7 +462,10 @@ impl NodeBuilder {
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, _) = self.stack.pop().expect("parser balances collections");
-                let anchor = self.open_anchors.pop().expect("parser balances collections");
+                let anchor = self
+                    .open_anchors
+                    .pop()
+                    .expect("parser balances collections");
                 if anchor > 0 {
                     self.anchors.insert(anchor, node.clone());
                 }
@@ -448,8 +481,11 @@ impl NodeBuilder {
         if self.nodes > MAX_NODES {
             return Err(vec![(
                 node.pos,
-                Problem::new("", format!("the document expands to more than {MAX_NODES} nodes"))
-                    .hint("aliases (`*name`) copy what their anchor holds: check for an alias bomb"),
+                Problem::new(
+                    "",
+                    format!("the document expands to more than {MAX_NODES} nodes"),
+                )
+                .hint("aliases (`*name`) copy what their anchor holds: check for an alias bomb"),
             )]);
         }
         match self.stack.last_mut() {
@@ -471,7 +507,10 @@ impl NodeBuilder {
 }
 
 fn scan_problem(e: &ScanError) -> (Pos, Problem) {
-    let pos = Pos { line: e.marker().line(), column: e.marker().col() + 1 };
+    let pos = Pos {
+        line: e.marker().line(),
+        column: e.marker().col() + 1,
+    };
     (
         pos,
         Problem::new("", format!("invalid YAML: {}", e.info()))
@@ -490,7 +529,12 @@ fn structural_problems(value: &Value) -> Vec<Problem> {
     let mut problems = Vec::new();
     for error in validator.iter_errors(value) {
         let pointer = error.instance_path().as_str().to_owned();
-        problems.extend(describe_schema_error(schema, &pointer, error.kind(), error.instance()));
+        problems.extend(describe_schema_error(
+            schema,
+            &pointer,
+            error.kind(),
+            error.instance(),
+        ));
     }
     problems
 }
@@ -528,23 +572,35 @@ fn describe_schema_error(
             let expected = match kind {
                 TypeKind::Single(t) => type_name(&t.to_string()).to_owned(),
                 TypeKind::Multiple(ts) => {
-                    let names: Vec<String> = (*ts).into_iter().map(|t| type_name(&t.to_string()).to_owned()).collect();
+                    let names: Vec<String> = (*ts)
+                        .into_iter()
+                        .map(|t| type_name(&t.to_string()).to_owned())
+                        .collect();
                     names.join(" or ")
                 }
             };
             let found = json_type_name(instance);
             let mut problem = Problem::new(
                 pointer,
-                format!("expected {expected}, found {found} {}", short_json(instance)),
+                format!(
+                    "expected {expected}, found {found} {}",
+                    short_json(instance)
+                ),
             );
             problem.hint = match (expected.as_str(), instance) {
                 ("a string", Value::Number(_) | Value::Bool(_)) => {
                     Some(format!("quote it to make it a string: \"{instance}\""))
                 }
                 ("a boolean", Value::String(s))
-                    if matches!(s.to_ascii_lowercase().as_str(), "yes" | "no" | "on" | "off" | "y" | "n") =>
+                    if matches!(
+                        s.to_ascii_lowercase().as_str(),
+                        "yes" | "no" | "on" | "off" | "y" | "n"
+                    ) =>
                 {
-                    Some("write `true` or `false` (YAML 1.2 reads `yes`/`no`/`on`/`off` as strings)".into())
+                    Some(
+                        "write `true` or `false` (YAML 1.2 reads `yes`/`no`/`on`/`off` as strings)"
+                            .into(),
+                    )
                 }
                 (_, Value::Null) => Some("give it a value, or remove the line".into()),
                 _ => None,
@@ -554,12 +610,20 @@ fn describe_schema_error(
         K::Enum { options } => {
             let allowed: Vec<String> = options
                 .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default();
             let got = instance.as_str().unwrap_or_default();
             let mut problem = Problem::new(
                 pointer,
-                format!("{} is not one of: {}", short_json(instance), allowed.join(", ")),
+                format!(
+                    "{} is not one of: {}",
+                    short_json(instance),
+                    allowed.join(", ")
+                ),
             );
             problem.hint = did_you_mean(got, &allowed).map(|b| format!("did you mean `{b}`?"));
             vec![problem]
@@ -568,7 +632,10 @@ fn describe_schema_error(
             Problem::new(pointer, format!("{instance} is out of range"))
                 .hint("integers here are between 0 and 4294967295"),
         ],
-        _ => vec![Problem::new(pointer, format!("{} is not valid here", short_json(instance)))],
+        _ => vec![Problem::new(
+            pointer,
+            format!("{} is not valid here", short_json(instance)),
+        )],
     }
 }
 
@@ -608,7 +675,12 @@ fn resolve_ref<'a>(schema: &'a Value, mut node: &'a Value) -> &'a Value {
 pub(crate) fn did_you_mean<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
     candidates
         .iter()
-        .map(|c| (strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()),
+                c,
+            )
+        })
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c.as_str())
@@ -646,7 +718,10 @@ fn short_json(value: &Value) -> String {
         Value::Object(_) => "{…}".into(),
         Value::Null => "(empty)".into(),
         Value::String(s) if s.chars().count() > 60 => {
-            format!("{:?}", format!("{}…", s.chars().take(60).collect::<String>()))
+            format!(
+                "{:?}",
+                format!("{}…", s.chars().take(60).collect::<String>())
+            )
         }
         other => other.to_string(),
     }
@@ -665,7 +740,11 @@ pub(crate) fn display_path(pointer: &str) -> String {
     for seg in split_pointer(pointer) {
         if seg.parse::<usize>().is_ok() {
             out.push_str(&format!("[{seg}]"));
-        } else if seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') && !seg.is_empty() {
+        } else if seg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            && !seg.is_empty()
+        {
             if !out.is_empty() {
                 out.push('.');
             }

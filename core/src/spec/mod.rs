@@ -195,7 +195,9 @@ impl Default for Gitops {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     Argocd,
@@ -385,7 +387,8 @@ impl Fleet {
 
     /// The JSON Schema of the fleet file, for editors and for the structural check.
     pub fn json_schema() -> serde_json::Value {
-        let mut schema = serde_json::to_value(schemars::schema_for!(Fleet)).expect("a schema is JSON");
+        let mut schema =
+            serde_json::to_value(schemars::schema_for!(Fleet)).expect("a schema is JSON");
         drop_null_alternatives(&mut schema);
         schema
     }
@@ -405,7 +408,11 @@ fn drop_null_alternatives(node: &mut serde_json::Value) {
                 }
             }
             if let Some(Value::Array(branches)) = map.get("anyOf") {
-                let rest: Vec<Value> = branches.iter().filter(|b| b.get("type").is_none_or(|t| t != "null")).cloned().collect();
+                let rest: Vec<Value> = branches
+                    .iter()
+                    .filter(|b| b.get("type").is_none_or(|t| t != "null"))
+                    .cloned()
+                    .collect();
                 if rest.len() == 1 {
                     map.remove("anyOf");
                     if let Value::Object(branch) = &rest[0] {

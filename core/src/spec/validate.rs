@@ -18,7 +18,12 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(pointer: &str, message: impl Into<String>) -> Problem {
-        Problem { pointer: pointer.to_owned(), message: message.into(), hint: None, at_key: false }
+        Problem {
+            pointer: pointer.to_owned(),
+            message: message.into(),
+            hint: None,
+            at_key: false,
+        }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Problem {
         self.hint = Some(hint.into());
@@ -31,7 +36,9 @@ impl Problem {
 }
 
 /// Protocol names Istio accepts on a service port.
-const PROTOCOLS: &[&str] = &["HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "REDIS", "MYSQL", "TCP", "TLS", "UDP"];
+const PROTOCOLS: &[&str] = &[
+    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "REDIS", "MYSQL", "TCP", "TLS", "UDP",
+];
 
 /// Every semantic problem of the fleet.
 pub fn check(fleet: &Fleet) -> Vec<Problem> {
@@ -56,8 +63,11 @@ impl Checker {
     fn fleet(&mut self, f: &Fleet) {
         if f.api_version != super::API_VERSION {
             self.problems.push(
-                Problem::new("/apiVersion", format!("apiVersion {:?} is not supported", f.api_version))
-                    .hint(format!("write `apiVersion: {}`", super::API_VERSION)),
+                Problem::new(
+                    "/apiVersion",
+                    format!("apiVersion {:?} is not supported", f.api_version),
+                )
+                .hint(format!("write `apiVersion: {}`", super::API_VERSION)),
             );
         }
         if f.kind != super::KIND {
@@ -95,15 +105,33 @@ impl Checker {
                 let at = format!("{at}/instances/{ii}");
                 if let Some(first) = vms.insert(&vm.name, at.clone()) {
                     self.problems.push(
-                        Problem::new(&format!("{at}/name"), format!("VM {:?} is already defined at {}", vm.name, super::load::display_path(&first)))
-                            .hint("VM names are unique across the fleet: meshvm addresses VMs by name"),
+                        Problem::new(
+                            &format!("{at}/name"),
+                            format!(
+                                "VM {:?} is already defined at {}",
+                                vm.name,
+                                super::load::display_path(&first)
+                            ),
+                        )
+                        .hint("VM names are unique across the fleet: meshvm addresses VMs by name"),
                     );
                 }
                 if let Some(first) = addresses.insert((&w.network, &vm.address), at.clone()) {
-                    let net = if w.network.is_empty() { "the cluster's network".to_owned() } else { format!("network {:?}", w.network) };
+                    let net = if w.network.is_empty() {
+                        "the cluster's network".to_owned()
+                    } else {
+                        format!("network {:?}", w.network)
+                    };
                     self.problems.push(
-                        Problem::new(&format!("{at}/address"), format!("address {:?} in {net} is already used by {}", vm.address, super::load::display_path(&first)))
-                            .hint("two VMs of one network cannot share an address"),
+                        Problem::new(
+                            &format!("{at}/address"),
+                            format!(
+                                "address {:?} in {net} is already used by {}",
+                                vm.address,
+                                super::load::display_path(&first)
+                            ),
+                        )
+                        .hint("two VMs of one network cannot share an address"),
                     );
                 }
             }
@@ -113,19 +141,64 @@ impl Checker {
     fn mesh(&mut self, f: &Fleet) {
         let m = &f.mesh;
         self.non_empty("/mesh/meshID", "meshID", &m.mesh_id);
-        self.report("/mesh/meshID", "meshID", &m.mesh_id, names::label_value(&m.mesh_id), "the mesh ID is a label value, such as `mesh1`");
+        self.report(
+            "/mesh/meshID",
+            "meshID",
+            &m.mesh_id,
+            names::label_value(&m.mesh_id),
+            "the mesh ID is a label value, such as `mesh1`",
+        );
         self.non_empty("/mesh/clusterID", "clusterID", &m.cluster_id);
-        self.report("/mesh/clusterID", "clusterID", &m.cluster_id, names::label_value(&m.cluster_id), "use the cluster name istiod was installed with, such as `cluster1`");
-        self.report("/mesh/network", "network", &m.network, names::label_value(&m.network), "a network name is a label value, such as `net1`");
-        self.report("/mesh/trustDomain", "trustDomain", &m.trust_domain, names::dns1123_subdomain(&m.trust_domain), "the default is `cluster.local`");
-        self.report("/mesh/istioNamespace", "istioNamespace", &m.istio_namespace, names::dns1123_label(&m.istio_namespace), "the default is `istio-system`");
+        self.report(
+            "/mesh/clusterID",
+            "clusterID",
+            &m.cluster_id,
+            names::label_value(&m.cluster_id),
+            "use the cluster name istiod was installed with, such as `cluster1`",
+        );
+        self.report(
+            "/mesh/network",
+            "network",
+            &m.network,
+            names::label_value(&m.network),
+            "a network name is a label value, such as `net1`",
+        );
+        self.report(
+            "/mesh/trustDomain",
+            "trustDomain",
+            &m.trust_domain,
+            names::dns1123_subdomain(&m.trust_domain),
+            "the default is `cluster.local`",
+        );
+        self.report(
+            "/mesh/istioNamespace",
+            "istioNamespace",
+            &m.istio_namespace,
+            names::dns1123_label(&m.istio_namespace),
+            "the default is `istio-system`",
+        );
         if let Some(rev) = m.revision() {
-            self.report("/mesh/revision", "revision", rev, names::dns1123_label(rev), "a revision looks like `1-28`");
+            self.report(
+                "/mesh/revision",
+                "revision",
+                rev,
+                names::dns1123_label(rev),
+                "a revision looks like `1-28`",
+            );
         }
-        self.report("/mesh/eastWestGateway/address", "eastWestGateway.address", &m.east_west_gateway.address, names::ip(&m.east_west_gateway.address), "give the IP address the VMs reach the east-west gateway at");
+        self.report(
+            "/mesh/eastWestGateway/address",
+            "eastWestGateway.address",
+            &m.east_west_gateway.address,
+            names::ip(&m.east_west_gateway.address),
+            "give the IP address the VMs reach the east-west gateway at",
+        );
         if let Some(path) = &m.root_cert {
             if path.is_empty() {
-                self.problems.push(Problem::new("/mesh/rootCert", "rootCert is empty").hint("give the path of the root CA certificate, or remove the line"));
+                self.problems.push(
+                    Problem::new("/mesh/rootCert", "rootCert is empty")
+                        .hint("give the path of the root CA certificate, or remove the line"),
+                );
             }
         }
         self.proxy_metadata("/mesh/proxyMetadata", &m.proxy_metadata);
@@ -137,13 +210,20 @@ impl Checker {
             let (core, pre) = s.version.split_once('-').unwrap_or((&s.version, ""));
             let parts: Vec<&str> = core.split('.').collect();
             parts.len() == 3
-                && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-                && pre.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                && pre
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
         };
         if !version_ok {
             self.problems.push(
-                Problem::new("/sidecar/version", format!("version {:?} is not an Istio release", s.version))
-                    .hint("write the release as `1.28.0`, quoted if YAML reads it as a number"),
+                Problem::new(
+                    "/sidecar/version",
+                    format!("version {:?} is not an Istio release", s.version),
+                )
+                .hint("write the release as `1.28.0`, quoted if YAML reads it as a number"),
             );
         }
         if let Some(sha) = &s.sha256 {
@@ -155,7 +235,11 @@ impl Checker {
             }
         }
         if let Some(url) = &s.url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) || url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\'' || c == '"') {
+            if !(url.starts_with("https://") || url.starts_with("http://"))
+                || url
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '\'' || c == '"')
+            {
                 self.problems.push(
                     Problem::new("/sidecar/url", format!("url {url:?} is not an http(s) address"))
                         .hint("give the package's full address, such as https://mirror.example.com/istio-sidecar.deb"),
@@ -167,39 +251,90 @@ impl Checker {
     fn gitops(&mut self, f: &Fleet) {
         let g = &f.gitops;
         let path_ok = crate::tree::is_safe_relative_path(&g.path)
-            && g.path.split('/').all(|part| part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')));
+            && g.path.split('/').all(|part| {
+                part.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            });
         if !path_ok {
             self.problems.push(
                 Problem::new("/gitops/path", format!("path {:?} is not a relative path inside the repository", g.path))
                     .hint("use parts of letters, digits, '-', '_' and '.', separated by '/', such as `clusters/cluster1`"),
             );
         }
-        self.report("/gitops/branch", "branch", &g.branch, names::branch(&g.branch), "use a branch name such as `main`");
+        self.report(
+            "/gitops/branch",
+            "branch",
+            &g.branch,
+            names::branch(&g.branch),
+            "use a branch name such as `main`",
+        );
         if let Some(url) = &g.repo_url {
             if url.trim().is_empty() || url.chars().any(char::is_whitespace) {
-                self.problems.push(Problem::new("/gitops/repoURL", "repoURL is not a repository address").hint("such as https://git.example.com/mesh.git"));
+                self.problems.push(
+                    Problem::new("/gitops/repoURL", "repoURL is not a repository address")
+                        .hint("such as https://git.example.com/mesh.git"),
+                );
             }
         }
         let mut seen = HashSet::new();
         for (i, e) in g.engines.iter().enumerate() {
             if !seen.insert(e) {
-                self.problems.push(Problem::new(&format!("/gitops/engines/{i}"), "engine listed twice").hint("list each engine once"));
+                self.problems.push(
+                    Problem::new(&format!("/gitops/engines/{i}"), "engine listed twice")
+                        .hint("list each engine once"),
+                );
             }
         }
     }
 
     fn workload(&mut self, at: &str, w: &Workload) {
-        self.report(&format!("{at}/name"), "name", &w.name, names::dns1123_label(&w.name), "name the group like a Kubernetes object, such as `billing-db`");
-        self.report(&format!("{at}/namespace"), "namespace", &w.namespace, names::dns1123_label(&w.namespace), "such as `vm-apps`");
-        self.report(&format!("{at}/serviceAccount"), "serviceAccount", &w.service_account, names::dns1123_subdomain(&w.service_account), "such as `tester`; the default is `default`");
-        self.report(&format!("{at}/network"), "network", &w.network, names::label_value(&w.network), "a network name is a label value, such as `vm-net`");
+        self.report(
+            &format!("{at}/name"),
+            "name",
+            &w.name,
+            names::dns1123_label(&w.name),
+            "name the group like a Kubernetes object, such as `billing-db`",
+        );
+        self.report(
+            &format!("{at}/namespace"),
+            "namespace",
+            &w.namespace,
+            names::dns1123_label(&w.namespace),
+            "such as `vm-apps`",
+        );
+        self.report(
+            &format!("{at}/serviceAccount"),
+            "serviceAccount",
+            &w.service_account,
+            names::dns1123_subdomain(&w.service_account),
+            "such as `tester`; the default is `default`",
+        );
+        self.report(
+            &format!("{at}/network"),
+            "network",
+            &w.network,
+            names::label_value(&w.network),
+            "a network name is a label value, such as `vm-net`",
+        );
         self.labels(&format!("{at}/labels"), &w.labels);
         for key in w.annotations.keys() {
-            self.report(&format!("{at}/annotations/{}", escape(key)), "annotation key", key, names::qualified_name(key), "such as `example.com/owner`");
+            self.report(
+                &format!("{at}/annotations/{}", escape(key)),
+                "annotation key",
+                key,
+                names::qualified_name(key),
+                "such as `example.com/owner`",
+            );
         }
         for (name, port) in &w.ports {
             let p = format!("{at}/ports/{}", escape(name));
-            self.report(&p, "port name", name, names::dns1123_label(name), "name ports like `http` or `grpc-api`");
+            self.report(
+                &p,
+                "port name",
+                name,
+                names::dns1123_label(name),
+                "name ports like `http` or `grpc-api`",
+            );
             self.port(&p, *port);
         }
         if let Some(probe) = &w.probe {
@@ -218,13 +353,34 @@ impl Checker {
     }
 
     fn instance(&mut self, at: &str, w: &Workload, vm: &Instance) {
-        self.report(&format!("{at}/name"), "name", &vm.name, names::dns1123_label(&vm.name), "name VMs like Kubernetes objects, such as `tester-1`");
-        self.report(&format!("{at}/address"), "address", &vm.address, names::ip_or_hostname(&vm.address), "give the VM's IP address, such as 10.0.0.11 or fd00::11");
+        self.report(
+            &format!("{at}/name"),
+            "name",
+            &vm.name,
+            names::dns1123_label(&vm.name),
+            "name VMs like Kubernetes objects, such as `tester-1`",
+        );
+        self.report(
+            &format!("{at}/address"),
+            "address",
+            &vm.address,
+            names::ip_or_hostname(&vm.address),
+            "give the VM's IP address, such as 10.0.0.11 or fd00::11",
+        );
         if vm.ip().is_none() && names::ip_or_hostname(&vm.address).is_ok() {
-            if w.service.as_ref().is_some_and(|s| s.resolution == Resolution::Static) {
+            if w.service
+                .as_ref()
+                .is_some_and(|s| s.resolution == Resolution::Static)
+            {
                 self.problems.push(
-                    Problem::new(&format!("{at}/address"), format!("address {:?} is a host name, but the service resolves STATIC", vm.address))
-                        .hint("give an IP address, or set `service.resolution: DNS`"),
+                    Problem::new(
+                        &format!("{at}/address"),
+                        format!(
+                            "address {:?} is a host name, but the service resolves STATIC",
+                            vm.address
+                        ),
+                    )
+                    .hint("give an IP address, or set `service.resolution: DNS`"),
                 );
             }
             if w.auto_register {
@@ -242,23 +398,47 @@ impl Checker {
 
     fn service(&mut self, at: &str, w: &Workload, s: &Service) {
         if let Some(name) = &s.name {
-            self.report(&format!("{at}/name"), "name", name, names::dns1123_label(name), "such as `tester-svc`");
+            self.report(
+                &format!("{at}/name"),
+                "name",
+                name,
+                names::dns1123_label(name),
+                "such as `tester-svc`",
+            );
         }
         if s.hosts.is_empty() {
-            self.problems.push(Problem::new(&format!("{at}/hosts"), "a service needs at least one host").hint("such as `tester.vm-apps.svc.cluster.local`"));
+            self.problems.push(
+                Problem::new(&format!("{at}/hosts"), "a service needs at least one host")
+                    .hint("such as `tester.vm-apps.svc.cluster.local`"),
+            );
         }
         for (i, host) in s.hosts.iter().enumerate() {
             let p = format!("{at}/hosts/{i}");
-            self.report(&p, "host", host, names::service_host(host), "give the DNS name clients use, such as `tester.vm-apps.svc.cluster.local`");
+            self.report(
+                &p,
+                "host",
+                host,
+                names::service_host(host),
+                "give the DNS name clients use, such as `tester.vm-apps.svc.cluster.local`",
+            );
             if host.starts_with("*.") && s.resolution == Resolution::Dns {
                 self.problems.push(Problem::new(&p, format!("host {host:?} is a wildcard, but resolution DNS needs a host name to resolve")).hint("name the host fully, or use resolution NONE"));
             }
         }
         for (i, addr) in s.addresses.iter().enumerate() {
-            self.report(&format!("{at}/addresses/{i}"), "address", addr, names::ip_or_cidr(addr), "such as 240.240.0.10 or 10.0.0.0/24");
+            self.report(
+                &format!("{at}/addresses/{i}"),
+                "address",
+                addr,
+                names::ip_or_cidr(addr),
+                "such as 240.240.0.10 or 10.0.0.0/24",
+            );
         }
         if s.ports.is_empty() {
-            self.problems.push(Problem::new(&format!("{at}/ports"), "a service needs at least one port").hint("such as `- {number: 5000, name: http, protocol: HTTP}`"));
+            self.problems.push(
+                Problem::new(&format!("{at}/ports"), "a service needs at least one port")
+                    .hint("such as `- {number: 5000, name: http, protocol: HTTP}`"),
+            );
         }
         let mut numbers = HashSet::new();
         let mut port_names = HashSet::new();
@@ -268,10 +448,19 @@ impl Checker {
             if let Some(target) = port.target_port {
                 self.port(&format!("{p}/targetPort"), target);
             }
-            self.report(&format!("{p}/name"), "port name", &port.name, names::dns1123_label(&port.name), "name ports like `http` or `grpc-api`");
+            self.report(
+                &format!("{p}/name"),
+                "port name",
+                &port.name,
+                names::dns1123_label(&port.name),
+                "name ports like `http` or `grpc-api`",
+            );
             if !PROTOCOLS.contains(&port.protocol.as_str()) {
                 let known: Vec<String> = PROTOCOLS.iter().map(|s| s.to_string()).collect();
-                let mut problem = Problem::new(&format!("{p}/protocol"), format!("protocol {:?} is not one Istio knows", port.protocol));
+                let mut problem = Problem::new(
+                    &format!("{p}/protocol"),
+                    format!("protocol {:?} is not one Istio knows", port.protocol),
+                );
                 problem.hint = Some(match super::load::did_you_mean(&port.protocol, &known) {
                     Some(best) => format!("did you mean `{best}`?"),
                     None => format!("one of: {}", PROTOCOLS.join(", ")),
@@ -279,35 +468,72 @@ impl Checker {
                 self.problems.push(problem);
             }
             if !numbers.insert(port.number) {
-                self.problems.push(Problem::new(&format!("{p}/number"), format!("port {} is listed twice", port.number)).hint("list each port number once"));
+                self.problems.push(
+                    Problem::new(
+                        &format!("{p}/number"),
+                        format!("port {} is listed twice", port.number),
+                    )
+                    .hint("list each port number once"),
+                );
             }
             if !port_names.insert(&port.name) {
-                self.problems.push(Problem::new(&format!("{p}/name"), format!("port name {:?} is used twice", port.name)).hint("give each port its own name"));
+                self.problems.push(
+                    Problem::new(
+                        &format!("{p}/name"),
+                        format!("port name {:?} is used twice", port.name),
+                    )
+                    .hint("give each port its own name"),
+                );
             }
         }
         if w.labels.is_empty() {
             self.problems.push(
-                Problem::new(&format!("{}/labels", at.trim_end_matches("/service")), "a group with a service needs labels: the ServiceEntry selects its VMs by them")
-                    .hint(format!("add `labels: {{app: {}}}`", w.name)),
+                Problem::new(
+                    &format!("{}/labels", at.trim_end_matches("/service")),
+                    "a group with a service needs labels: the ServiceEntry selects its VMs by them",
+                )
+                .hint(format!("add `labels: {{app: {}}}`", w.name)),
             );
         }
     }
 
     fn probe(&mut self, at: &str, p: &Probe) {
-        let kinds = [p.http_get.is_some(), p.tcp_socket.is_some(), p.exec.is_some()].iter().filter(|k| **k).count();
+        let kinds = [
+            p.http_get.is_some(),
+            p.tcp_socket.is_some(),
+            p.exec.is_some(),
+        ]
+        .iter()
+        .filter(|k| **k)
+        .count();
         if kinds != 1 {
-            self.problems.push(Problem::new(at, "a probe has exactly one of httpGet, tcpSocket and exec").hint("keep one of them"));
+            self.problems.push(
+                Problem::new(at, "a probe has exactly one of httpGet, tcpSocket and exec")
+                    .hint("keep one of them"),
+            );
         }
         if let Some(h) = &p.http_get {
             self.port(&format!("{at}/httpGet/port"), h.port);
             if let Some(scheme) = &h.scheme {
                 if scheme != "HTTP" && scheme != "HTTPS" {
-                    self.problems.push(Problem::new(&format!("{at}/httpGet/scheme"), format!("scheme {scheme:?} is not HTTP or HTTPS")).hint("write HTTP or HTTPS"));
+                    self.problems.push(
+                        Problem::new(
+                            &format!("{at}/httpGet/scheme"),
+                            format!("scheme {scheme:?} is not HTTP or HTTPS"),
+                        )
+                        .hint("write HTTP or HTTPS"),
+                    );
                 }
             }
             if let Some(path) = &h.path {
                 if !path.starts_with('/') {
-                    self.problems.push(Problem::new(&format!("{at}/httpGet/path"), format!("path {path:?} does not start with '/'")).hint("such as /healthz"));
+                    self.problems.push(
+                        Problem::new(
+                            &format!("{at}/httpGet/path"),
+                            format!("path {path:?} does not start with '/'"),
+                        )
+                        .hint("such as /healthz"),
+                    );
                 }
             }
         }
@@ -316,14 +542,18 @@ impl Checker {
         }
         if let Some(e) = &p.exec {
             if e.command.is_empty() {
-                self.problems.push(Problem::new(&format!("{at}/exec/command"), "the command is empty").hint("such as [/usr/local/bin/check]"));
+                self.problems.push(
+                    Problem::new(&format!("{at}/exec/command"), "the command is empty")
+                        .hint("such as [/usr/local/bin/check]"),
+                );
             }
         }
     }
 
     fn port(&mut self, at: &str, n: u32) {
         if let Err(reason) = names::port(n) {
-            self.problems.push(Problem::new(at, reason).hint("ports are numbered 1 to 65535"));
+            self.problems
+                .push(Problem::new(at, reason).hint("ports are numbered 1 to 65535"));
         }
     }
 
@@ -331,30 +561,59 @@ impl Checker {
         for (key, value) in labels {
             let p = format!("{at}/{}", escape(key));
             if let Err(reason) = names::qualified_name(key) {
-                self.problems.push(Problem::new(&p, format!("label key {key:?}: {reason}")).hint("such as `app` or `app.kubernetes.io/name`").at_key());
+                self.problems.push(
+                    Problem::new(&p, format!("label key {key:?}: {reason}"))
+                        .hint("such as `app` or `app.kubernetes.io/name`")
+                        .at_key(),
+                );
             }
-            self.report(&p, "label value", value, names::label_value(value), "a label value is short and plain, such as `v1.2`; put free text in an annotation");
+            self.report(
+                &p,
+                "label value",
+                value,
+                names::label_value(value),
+                "a label value is short and plain, such as `v1.2`; put free text in an annotation",
+            );
         }
     }
 
     fn locality(&mut self, at: &str, locality: &str) {
         let parts: Vec<&str> = locality.split('/').collect();
-        if parts.len() > 3 || parts.iter().any(|p| p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control())) {
-            self.problems.push(Problem::new(at, format!("locality {locality:?} is not region[/zone[/subzone]]")).hint("such as `us-east1/us-east1-b`"));
+        if parts.len() > 3
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            self.problems.push(
+                Problem::new(
+                    at,
+                    format!("locality {locality:?} is not region[/zone[/subzone]]"),
+                )
+                .hint("such as `us-east1/us-east1-b`"),
+            );
         }
     }
 
     fn proxy_metadata(&mut self, at: &str, metadata: &BTreeMap<String, String>) {
         for key in metadata.keys() {
             if let Err(reason) = names::env_name(key) {
-                self.problems.push(Problem::new(&format!("{at}/{}", escape(key)), format!("proxy metadata key {key:?} {reason}")).hint("such as `ISTIO_META_DNS_AUTO_ALLOCATE`").at_key());
+                self.problems.push(
+                    Problem::new(
+                        &format!("{at}/{}", escape(key)),
+                        format!("proxy metadata key {key:?} {reason}"),
+                    )
+                    .hint("such as `ISTIO_META_DNS_AUTO_ALLOCATE`")
+                    .at_key(),
+                );
             }
         }
     }
 
     fn non_empty(&mut self, at: &str, what: &str, value: &str) {
         if value.is_empty() {
-            self.problems.push(Problem::new(at, format!("{what} is empty")).hint(format!("give the {what}")));
+            self.problems.push(
+                Problem::new(at, format!("{what} is empty")).hint(format!("give the {what}")),
+            );
         }
     }
 }
