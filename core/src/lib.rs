@@ -4,15 +4,19 @@
 //! → an edge that writes it (a directory, a Git commit, a cloud-init document). The library
 //! never prints and never exits; it returns typed errors.
 
+pub mod cloudinit;
 pub mod diagnostic;
 pub mod istio;
 pub mod layout;
 pub mod names;
 pub mod objects;
+pub mod rootcert;
 pub mod spec;
 #[doc(hidden)]
 pub mod synthetic;
+pub mod token;
 pub mod tree;
+pub mod utc;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Pos};
