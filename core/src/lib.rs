@@ -6,11 +6,13 @@
 
 pub mod diagnostic;
 pub mod istio;
+pub mod istioctl;
 pub mod layout;
 pub mod names;
 pub mod objects;
 pub mod spec;
 pub mod tree;
+pub mod vmfiles;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Pos};
