@@ -346,20 +346,31 @@ impl ProxyConfig {
         Ok(())
     }
 
-    /// The written form: zero values and empty maps left out.
+    /// The written form: zero values and empty maps left out, at every level.
     pub fn to_value(&self) -> Value {
-        let mut out = Map::new();
-        for (k, v) in &self.fields {
-            let zero = PROXY_CONFIG
-                .iter()
-                .find(|f| f.json == k)
-                .is_some_and(|f| !f.oneof && is_zero(v, f.kind));
-            if !zero {
+        Value::Object(written(&self.fields, PROXY_CONFIG))
+    }
+}
+
+/// A message as jsonpb writes it: fields at their zero value left out (unless in a oneof).
+fn written(message: &Map<String, Value>, fields: &'static [Field]) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (k, v) in message {
+        match fields.iter().find(|f| f.json == k) {
+            None => {
                 out.insert(k.clone(), v.clone());
             }
+            Some(f) if !f.oneof && is_zero(v, f.kind) => {}
+            Some(f) => {
+                let v = match (f.kind, v) {
+                    (Kind::Msg(inner), Value::Object(m)) => Value::Object(written(m, inner)),
+                    _ => v.clone(),
+                };
+                out.insert(k.clone(), v);
+            }
         }
-        Value::Object(out)
     }
+    out
 }
 
 fn is_empty_collection(v: &Value) -> bool {
@@ -418,15 +429,8 @@ fn normalize_message(
             continue;
         }
         let p = join(path, field.json);
-        let written = normalize_value(raw, field.kind, &p)?;
-        match written {
-            Some(v) if field.oneof || !is_zero(&v, field.kind) => {
-                out.insert(field.json.to_owned(), v);
-            }
-            _ => {
-                out.remove(field.json);
-            }
-        }
+        // Zero values are kept: set, they replace a field when applied over another config.
+        out.insert(field.json.to_owned(), normalize_value(raw, field.kind, &p)?);
     }
     Ok(out)
 }
@@ -445,8 +449,8 @@ fn is_zero(v: &Value, kind: Kind) -> bool {
     }
 }
 
-fn normalize_value(raw: &Value, kind: Kind, path: &str) -> Result<Option<Value>, FieldError> {
-    Ok(Some(match kind {
+fn normalize_value(raw: &Value, kind: Kind, path: &str) -> Result<Value, FieldError> {
+    Ok(match kind {
         Kind::Str => match raw {
             Value::String(_) => raw.clone(),
             _ => return Err(type_error(path, "a string (quote it)", raw)),
@@ -521,7 +525,7 @@ fn normalize_value(raw: &Value, kind: Kind, path: &str) -> Result<Option<Value>,
         }
         Kind::Msg(fields) => Value::Object(normalize_message(raw, fields, path)?),
         Kind::Opaque => raw.clone(),
-    }))
+    })
 }
 
 fn integer(raw: &Value, path: &str, min: i64, max: i64) -> Result<i64, FieldError> {
@@ -623,6 +627,19 @@ mod tests {
             base.to_value(),
             json!({"tracing": {"sampling": 5}, "discoveryAddress": "istiod:15012"})
         );
+    }
+
+    #[test]
+    fn an_explicit_zero_replaces_too() {
+        let mut base = ProxyConfig::parse(
+            &json!({"discoveryAddress": "istiod:15012", "runtimeValues": {"a": "b"}}),
+            "",
+        )
+        .unwrap();
+        base.apply(
+            &ProxyConfig::parse(&json!({"discoveryAddress": "", "runtimeValues": {}}), "").unwrap(),
+        );
+        assert_eq!(base.to_value(), json!({}));
     }
 
     #[test]
