@@ -6,6 +6,7 @@
 
 pub mod diagnostic;
 pub mod istio;
+pub mod istioctl;
 pub mod layout;
 pub mod names;
 pub mod objects;
@@ -13,6 +14,7 @@ pub mod spec;
 #[doc(hidden)]
 pub mod synthetic;
 pub mod tree;
+pub mod vmfiles;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Pos};
