@@ -63,7 +63,7 @@ pub fn check_schema(locations: &SchemaLocations, text: &str) -> Vec<String> {
     }
     // Duplicate keys are an error although PyYAML keeps the last one: a generated document
     // with two `runcmd:` keys silently loses one.
-    let config = match kube::parse_document(text, true) {
+    let config = match kube::parse_document(text, 1, true) {
         Ok(Some(config @ Value::Object(_))) => config,
         Ok(_) => return vec!["cloud-config must be a mapping".to_string()],
         Err(e) => return vec![e.replace("error unmarshalling resource", "YAML")],

@@ -32,7 +32,7 @@ pub fn read_stream(text: &str, strict: bool) -> Vec<Document> {
         .into_iter()
         .enumerate()
         .filter_map(|(i, (line, doc))| {
-            let content = parse_document(doc, strict).transpose()?;
+            let content = parse_document(doc, line, strict).transpose()?;
             Some(Document {
                 index: i + 1,
                 line,
@@ -92,15 +92,43 @@ pub fn yaml_options(strict: bool) -> serde_saphyr::Options {
     }
 }
 
-/// One document into JSON; `Ok(None)` for an empty one.
-pub fn parse_document(doc: &str, strict: bool) -> Result<Option<Value>, String> {
+/// One document into JSON; `Ok(None)` for an empty one. `first_line` is the line of the
+/// stream where the document starts, so that errors name lines of the stream.
+pub fn parse_document(doc: &str, first_line: usize, strict: bool) -> Result<Option<Value>, String> {
     if !has_content(doc.trim_start_matches("---")) {
         return Ok(None);
     }
     match serde_saphyr::from_str_with_options::<Option<Value>>(doc, yaml_options(strict)) {
         Ok(Some(Value::Null)) | Ok(None) => Ok(None),
         Ok(Some(v)) => Ok(Some(v)),
-        Err(e) => Err(format!("error unmarshalling resource: {e}")),
+        Err(e) => Err(format!(
+            "error unmarshalling resource: {}",
+            yaml_error(&e, first_line)
+        )),
+    }
+}
+
+/// A YAML error on one line, at its line of the stream, without the parser's advice to
+/// change its options.
+fn yaml_error(e: &serde_saphyr::Error, first_line: usize) -> String {
+    let plain = e.without_snippet().to_string();
+    let plain = plain.lines().next().unwrap_or_default();
+    let plain = plain.strip_prefix("error: ").unwrap_or(plain);
+    let message = plain
+        .split_once(": ")
+        .filter(|(head, _)| head.starts_with("line "))
+        .map_or(plain, |(_, rest)| rest);
+    let message = message
+        .split(", set DuplicateKeyPolicy")
+        .next()
+        .unwrap_or(message);
+    match e.location() {
+        Some(at) if at.line() > 0 => format!(
+            "line {} column {}: {message}",
+            at.line() as usize + first_line - 1,
+            at.column()
+        ),
+        _ => message.to_string(),
     }
 }
 
@@ -214,10 +242,22 @@ pub fn kustomize_build(dir: &Path) -> Result<String, String> {
     if !output.status.success() {
         return Err(format!(
             "kubectl kustomize failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
+            kustomize_message(&String::from_utf8_lossy(&output.stderr))
         ));
     }
     String::from_utf8(output.stdout).map_err(|e| format!("kubectl kustomize output: {e}"))
+}
+
+/// kubectl's error without its log prefix (time, pid, source line), which differs per run.
+fn kustomize_message(stderr: &str) -> String {
+    let stderr = stderr.trim();
+    match stderr.split_once(" err=\"") {
+        Some((_, quoted)) => quoted
+            .strip_suffix('"')
+            .unwrap_or(quoted)
+            .replace("\\\"", "\""),
+        None => stderr.strip_prefix("error: ").unwrap_or(stderr).to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +303,29 @@ mod tests {
         );
         assert_eq!(docs[1].index, 4);
         assert!(docs[1].content.is_err());
+    }
+
+    #[test]
+    fn kustomize_errors_lose_the_log_prefix() {
+        let stderr = "E1126 11:46:36.660033   17986 run.go:72] \"command failed\" \
+                      err=\"accumulating resources: \\\"x\\\" missing\"\n";
+        assert_eq!(
+            kustomize_message(stderr),
+            "accumulating resources: \"x\" missing"
+        );
+        assert_eq!(
+            kustomize_message("error: no kustomization\n"),
+            "no kustomization"
+        );
+    }
+
+    #[test]
+    fn yaml_errors_name_the_line_of_the_stream() {
+        let docs = read_stream("a: 1\n---\nb: 1\nb: 2\n", true);
+        assert_eq!(
+            docs[1].content,
+            Err("error unmarshalling resource: line 4 column 1: duplicate mapping key: b".into())
+        );
     }
 
     #[test]

@@ -116,8 +116,9 @@ impl Verdict {
         if self.document > 0 {
             let _ = write!(s, ":{}: document {}", self.line, self.document);
         }
-        if !self.kind.is_empty() {
-            let _ = write!(s, ": {} {}", self.kind, self.name);
+        let object = format!("{} {}", self.kind, self.name);
+        if !object.trim().is_empty() {
+            let _ = write!(s, ": {}", object.trim());
         }
         s
     }
