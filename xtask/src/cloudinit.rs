@@ -116,11 +116,21 @@ pub fn check_with_cloud_init(text: &str) -> Option<String> {
         .output()
     {
         Ok(out) if out.status.success() => None,
-        Ok(out) => Some(format!(
-            "cloud-init schema -c: {}{}",
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
+        Ok(out) => {
+            // cloud-init prints headers ("Error:", an empty deprecations list) around the
+            // errors, on both streams: keep the lines that say something.
+            let text = format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let said: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.ends_with(':'))
+                .collect();
+            Some(format!("cloud-init schema -c: {}", said.join(" ")))
+        }
         Err(e) => Some(format!("running cloud-init schema: {e}")),
     }
 }
