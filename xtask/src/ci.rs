@@ -45,7 +45,8 @@ pub fn run() -> ExitCode {
             "-D",
             "warnings",
         ],
-        &["test", "--workspace"],
+        // Every test binary runs even when one fails, so one run shows every failure.
+        &["test", "--workspace", "--no-fail-fast"],
         &["build", "--package", "meshvm"],
     ];
     for args in cargo_steps {
@@ -257,4 +258,83 @@ fn target_dir(root: &Path) -> Result<PathBuf, String> {
         .as_str()
         .map(PathBuf::from)
         .ok_or_else(|| "cargo metadata has no target_directory".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    /// A stand-in `meshvm` whose `render` copies a corpus directory and whose `cloud-init`
+    /// writes a fixed document, so the product steps are exercised before the real commands
+    /// land.
+    fn stub(dir: &Path, corpus: &str, user_data: &str) -> PathBuf {
+        let corpus = workspace_root().join("fixtures/manifests").join(corpus);
+        let script = format!(
+            r#"#!/bin/sh
+[ "$2" = --help ] && exit 0
+case "$1" in
+  render) [ "$2 $4" = "-f -o" ] || exit 2; mkdir -p "$5" && cp -r '{corpus}' "$5"/ ;;
+  cloud-init) [ "$2 $4 $6" = "-f --vm -o" ] || exit 2; printf '{user_data}' > "$7" ;;
+  *) exit 2 ;;
+esac
+"#,
+            corpus = corpus.display()
+        );
+        let path = dir.join("meshvm");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn outcomes(meshvm: &Path) -> Vec<(String, Result<(), String>)> {
+        let mut steps = Steps(Vec::new());
+        product_checks(&workspace_root(), meshvm, &mut steps);
+        steps
+            .0
+            .into_iter()
+            .map(|(name, o)| {
+                let o = match o {
+                    Outcome::Ok => Ok(()),
+                    Outcome::Failed(why) | Outcome::NotLanded(why) => Err(why),
+                };
+                (name, o)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn renders_and_checks_every_fixture() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = stub(dir.path(), "valid", "#cloud-config\\nruncmd: [ls]\\n");
+        let got = outcomes(&good);
+        assert_eq!(
+            got,
+            [
+                (
+                    "render fixtures/fleets/seed/meshvm.yaml and validate the tree".to_string(),
+                    Ok(())
+                ),
+                (
+                    "user-data of tester-1 in fixtures/fleets/seed/meshvm.yaml".to_string(),
+                    Ok(())
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn names_the_failing_step_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = stub(dir.path(), "invalid/two-documents.yaml", "runcmd: [ls]\\n");
+        let got = outcomes(&bad);
+        let render = got[0].1.as_ref().unwrap_err();
+        assert!(
+            render.contains("ServiceAccount tester is invalid: /automountServiceAccountToken"),
+            "{render}"
+        );
+        let user_data = got[1].1.as_ref().unwrap_err();
+        assert!(user_data.contains("`#cloud-config`"), "{user_data}");
+    }
 }
