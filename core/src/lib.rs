@@ -7,6 +7,7 @@
 pub mod cloudinit;
 pub mod diagnostic;
 pub mod istio;
+pub mod istioctl;
 pub mod layout;
 pub mod names;
 pub mod objects;
@@ -17,6 +18,7 @@ pub mod synthetic;
 pub mod token;
 pub mod tree;
 pub mod utc;
+pub mod vmfiles;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Pos};
