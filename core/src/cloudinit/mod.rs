@@ -34,6 +34,7 @@ use crate::spec::{Fleet, PackageFormat};
 use crate::token::{self, IstioToken, TokenError};
 use crate::tree::FileTree;
 use crate::utc;
+use crate::vmfiles;
 
 /// The embedded default of the document template.
 pub const USER_DATA_TEMPLATE: &str = include_str!("templates/user-data.yaml.hbs");
@@ -48,15 +49,17 @@ pub const JOIN_TEMPLATE_NAME: &str = "join.sh.hbs";
 /// has its own certificate).
 pub const TOKEN_PATH: &str = "/var/run/secrets/tokens/istio-token";
 
-/// The VM's mesh files (as named in `vmfiles`' tree) and where each goes on the VM.
-/// `hosts` is not a file of its own: its lines are added to /etc/hosts by the join step.
+/// The VM's mesh files (from [`vmfiles::vm_files`]) and where each goes on the VM. Not
+/// [`vmfiles::DESTINATIONS`]'s /etc/istio/config/mesh: /etc/istio must not exist before the
+/// package makes it its symlink. `hosts` is not a file of its own: the join step adds its
+/// lines to /etc/hosts.
 const PLACEMENT: &[(&str, &str)] = &[
-    ("root-cert.pem", "/etc/certs/root-cert.pem"),
-    ("cluster.env", "/var/lib/istio/envoy/cluster.env"),
-    ("mesh.yaml", "/var/lib/istio/config/mesh"),
+    (vmfiles::ROOT_CERT, "/etc/certs/root-cert.pem"),
+    (vmfiles::CLUSTER_ENV, "/var/lib/istio/envoy/cluster.env"),
+    (vmfiles::MESH_YAML, "/var/lib/istio/config/mesh"),
 ];
-const HOSTS_FILE: &str = "hosts";
-const ROOT_CERT_FILE: &str = "root-cert.pem";
+const HOSTS_FILE: &str = vmfiles::HOSTS;
+const ROOT_CERT_FILE: &str = vmfiles::ROOT_CERT;
 
 /// Helpers that quote a value; the only expressions a template may use.
 const QUOTING_HELPERS: &[&str] = &["yaml", "yaml-block", "sh"];
@@ -112,7 +115,9 @@ pub enum CloudInitError {
     UnknownVm(String),
     #[error("the VM's files lack {0}")]
     MissingFile(&'static str),
-    #[error("the VM's files hold {0}, which the user-data has no place for")]
+    #[error(
+        "the VM's files hold {0}, which the user-data has no place for (the token is passed on its own)"
+    )]
     UnexpectedFile(String),
     #[error("{source}\n  hint: {hint}")]
     Token {

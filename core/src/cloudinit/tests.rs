@@ -27,20 +27,9 @@ fn fake_token(subject: &str) -> String {
     }))
 }
 
-/// The seed VM's files, as `vmfiles` renders them.
+/// The seed VM's files.
 fn seed_files() -> FileTree {
-    let mut files = FileTree::new();
-    files.insert(
-        "cluster.env",
-        "CANONICAL_REVISION='latest'\nCANONICAL_SERVICE='tester'\nISTIO_INBOUND_PORTS='5000'\nISTIO_NAMESPACE='vm-apps'\nISTIO_SERVICE='tester.vm-apps'\nISTIO_SVC_IP='10.0.0.11'\nSERVICE_ACCOUNT='tester'\n",
-    );
-    files.insert(
-        "mesh.yaml",
-        "defaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n  meshId: mesh1\n",
-    );
-    files.insert("hosts", "203.0.113.10 istiod.istio-system.svc\n");
-    files.insert("root-cert.pem", ROOT_CERT);
-    files
+    crate::vmfiles::vm_files(&seed(), Some(ROOT_CERT), "tester-1").unwrap()
 }
 
 fn request<'a>(fleet: &'a Fleet, files: &'a FileTree, token: &'a str) -> Request<'a> {
