@@ -38,6 +38,8 @@ enum Command {
     #[command(subcommand)]
     Workload(cmd::workload::Command),
     Completions(cmd::completions::Args),
+    #[command(name = "cloud-init")]
+    CloudInit(cmd::cloud_init::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Vm(command) => cmd::vm::run(command),
         Command::Workload(command) => cmd::workload::run(command),
         Command::Completions(args) => cmd::completions::run(args, &mut Cli::command()),
+        Command::CloudInit(args) => cmd::cloud_init::run(args),
     };
     match result {
         Ok(code) => code,

@@ -5,4 +5,6 @@
 mod support;
 
 mod cli;
+mod cloud_init;
+mod nspawn;
 mod vm_files;
