@@ -384,17 +384,18 @@ fn token_source_is_required_and_single() {
     assert_eq!(out.code, 2, "{}", out.stderr);
 }
 
-/// The seed fleet, with the sidecar downloaded from `url` and pinned to `sha256`.
-fn fleet_with_package(dir: &Path, url: &str, sha256: &str) -> PathBuf {
+/// The seed fleet, with the sidecar downloaded from `url` and pinned to `sha256` if given.
+fn fleet_with_package(dir: &Path, url: &str, sha256: Option<&str>) -> PathBuf {
     let seed = std::fs::read_to_string(seed_fleet()).unwrap();
     let zeros = format!("sha256: \"{}\"", "0".repeat(64));
     assert!(
         seed.contains(&zeros),
         "the seed fleet pins a placeholder sha256"
     );
+    let pin = sha256.map_or(String::new(), |s| format!("sha256: \"{s}\"\n  "));
     let fleet = seed
         .replace("arch: amd64", &format!("arch: {}", nspawn::host_arch()))
-        .replace(&zeros, &format!("sha256: \"{sha256}\"\n  url: {url}"));
+        .replace(&zeros, &format!("{pin}url: {url}"));
     let path = dir.join("meshvm.yaml");
     std::fs::write(&path, fleet).unwrap();
     path
@@ -426,8 +427,9 @@ fn count_lines(text: &str, line: &str) -> usize {
 fn a_debian_vm_boots_into_the_mesh() {
     let dir = tempfile::tempdir().unwrap();
     let deb = nspawn::stand_in_sidecar_deb("1.28.0");
-    let url = nspawn::serve("istio-sidecar.deb", deb.clone());
-    let fleet = fleet_with_package(dir.path(), &url, &sha256(&deb));
+    let base = nspawn::serve(vec![("istio-sidecar.deb", deb.clone())]);
+    let url = format!("{base}/istio-sidecar.deb");
+    let fleet = fleet_with_package(dir.path(), &url, Some(&sha256(&deb)));
     let token = good_token();
     let plain = user_data(dir.path(), &fleet, &token, &[]);
     let packed = user_data(dir.path(), &fleet, &token, &["--gzip"]);
@@ -437,7 +439,7 @@ fn a_debian_vm_boots_into_the_mesh() {
     let files = meshvm::vmfiles::vm_files(&source.fleet, Some(&root_pem), VM).unwrap();
     let digest = |name: &str| sha256(&files.get(name).unwrap().bytes);
 
-    let vm = Vm::new();
+    let vm = Vm::persistent();
     vm.seed(&plain, "iid-1");
     let report = vm.boot();
     report.expect("cloud-init", "done");
@@ -462,7 +464,7 @@ fn a_debian_vm_boots_into_the_mesh() {
         &format!("istio-proxy 644 {}", digest("mesh.yaml")),
     );
     assert_eq!(
-        count_lines(&vm.read("etc/hosts"), HOSTS_LINE),
+        count_lines(&report.file("hosts"), HOSTS_LINE),
         1,
         "{}",
         report.logs
@@ -480,14 +482,14 @@ fn a_debian_vm_boots_into_the_mesh() {
         "file /var/run/secrets/tokens/istio-token",
         &format!("istio-proxy 600 {}", sha256(&token)),
     );
-    let hosts = vm.read("etc/hosts");
+    let hosts = report.file("hosts");
     assert_eq!(
         count_lines(&hosts, HOSTS_LINE),
         1,
         "{hosts}\n{}",
         report.logs
     );
-    let template = vm.read("etc/cloud/templates/hosts.debian.tmpl");
+    let template = report.file("hosts.debian.tmpl");
     assert_eq!(count_lines(&template, HOSTS_LINE), 1, "{template}");
 
     // A plain reboot: /etc/hosts is rendered from the template again and keeps the entry;
@@ -495,7 +497,7 @@ fn a_debian_vm_boots_into_the_mesh() {
     let report = vm.boot();
     report.expect("istio", "active enabled");
     report.expect("file /var/run/secrets/tokens/istio-token", "missing");
-    let hosts = vm.read("etc/hosts");
+    let hosts = report.file("hosts");
     assert_eq!(
         count_lines(&hosts, HOSTS_LINE),
         1,
@@ -513,11 +515,12 @@ fn a_tampered_package_is_not_installed() {
     let mut tampered = deb.clone();
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0xff;
-    let url = nspawn::serve("istio-sidecar.deb", tampered);
-    let fleet = fleet_with_package(dir.path(), &url, &sha256(&deb));
+    let base = nspawn::serve(vec![("istio-sidecar.deb", tampered)]);
+    let url = format!("{base}/istio-sidecar.deb");
+    let fleet = fleet_with_package(dir.path(), &url, Some(&sha256(&deb)));
     let plain = user_data(dir.path(), &fleet, &good_token(), &[]);
 
-    let vm = Vm::new();
+    let vm = Vm::ephemeral();
     vm.seed(&plain, "iid-1");
     let report = vm.boot();
     report.expect("cloud-init", "error");
@@ -525,8 +528,54 @@ fn a_tampered_package_is_not_installed() {
     report.expect("user", "absent");
     report.expect("istio", "inactive absent");
     report.expect("etc-istio", "missing");
-    let output = vm.read("var/log/cloud-init-output.log");
+    let output = report.file("cloud-init-output.log");
     assert!(output.contains("meshvm: sha256 mismatch for "), "{output}");
     assert!(output.contains("istio-sidecar NOT installed"), "{output}");
-    assert_eq!(count_lines(&vm.read("etc/hosts"), HOSTS_LINE), 0);
+    assert_eq!(count_lines(&report.file("hosts"), HOSTS_LINE), 0);
+}
+
+/// A fleet that pins no checksum: the VM checks the package against the `.sha256` published
+/// beside it, and installs nothing when that file holds no checksum.
+#[test]
+fn an_unpinned_package_is_checked_against_its_published_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let deb = nspawn::stand_in_sidecar_deb("1.28.0");
+    let published = format!("{}  istio-sidecar.deb\n", sha256(&deb));
+    let base = nspawn::serve(vec![
+        ("good/istio-sidecar.deb", deb.clone()),
+        ("good/istio-sidecar.deb.sha256", published.into_bytes()),
+        ("bad/istio-sidecar.deb", deb),
+        (
+            "bad/istio-sidecar.deb.sha256",
+            b"<html>oops</html>".to_vec(),
+        ),
+    ]);
+    let token = good_token();
+    for (case, joins) in [("good", true), ("bad", false)] {
+        let case_dir = dir.path().join(case);
+        std::fs::create_dir(&case_dir).unwrap();
+        let url = format!("{base}/{case}/istio-sidecar.deb");
+        let fleet = fleet_with_package(&case_dir, &url, None);
+        let output = case_dir.join("user-data");
+        let out = run(cloud_init(&case_dir, &fleet, &token).arg("-o").arg(&output));
+        assert_ok(&out);
+        assert!(
+            out.stderr
+                .contains("warning: VM tester-1: the fleet pins no sidecar.sha256"),
+            "{}",
+            out.stderr
+        );
+        let vm = Vm::ephemeral();
+        vm.seed(&std::fs::read(&output).unwrap(), "iid-1");
+        let report = vm.boot();
+        if joins {
+            report.expect("cloud-init", "done");
+            report.expect("istio", "active enabled");
+        } else {
+            report.expect("cloud-init", "error");
+            report.expect("package", "absent");
+            let log = report.file("cloud-init-output.log");
+            assert!(log.contains("meshvm: no sha256 in "), "{log}");
+        }
+    }
 }

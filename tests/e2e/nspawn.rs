@@ -32,11 +32,16 @@ locale: C.UTF-8
 ssh_genkeytypes: []
 ";
 
-/// Runs after cloud-init's final stage: writes what the test checks to /meshvm-report (files
-/// on the tmpfs /run are gone once the container stops), then powers off.
+/// Runs after cloud-init's final stage: writes what the test checks to /meshvm-out, a
+/// directory of the host (the root may be a volatile overlay, and /run is a tmpfs), then powers
+/// off.
 const REPORT_SCRIPT: &str = r#"#!/bin/sh
 # meshvm e2e test: report what cloud-init did, then power off.
 sleep 3
+out=/meshvm-out
+for f in /etc/hosts /etc/cloud/templates/hosts.debian.tmpl /var/log/cloud-init-output.log; do
+  if [ -e "$f" ]; then cp "$f" "$out/$(basename "$f")"; fi
+done
 {
   echo "cloud-init $(cloud-init status 2>/dev/null | sed -n 's/^status: //p')"
   echo "istio $(systemctl show -p ActiveState --value istio) $(systemctl is-enabled istio 2>/dev/null || echo absent)"
@@ -53,8 +58,8 @@ sleep 3
   if [ -L /etc/istio ]; then echo "etc-istio symlink $(readlink /etc/istio)"
   elif [ -e /etc/istio ]; then echo "etc-istio directory"
   else echo "etc-istio missing"; fi
-} > /meshvm-report.new 2>&1
-mv /meshvm-report.new /meshvm-report
+} > "$out/report.new" 2>&1
+mv "$out/report.new" "$out/report"
 systemctl poweroff
 "#;
 
@@ -165,48 +170,66 @@ pub fn debian_root() -> &'static Path {
             let _ = std::fs::remove_dir_all(&partial);
             assert!(root.join("etc/meshvm-test-image").exists());
         }
+        // Roots of earlier image definitions are not used again.
+        for entry in std::fs::read_dir(cache_dir()).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("debian-") && entry.path() != root {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         root
     })
 }
 
-/// A VM: a private copy of the cached root, removed when dropped.
+/// A VM booted from the cached root: ephemeral (a volatile overlay over the shared root, for
+/// one boot) or persistent (a private copy, for several boots). Removed when dropped.
 pub struct Vm {
-    _dir: tempfile::TempDir,
-    pub root: PathBuf,
+    dir: tempfile::TempDir,
+    /// The private copy of a persistent VM.
+    copy: Option<PathBuf>,
     name: String,
 }
 
 impl Vm {
-    pub fn new() -> Vm {
+    fn with_copy(persistent: bool) -> Vm {
         static N: AtomicUsize = AtomicUsize::new(0);
         let image = debian_root();
         let dir = tempfile::Builder::new()
             .prefix("meshvm-vm-")
             .tempdir_in(Path::new(env!("CARGO_TARGET_TMPDIR")))
             .unwrap();
-        let root = dir.path().join("root");
-        run_checked(
-            Command::new("cp")
-                .args(["-a", "--reflink=auto"])
-                .arg(image)
-                .arg(&root),
-            "copying the Debian root",
-        );
+        let copy = persistent.then(|| {
+            let root = dir.path().join("root");
+            run_checked(
+                Command::new("cp")
+                    .args(["-a", "--reflink=auto"])
+                    .arg(image)
+                    .arg(&root),
+                "copying the Debian root",
+            );
+            root
+        });
         let name = format!(
             "meshvm-e2e-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
-        Vm {
-            _dir: dir,
-            root,
-            name,
-        }
+        Vm { dir, copy, name }
+    }
+
+    /// A VM for one boot: its writes go to a tmpfs overlay, the cached root stays untouched.
+    pub fn ephemeral() -> Vm {
+        Vm::with_copy(false)
+    }
+
+    /// A VM that keeps its disk across boots.
+    pub fn persistent() -> Vm {
+        Vm::with_copy(true)
     }
 
     /// Seeds the NoCloud datasource: user-data and an instance-id.
     pub fn seed(&self, user_data: &[u8], instance_id: &str) {
-        let seed = self.root.join("var/lib/cloud/seed/nocloud");
+        let seed = self.dir.path().join("seed");
         std::fs::create_dir_all(&seed).unwrap();
         std::fs::write(seed.join("user-data"), user_data).unwrap();
         std::fs::write(
@@ -216,25 +239,32 @@ impl Vm {
         .unwrap();
     }
 
-    /// Adds a file to the image's own cloud-init configuration.
+    /// Adds a file to the image's own cloud-init configuration (persistent VMs).
     pub fn configure(&self, name: &str, text: &str) {
-        std::fs::write(self.root.join("etc/cloud/cloud.cfg.d").join(name), text).unwrap();
-    }
-
-    pub fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.root.join(rel)).unwrap_or_default()
+        let root = self.copy.as_ref().expect("a persistent VM");
+        std::fs::write(root.join("etc/cloud/cloud.cfg.d").join(name), text).unwrap();
     }
 
     /// Boots the VM until the report unit powers it off, and returns the report.
     pub fn boot(&self) -> Report {
-        let report = self.root.join("meshvm-report");
-        let _ = std::fs::remove_file(&report);
-        let log_path = self.root.with_file_name(format!("{}.log", self.name));
+        let out = self.dir.path().join("out");
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        let log_path = self.dir.path().join("console.log");
         let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new("systemd-nspawn");
+        cmd.args(["--register=no", "--keep-unit", "-b", "-M", &self.name])
+            .arg(format!(
+                "--bind-ro={}:/var/lib/cloud/seed/nocloud",
+                self.dir.path().join("seed").display()
+            ))
+            .arg(format!("--bind={}:/meshvm-out", out.display()));
+        match &self.copy {
+            Some(root) => cmd.arg("-D").arg(root),
+            None => cmd.args(["--volatile=overlay", "-D"]).arg(debian_root()),
+        };
         let started = Instant::now();
-        let mut child = Command::new("systemd-nspawn")
-            .args(["--register=no", "--keep-unit", "-b", "-M", &self.name, "-D"])
-            .arg(&self.root)
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -250,7 +280,7 @@ impl Vm {
                 let _ = child.wait();
                 panic!(
                     "the VM did not power off within {limit:?}\n{}",
-                    self.diagnostics(&log_path)
+                    diagnostics(&log_path, &out)
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -260,38 +290,40 @@ impl Vm {
             self.name,
             started.elapsed()
         );
-        let text = std::fs::read_to_string(&report).unwrap_or_else(|_| {
+        let text = std::fs::read_to_string(out.join("report")).unwrap_or_else(|_| {
             panic!(
                 "no report from the VM (nspawn: {status})\n{}",
-                self.diagnostics(&log_path)
+                diagnostics(&log_path, &out)
             )
         });
-        Report::parse(&text, self.diagnostics(&log_path))
-    }
-
-    fn diagnostics(&self, log: &Path) -> String {
-        let tail = |text: String, n: usize| {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        };
-        format!(
-            "--- console ({}) ---\n{}\n--- /var/log/cloud-init-output.log ---\n{}",
-            log.display(),
-            tail(std::fs::read_to_string(log).unwrap_or_default(), 40),
-            tail(self.read("var/log/cloud-init-output.log"), 60)
-        )
+        Report::parse(&text, out.clone(), diagnostics(&log_path, &out))
     }
 }
 
+fn diagnostics(console: &Path, out: &Path) -> String {
+    let tail = |path: &Path, n: usize| {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    };
+    format!(
+        "--- console ---\n{}\n--- /var/log/cloud-init-output.log ---\n{}",
+        tail(console, 40),
+        tail(&out.join("cloud-init-output.log"), 60)
+    )
+}
+
 /// What the VM reported: one value per key (`cloud-init`, `istio`, `package`, `user`,
-/// `etc-istio`, `file <path>`), with the console and cloud-init logs for failure messages.
+/// `etc-istio`, `file <path>`), the files it copied out (`hosts`, `hosts.debian.tmpl`,
+/// `cloud-init-output.log`), and the logs for failure messages.
 pub struct Report {
     pub values: BTreeMap<String, String>,
+    out: PathBuf,
     pub logs: String,
 }
 
 impl Report {
-    fn parse(text: &str, logs: String) -> Report {
+    fn parse(text: &str, out: PathBuf, logs: String) -> Report {
         let mut values = BTreeMap::new();
         for line in text.lines() {
             let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
@@ -303,11 +335,16 @@ impl Report {
             };
             values.insert(key, rest.to_owned());
         }
-        Report { values, logs }
+        Report { values, out, logs }
     }
 
     pub fn get(&self, key: &str) -> &str {
         self.values.get(key).map(String::as_str).unwrap_or("")
+    }
+
+    /// A file the VM copied out; empty when it had none.
+    pub fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.out.join(name)).unwrap_or_default()
     }
 
     /// Fails with the VM's logs unless `key` reads `expected`.
@@ -409,12 +446,15 @@ exec sleep infinity'
     std::fs::read(deb).unwrap()
 }
 
-/// Serves `body` at `http://127.0.0.1:<port>/<name>` for the rest of the test process;
-/// anything else is a 404.
-pub fn serve(name: &str, body: Vec<u8>) -> String {
+/// Serves `files` (name → body) at `http://127.0.0.1:<port>/<name>` for the rest of the
+/// test process, and returns that base address; anything else is a 404.
+pub fn serve(files: Vec<(&str, Vec<u8>)>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/{name}", listener.local_addr().unwrap());
-    let path = format!("/{name}");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let files: BTreeMap<String, Vec<u8>> = files
+        .into_iter()
+        .map(|(name, body)| (format!("/{name}"), body))
+        .collect();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
@@ -431,11 +471,10 @@ pub fn serve(name: &str, body: Vec<u8>) -> String {
                     Ok(_) => {}
                 }
             }
-            let wanted = request.split_whitespace().nth(1) == Some(path.as_str());
-            let (status, body): (&str, &[u8]) = if wanted {
-                ("200 OK", &body)
-            } else {
-                ("404 Not Found", b"not found\n")
+            let wanted = request.split_whitespace().nth(1).and_then(|p| files.get(p));
+            let (status, body): (&str, &[u8]) = match wanted {
+                Some(body) => ("200 OK", body),
+                None => ("404 Not Found", b"not found\n"),
             };
             let _ = write!(
                 stream,
@@ -445,5 +484,5 @@ pub fn serve(name: &str, body: Vec<u8>) -> String {
             let _ = stream.write_all(body);
         }
     });
-    url
+    base
 }

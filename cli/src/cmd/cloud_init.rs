@@ -129,6 +129,9 @@ pub fn run(args: Args) -> CmdResult {
     if let Some(path) = &args.schema {
         check_schema(&user_data.document, path)?;
     }
+    for warning in &user_data.warnings {
+        eprintln!("warning: VM {}: {warning}", args.vm);
+    }
 
     let bytes = cloudinit::encode(&user_data.document, args.gzip);
     let provider = Provider::from(args.provider);

@@ -107,6 +107,8 @@ pub struct UserData {
     pub token_expires_at: i64,
     /// The root certificates it carries.
     pub root_certs: Vec<RootCert>,
+    /// What the user should know, such as a package without a pinned checksum.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,10 +131,6 @@ pub enum CloudInitError {
         "{0}\n  hint: give the mesh's root-cert.pem (the istio-ca-root-cert ConfigMap of the istio namespace)"
     )]
     RootCert(#[from] RootCertError),
-    #[error(
-        "the fleet pins no sidecar.sha256: the VM would install an unverified package\n  hint: set sidecar.sha256 to the package's checksum (published beside it as `.sha256`)"
-    )]
-    NoSha256,
     #[error("template {name}: {message}")]
     Template { name: String, message: String },
     #[error(
@@ -168,7 +166,13 @@ pub fn render(req: &Request<'_>, templates: &Templates) -> Result<UserData, Clou
         .ok_or(CloudInitError::MissingFile(ROOT_CERT_FILE))?;
     let root_certs = rootcert::check(&String::from_utf8_lossy(&root_pem.bytes), req.now)?;
     let sidecar = &req.fleet.sidecar;
-    let sha256 = sidecar.sha256.as_deref().ok_or(CloudInitError::NoSha256)?;
+    let url = sidecar.download_url();
+    let mut warnings = Vec::new();
+    if sidecar.sha256.is_none() {
+        warnings.push(format!(
+            "the fleet pins no sidecar.sha256: the VM checks the package against {url}.sha256 from the same server, which catches a damaged download but not a tampered server\n  hint: pin the package with sidecar.sha256"
+        ));
+    }
 
     let data = json!({
         "meshvm": {"version": env!("CARGO_PKG_VERSION")},
@@ -191,8 +195,9 @@ pub fn render(req: &Request<'_>, templates: &Templates) -> Result<UserData, Clou
             "version": sidecar.version,
             "format": sidecar.package.extension(),
             "deb": sidecar.package == PackageFormat::Deb,
-            "url": sidecar.download_url(),
-            "sha256": sha256.to_ascii_lowercase(),
+            "sha256": sidecar.sha256.as_deref().unwrap_or_default().to_ascii_lowercase(),
+            "sha256Url": format!("{url}.sha256"),
+            "url": url,
         },
         "files": placed_files(req.files, &token)?,
         "hostsLines": hosts_lines(req.files),
@@ -208,6 +213,7 @@ pub fn render(req: &Request<'_>, templates: &Templates) -> Result<UserData, Clou
         document,
         token_expires_at: token.expires_at,
         root_certs,
+        warnings,
     })
 }
 

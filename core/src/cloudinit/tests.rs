@@ -176,6 +176,32 @@ fn values_reach_the_shell_as_they_are() {
 }
 
 #[test]
+fn an_unpinned_package_is_checked_against_its_published_sha256() {
+    let mut fleet = seed();
+    fleet.sidecar.sha256 = None;
+    let (files, token) = (seed_files(), fake_token(SUBJECT));
+    let doc = render(&request(&fleet, &files, &token), &Templates::default()).unwrap();
+    assert_eq!(doc.warnings.len(), 1);
+    assert!(
+        doc.warnings[0].contains("pins no sidecar.sha256"),
+        "{:?}",
+        doc.warnings
+    );
+    let script = parsed(&doc.document)["runcmd"][0][2]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(script.contains(
+        "sha256_url='https://storage.googleapis.com/istio-release/releases/1.28.0/deb/istio-sidecar.deb.sha256'"
+    ));
+    assert!(!script.contains("sha256='"));
+    assert!(
+        render_seed().warnings.is_empty(),
+        "a pinned package: no warning"
+    );
+}
+
+#[test]
 fn download_url_follows_version_format_and_arch() {
     let mut fleet = seed();
     fleet.sidecar.arch = crate::spec::Arch::Arm64;
@@ -223,8 +249,6 @@ fn refuses_what_would_break_the_vm() {
     let fleet = seed();
     let good_token = fake_token(SUBJECT);
     let wrong_sa = fake_token("system:serviceaccount:vm-apps:default");
-    let mut no_pin = seed();
-    no_pin.sidecar.sha256 = None;
     let with = |path: &str, bytes: Option<&str>| {
         let mut files = FileTree::new();
         for (p, f) in seed_files().iter() {
@@ -260,10 +284,6 @@ fn refuses_what_would_break_the_vm() {
             "notes.txt, which the user-data has no place for",
         ),
         (request(&fleet, &no_hosts, &good_token), "lack hosts"),
-        (
-            request(&no_pin, &seed_files, &good_token),
-            "no sidecar.sha256",
-        ),
         (
             Request {
                 vm: "nope",
