@@ -46,16 +46,20 @@ fn root_cert() -> PathBuf {
 
 /// `meshvm cloud-init tester-1 -f FLEET --token-file DIR/token --root-cert CA …`.
 fn cloud_init(dir: &Path, fleet: &Path, token: &str) -> Command {
-    let mut cmd = cloud_init_without_cert(dir, fleet, token);
+    cloud_init_for(VM, dir, fleet, token)
+}
+
+fn cloud_init_for(vm: &str, dir: &Path, fleet: &Path, token: &str) -> Command {
+    let mut cmd = cloud_init_without_cert(vm, dir, fleet, token);
     cmd.arg("--root-cert").arg(root_cert());
     cmd
 }
 
-fn cloud_init_without_cert(dir: &Path, fleet: &Path, token: &str) -> Command {
+fn cloud_init_without_cert(vm: &str, dir: &Path, fleet: &Path, token: &str) -> Command {
     let token_file = dir.join("token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let mut cmd = meshvm();
-    cmd.args(["cloud-init", VM, "-f"])
+    cmd.args(["cloud-init", vm, "-f"])
         .arg(fleet)
         .arg("--token-file")
         .arg(token_file);
@@ -232,9 +236,11 @@ fn refuses_bad_tokens_without_showing_them() {
 fn root_certificate_checks() {
     let dir = tempfile::tempdir().unwrap();
     let token = good_token();
-    let out = run(cloud_init_without_cert(dir.path(), &seed_fleet(), &token)
-        .arg("--root-cert")
-        .arg(fixture("certs/test-leaf-cert.pem")));
+    let out = run(
+        cloud_init_without_cert(VM, dir.path(), &seed_fleet(), &token)
+            .arg("--root-cert")
+            .arg(fixture("certs/test-leaf-cert.pem")),
+    );
     assert_eq!(out.code, 1);
     assert!(
         out.stderr.contains("is not a CA certificate"),
@@ -243,6 +249,7 @@ fn root_certificate_checks() {
     );
 
     let out = run(&mut cloud_init_without_cert(
+        VM,
         dir.path(),
         &seed_fleet(),
         &token,
@@ -447,6 +454,7 @@ fn a_debian_vm_boots_into_the_mesh() {
     report.expect("user", "istio-proxy");
     report.expect("istio", "active enabled");
     report.expect("etc-istio", "symlink /var/lib/istio");
+    report.expect("sourced", "tester.vm-apps");
     report.expect(
         "file /etc/certs/root-cert.pem",
         &format!("istio-proxy 644 {}", sha256(&root_pem)),
@@ -578,4 +586,43 @@ fn an_unpinned_package_is_checked_against_its_published_sha256() {
             assert!(log.contains("meshvm: no sha256 in "), "{log}");
         }
     }
+}
+
+/// The hostile fixture fleet (values that try to break out of cluster.env, which the sidecar's
+/// start script sources as root) on a real VM: it joins, and nothing of it runs.
+#[test]
+fn hostile_values_stay_inert_on_the_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let deb = nspawn::stand_in_sidecar_deb("1.28.0");
+    let base = nspawn::serve(vec![("istio-sidecar.deb", deb.clone())]);
+    let hostile = std::fs::read_to_string(fixture("fleets/hostile/meshvm.yaml")).unwrap();
+    let sidecar = "sidecar:\n  version: 1.28.0\n";
+    assert!(hostile.contains(sidecar));
+    let fleet = dir.path().join("meshvm.yaml");
+    std::fs::write(
+        &fleet,
+        hostile.replace(
+            sidecar,
+            &format!(
+                "{sidecar}  arch: {}\n  sha256: \"{}\"\n  url: {base}/istio-sidecar.deb\n",
+                nspawn::host_arch(),
+                sha256(&deb)
+            ),
+        ),
+    )
+    .unwrap();
+    let token = token_with(json!({"sub": "system:serviceaccount:sec:default"}));
+    let output = dir.path().join("user-data");
+    let out = run(cloud_init_for("victim-1", dir.path(), &fleet, &token)
+        .arg("-o")
+        .arg(&output));
+    assert_ok(&out);
+
+    let vm = Vm::ephemeral();
+    vm.seed(&std::fs::read(&output).unwrap(), "iid-1");
+    let report = vm.boot();
+    report.expect("cloud-init", "done");
+    report.expect("istio", "active enabled");
+    report.expect("sourced", "victim.sec");
+    report.expect("pwned", "0");
 }

@@ -47,6 +47,8 @@ done
   echo "istio $(systemctl show -p ActiveState --value istio) $(systemctl is-enabled istio 2>/dev/null || echo absent)"
   echo "package $(dpkg-query -W -f='${Status}' istio-sidecar 2>/dev/null || echo absent)"
   echo "user $(getent passwd istio-proxy >/dev/null && echo istio-proxy || echo absent)"
+  echo "sourced $(cat /run/istio-sourced 2>/dev/null)"
+  echo "pwned $(find / -xdev -name 'pwned-*' 2>/dev/null | wc -l)"
   for f in /etc/certs/root-cert.pem /var/run/secrets/tokens/istio-token \
            /var/lib/istio/envoy/cluster.env /etc/istio/config/mesh; do
     if [ -e "$f" ]; then
@@ -421,6 +423,7 @@ chown istio-proxy:istio-proxy /var/lib/istio/envoy /var/lib/istio/config /var/lo
 # istio-proxy check what pilot-agent reads: the token only until the first certificate.
 set -eu
 . /var/lib/istio/envoy/cluster.env
+printf '%s\n' "$ISTIO_SERVICE" > /run/istio-sourced
 exec setpriv --reuid=istio-proxy --regid=istio-proxy --init-groups sh -eu -c '
 for f in /etc/certs/root-cert.pem /var/lib/istio/envoy/cluster.env /etc/istio/config/mesh; do
   test -r "$f" || { echo "istio stand-in: cannot read $f" >&2; exit 1; }
