@@ -1,4 +1,4 @@
-//! `cargo xtask ci`: format check, clippy with warnings denied, every test, then the product
+//! `cargo xtask ci`: the tools the tests need (`.ci/setup`), format check, clippy with warnings denied, every test, then the product
 //! checked by real validators: every fixture fleet rendered with the built `meshvm` and
 //! validated strictly, and the user-data of every fixture VM validated.
 //!
@@ -34,6 +34,14 @@ impl Steps {
 pub fn run() -> ExitCode {
     let root = workspace_root();
     let mut steps = Steps(Vec::new());
+
+    // The system tools the end-to-end tests drive; without them nothing below is meaningful.
+    eprintln!("xtask ci: .ci/setup");
+    let setup = Command::new("bash").arg(".ci/setup").current_dir(&root).status();
+    if !setup.is_ok_and(|s| s.success()) {
+        eprintln!("xtask ci: FAILED: .ci/setup could not provide the tools the tests need");
+        return ExitCode::FAILURE;
+    }
 
     let cargo_steps: &[&[&str]] = &[
         &["fmt", "--all", "--", "--check"],
