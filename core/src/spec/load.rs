@@ -122,11 +122,11 @@ pub fn load_fleet_str(text: &str, file: &Path) -> Result<Fleet, Diagnostics> {
                 hint: p.hint,
             })
             .collect();
-        diags.sort_by(|a, b| a.pos.cmp(&b.pos));
+        diags.sort_by_key(|a| a.pos);
         diags.dedup();
         Diagnostics(diags)
     };
-    let doc = Document::parse(text).map_err(|problems| fail(problems))?;
+    let doc = Document::parse(text).map_err(&fail)?;
     let structural = structural_problems(&doc.value);
     if !structural.is_empty() {
         return Err(fail(doc.locate(structural)));
