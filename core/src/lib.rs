@@ -17,6 +17,8 @@ pub mod names;
 pub mod objects;
 pub mod render;
 pub mod spec;
+#[doc(hidden)]
+pub mod synthetic;
 pub mod tree;
 pub mod yaml;
 
