@@ -10,6 +10,7 @@ pub mod flux;
 pub mod gateway;
 pub mod istio;
 pub mod istio_operator;
+pub mod istioctl;
 pub mod k8s;
 pub mod kustomize;
 pub mod layout;
@@ -20,6 +21,7 @@ pub mod spec;
 #[doc(hidden)]
 pub mod synthetic;
 pub mod tree;
+pub mod vmfiles;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Pos};

@@ -7,7 +7,7 @@ use crate::istio::{
     ServicePort, WorkloadEntry, WorkloadEntrySpec, WorkloadGroup, WorkloadGroupSpec,
     WorkloadSelector,
 };
-use crate::spec::{Instance, Workload};
+use crate::spec::{Instance, Mesh, Workload};
 
 /// The annotation that lets istiod act on the health of a hand-written WorkloadEntry.
 pub const HEALTH_CHECKS_ANNOTATION: (&str, &str) = ("proxy.istio.io/health-checks-enabled", "true");
@@ -47,9 +47,10 @@ pub fn workload_group(w: &Workload) -> WorkloadGroup {
 }
 
 /// The WorkloadEntry of a VM: the group's template with the VM's address, labels (the group's
-/// plus its own), locality and weight (its own, else the group's). Named after the VM. When
-/// the group has a probe, the entry carries the health-check annotation.
-pub fn workload_entry(w: &Workload, vm: &Instance) -> WorkloadEntry {
+/// plus its own), locality and weight (its own, else the group's), and network (the group's,
+/// else the cluster's, as the VM's own files say). Named after the VM. When the group has a
+/// probe, the entry carries the health-check annotation.
+pub fn workload_entry(mesh: &Mesh, w: &Workload, vm: &Instance) -> WorkloadEntry {
     let mut labels = w.labels.clone();
     labels.extend(vm.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     let mut metadata = ObjectMeta::named(&vm.name, Some(&w.namespace));
@@ -64,7 +65,10 @@ pub fn workload_entry(w: &Workload, vm: &Instance) -> WorkloadEntry {
         address: Some(vm.address.clone()),
         ports: w.ports.clone(),
         labels,
-        network: (!w.network.is_empty()).then(|| w.network.clone()),
+        network: [&w.network, &mesh.network]
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .cloned(),
         locality: vm.locality.clone().or_else(|| w.locality.clone()),
         weight: vm.weight.or(w.weight),
         service_account: Some(w.service_account.clone()),

@@ -8,7 +8,16 @@ use meshvm::layout;
 use meshvm::render::{Rendered, render};
 use meshvm::spec::{Engine, Fleet, Instance};
 
-const FIXTURES: &[&str] = &["seed", "multi-network", "revisioned", "autoregister"];
+const FIXTURES: &[&str] = &[
+    "seed",
+    "single-network",
+    "multi-network",
+    "revisioned",
+    "autoregister",
+    "probe",
+    "ipv6",
+    "hostile",
+];
 
 fn fixture_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -262,31 +271,69 @@ fn kustomizations_use_kustomize_v5_fields_only() {
 }
 
 #[test]
-fn auto_registered_vms_get_no_workload_entry_but_their_directory() {
-    let r = render_ok(&load("autoregister").fleet);
-    assert!(
-        !r.files
-            .paths()
-            .any(|p| p.ends_with(layout::WORKLOAD_ENTRY_FILE)),
-        "istiod creates the WorkloadEntries"
-    );
-    let group = text(&r, "workloads/vm-apps/web/kustomization.yaml");
-    assert!(!group.contains("vms/"), "{group}");
-}
-
-#[test]
-fn health_checks_are_enabled_exactly_for_groups_with_a_probe() {
-    let r = render_ok(&load("multi-network").fleet);
-    let with_probe = text(
-        &r,
-        "workloads/billing/billing-db/vms/billing-db-1/workloadentry.yaml",
-    );
-    assert!(with_probe.contains("proxy.istio.io/health-checks-enabled: \"true\""));
-    let without = text(
-        &r,
-        "workloads/legacy/legacy/vms/legacy-1/workloadentry.yaml",
-    );
-    assert!(!without.contains("health-checks-enabled"));
+fn each_vm_has_its_overlay_unless_auto_registered_and_its_bootstrap_files() {
+    for name in FIXTURES {
+        let source = load(name);
+        let fleet = &source.fleet;
+        let r = render(fleet, source.root_cert.as_deref()).unwrap();
+        for (w, vm) in fleet.vms() {
+            let dir = layout::vm_dir(&w.namespace, &w.name, &vm.name);
+            let entry = format!("{dir}/{}", layout::WORKLOAD_ENTRY_FILE);
+            let group = text(
+                &r,
+                &format!(
+                    "{}/{}",
+                    layout::group_dir(&w.namespace, &w.name),
+                    kustomize::FILE_NAME
+                ),
+            );
+            let listed = group.contains(&format!("- vms/{}\n", vm.name));
+            if w.auto_register {
+                // istiod creates and deletes the WorkloadEntry itself.
+                assert!(!r.files.contains(&entry) && !listed, "{name}: {entry}");
+            } else {
+                assert!(listed, "{name}: {group}");
+                let we = text(&r, &entry);
+                assert_eq!(
+                    we.contains("proxy.istio.io/health-checks-enabled: \"true\""),
+                    w.probe.is_some(),
+                    "{name}: health checks exactly when the group has a probe:\n{we}"
+                );
+            }
+            // The bootstrap files are the VM's files as `meshvm vm files` writes them, minus
+            // nothing (the token is never part of them).
+            let own =
+                meshvm::vmfiles::vm_files(fleet, source.root_cert.as_deref(), &vm.name).unwrap();
+            let bootstrap = format!("{dir}/{}/", layout::BOOTSTRAP_DIR);
+            let in_tree: Vec<&str> = r
+                .files
+                .paths()
+                .filter_map(|p| p.strip_prefix(&bootstrap))
+                .collect();
+            assert_eq!(
+                in_tree,
+                own.paths().collect::<Vec<_>>(),
+                "{name}: {}",
+                vm.name
+            );
+            for (path, file) in own.iter() {
+                assert_eq!(r.files.get(&format!("{bootstrap}{path}")), Some(file));
+            }
+            assert_eq!(
+                r.files
+                    .contains(&format!("{bootstrap}{}", meshvm::vmfiles::ROOT_CERT)),
+                source.root_cert.is_some()
+            );
+        }
+        for (path, file) in r.files.iter() {
+            assert!(
+                !path.ends_with(meshvm::vmfiles::ISTIO_TOKEN),
+                "{name}: {path}"
+            );
+            assert_eq!(file.mode, meshvm::tree::MODE_PUBLIC, "{name}: {path}");
+            assert!(!r.objects.contains(path) || !path.contains("/bootstrap/"));
+        }
+    }
 }
 
 #[test]

@@ -7,7 +7,16 @@ use std::process::Command;
 
 use crate::support::{fixture, meshvm, require_tool, run};
 
-const FIXTURES: &[&str] = &["seed", "multi-network", "revisioned", "autoregister"];
+const FIXTURES: &[&str] = &[
+    "seed",
+    "single-network",
+    "multi-network",
+    "revisioned",
+    "autoregister",
+    "probe",
+    "ipv6",
+    "hostile",
+];
 
 fn render_to(fleet: &Path, out: &Path) {
     let r = run(meshvm()
@@ -188,22 +197,39 @@ fn a_yaml_1_1_reader_reads_every_file_as_meshvm_meant_it() {
         "install python3 and PyYAML: apt-get install python3-yaml",
     );
     let tmp = tempfile::tempdir().unwrap();
-    let fleet = tmp.path().join("meshvm.yaml");
-    std::fs::write(&fleet, TRICKY).unwrap();
-    let out = tmp.path().join("tree");
-    render_to(&fleet, &out);
-    let yaml_files: Vec<String> = files(&out)
+    let tricky = tmp.path().join("meshvm.yaml");
+    std::fs::write(&tricky, TRICKY).unwrap();
+    let fleets = std::iter::once(tricky).chain(
+        FIXTURES
+            .iter()
+            .map(|f| fixture(&format!("fleets/{f}/meshvm.yaml"))),
+    );
+    for (i, fleet) in fleets.enumerate() {
+        let out = tmp.path().join(format!("tree-{i}"));
+        render_to(&fleet, &out);
+        assert_yaml_1_1_agrees(&out);
+        for f in files(&out) {
+            if let Some(dir) = f.strip_suffix("kustomization.yaml") {
+                kustomize(&out.join(dir));
+            }
+        }
+    }
+}
+
+/// Every .yaml file below `out` reads the same in PyYAML (YAML 1.1, where unquoted `on`, `no`,
+/// `0644`, `1e3`, `0x1f` are not strings) as in a YAML 1.2 reader.
+fn assert_yaml_1_1_agrees(out: &Path) {
+    let yaml_files: Vec<String> = files(out)
         .into_iter()
         .filter(|f| f.ends_with(".yaml"))
         .collect();
-    // PyYAML reads YAML 1.1: `on`, `no`, `0644`, `1e3`, `0x1f` unquoted would not be strings.
     let script = "import sys, json, yaml\n\
         print(json.dumps({f: yaml.safe_load(open(f)) for f in sys.argv[1:]}))";
     let py = Command::new("python3")
         .arg("-c")
         .arg(script)
         .args(&yaml_files)
-        .current_dir(&out)
+        .current_dir(out)
         .output()
         .expect("python3 runs");
     assert!(
@@ -219,12 +245,6 @@ fn a_yaml_1_1_reader_reads_every_file_as_meshvm_meant_it() {
             yaml11[f], meant,
             "{f} reads differently in YAML 1.1:\n{text}"
         );
-    }
-    // And kustomize builds the tricky tree too.
-    for f in files(&out) {
-        if let Some(dir) = f.strip_suffix("kustomization.yaml") {
-            kustomize(&out.join(dir));
-        }
     }
 }
 
@@ -286,7 +306,7 @@ fn rerendering_replaces_the_tree_and_removing_a_vm_removes_its_files() {
     render_to(&fleet, &out);
     let before = files(&out);
     let smaller = full.replace(
-        "      - {name: billing-db-2, address: 10.1.0.12, labels: {role: replica}, weight: 50}\n",
+        "      - {name: ledger-2, address: 203.0.113.44, external: true}\n",
         "",
     );
     assert_ne!(smaller, full);
@@ -297,7 +317,7 @@ fn rerendering_replaces_the_tree_and_removing_a_vm_removes_its_files() {
     assert!(!gone.is_empty());
     assert!(
         gone.iter()
-            .all(|f| f.starts_with("workloads/billing/billing-db/vms/billing-db-2/")),
+            .all(|f| f.starts_with("workloads/finance/ledger/vms/ledger-2/")),
         "{gone:?}"
     );
     assert!(after.iter().all(|f| before.contains(f)));

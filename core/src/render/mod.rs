@@ -75,8 +75,12 @@ impl Rendered {
 /// VM files' own failures, passed on.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("VM {vm:?}: {message}")]
-    VmFiles { vm: String, message: String },
+    #[error("VM {vm:?}: {source}")]
+    VmFiles {
+        vm: String,
+        #[source]
+        source: crate::vmfiles::VmFilesError,
+    },
 }
 
 /// Renders the whole GitOps tree of a validated fleet. `root_cert` is the mesh's public root

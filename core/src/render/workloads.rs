@@ -7,6 +7,7 @@ use crate::layout::{self, BOOTSTRAP_DIR, SERVICE_ENTRY_FILE, WORKLOAD_ENTRY_FILE
 use crate::objects;
 use crate::spec::{Fleet, Instance, Workload};
 use crate::tree::FileTree;
+use crate::vmfiles;
 
 /// The groups' objects and the kustomizations that list them: `workloads/` lists the
 /// namespaces, a namespace its groups, a group its objects and its VMs' overlays.
@@ -59,28 +60,36 @@ pub(super) fn vm(
     if !w.auto_register {
         out.object(
             format!("{dir}/{WORKLOAD_ENTRY_FILE}"),
-            &objects::workload_entry(w, vm),
+            &objects::workload_entry(&fleet.mesh, w, vm),
         );
         out.kustomization(&dir, [WORKLOAD_ENTRY_FILE]);
     }
     out.files.extend_under(
         &format!("{dir}/{BOOTSTRAP_DIR}"),
-        bootstrap(fleet, vm, root_cert)?,
+        bootstrap(fleet, w, vm, root_cert)?,
     );
     Ok(out)
 }
 
-/// The VM's public mesh files (cluster.env, mesh config, hosts, root-cert.pem), for review.
-/// Private files (the token) never enter the tree.
+/// The VM's public mesh files (cluster.env, mesh.yaml, hosts, root-cert.pem), for review.
+/// A private file (the token) never enters the tree, whatever the VM files hold.
 fn bootstrap(
     fleet: &Fleet,
+    w: &Workload,
     vm: &Instance,
     root_cert: Option<&str>,
 ) -> Result<FileTree, RenderError> {
-    // BOOTSTRAP: the VM files come from `meshvm::vmfiles::vm_files` once it is merged; until
-    // then the bootstrap directory stays empty.
-    let _ = (fleet, vm, root_cert);
-    let files = FileTree::new();
+    // `vmfiles::vm_files` with the VM already in hand: its lookup by name would make a
+    // whole-fleet render quadratic in the number of VMs.
+    let mut files = vmfiles::render(&vmfiles::fleet_inputs(fleet, w, vm)).map_err(|source| {
+        RenderError::VmFiles {
+            vm: vm.name.clone(),
+            source,
+        }
+    })?;
+    if let Some(pem) = root_cert {
+        files.insert(vmfiles::ROOT_CERT, pem);
+    }
     let mut public = FileTree::new();
     for (path, file) in files.iter() {
         if file.mode & 0o077 != 0 {
