@@ -67,7 +67,7 @@ Every object here carries the label `app.kubernetes.io/managed-by: meshvm`.
     }
     s.push_str(
         "\
-3. Launch each VM with the cloud-init user-data meshvm writes for it (see `meshvm vm --help`).
+3. Launch each VM with its cloud-init user-data: `meshvm cloud-init --vm <vm>`.
 
 ## Deleting safely
 
