@@ -2,6 +2,7 @@
 
 pub mod completions;
 pub mod init;
+pub mod render;
 pub mod schema;
 pub mod validate;
 pub mod vm;
