@@ -7,8 +7,17 @@ use std::process::{Command, ExitCode};
 /// Each target with the fixture directories that seed it.
 const TARGETS: &[(&str, &[&str])] = &[
     ("fleet", &["fixtures/fleets/seed", "fixtures/invalid"]),
-    ("workload_group", &["fixtures/istioctl/ipv4", "fixtures/istioctl/ipv6"]),
-    ("mesh_config", &["fixtures/istioctl/ipv4", "fixtures/istioctl/nil-proxy-metadata"]),
+    (
+        "workload_group",
+        &["fixtures/istioctl/ipv4", "fixtures/istioctl/ipv6"],
+    ),
+    (
+        "mesh_config",
+        &[
+            "fixtures/istioctl/ipv4",
+            "fixtures/istioctl/nil-proxy-metadata",
+        ],
+    ),
 ];
 
 pub fn run(root: &Path, seconds: u32) -> ExitCode {
@@ -26,7 +35,11 @@ pub fn run(root: &Path, seconds: u32) -> ExitCode {
             .args(["fuzz", "run", "--sanitizer", "none", target])
             .arg(&corpus)
             .args(seeds.iter().map(|s| root.join(s)))
-            .args(["--", &format!("-max_total_time={seconds}"), "-rss_limit_mb=4096"])
+            .args([
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-rss_limit_mb=4096",
+            ])
             .current_dir(&fuzz_dir)
             .status();
         match status {
@@ -36,10 +49,16 @@ pub fn run(root: &Path, seconds: u32) -> ExitCode {
                 failed.push(*target);
             }
             Err(e) => {
-                eprintln!("xtask fuzz: cannot run cargo fuzz ({e}): `cargo install cargo-fuzz` first");
+                eprintln!(
+                    "xtask fuzz: cannot run cargo fuzz ({e}): `cargo install cargo-fuzz` first"
+                );
                 failed.push(*target);
             }
         }
     }
-    if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
