@@ -5,6 +5,7 @@
 //! never prints and never exits; it returns typed errors.
 
 pub mod diagnostic;
+pub mod git;
 pub mod istio;
 pub mod layout;
 pub mod names;
