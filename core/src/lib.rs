@@ -11,6 +11,8 @@ pub mod layout;
 pub mod names;
 pub mod objects;
 pub mod spec;
+#[doc(hidden)]
+pub mod synthetic;
 pub mod tree;
 pub mod yaml;
 

@@ -158,7 +158,7 @@ pub fn port(n: u32) -> Check {
 /// A ServiceEntry host: a DNS name, possibly with a leading `*.` wildcard, never `*` alone.
 pub fn service_host(s: &str) -> Check {
     if s == "*" {
-        return Err("`*` alone would capture all traffic; name the service's host".into());
+        return Err("would capture all traffic: `*` alone is not a host".into());
     }
     let name = s.strip_prefix("*.").unwrap_or(s);
     dns1123_subdomain(name)

@@ -19,7 +19,7 @@ const MAX_FILE_BYTES: u64 = 64 << 20;
 /// Deepest nesting accepted; the fleet's own shape needs 6 levels.
 const MAX_DEPTH: usize = 64;
 /// Most nodes after expanding aliases, against alias bombs ("billion laughs").
-const MAX_NODES: usize = 4_000_000;
+const MAX_NODES: usize = 2_000_000;
 
 /// A fleet file read from disk and checked, with what it references.
 #[derive(Debug, Clone)]
@@ -122,11 +122,11 @@ pub fn load_fleet_str(text: &str, file: &Path) -> Result<Fleet, Diagnostics> {
                 hint: p.hint,
             })
             .collect();
-        diags.sort_by(|a, b| a.pos.cmp(&b.pos));
+        diags.sort_by_key(|d| d.pos);
         diags.dedup();
         Diagnostics(diags)
     };
-    let doc = Document::parse(text).map_err(|problems| fail(problems))?;
+    let doc = Document::parse(text).map_err(&fail)?;
     let structural = structural_problems(&doc.value);
     if !structural.is_empty() {
         return Err(fail(doc.locate(structural)));
@@ -441,6 +441,9 @@ impl NodeBuilder {
                         "define the anchor (`&name`) before its alias (`*name`)",
                     ));
                 };
+                if self.nodes + node.size > MAX_NODES {
+                    return Err(self.too_many_nodes(pos));
+                }
                 let mut node = node.clone();
                 node.pos = pos;
                 self.push(node)?;
@@ -474,6 +477,17 @@ impl NodeBuilder {
             _ => {}
         }
         Ok(())
+    }
+
+    fn too_many_nodes(&self, pos: Pos) -> Vec<(Pos, Problem)> {
+        vec![(
+            pos,
+            Problem::new(
+                "",
+                format!("the document expands to more than {MAX_NODES} nodes"),
+            )
+            .hint("aliases (`*name`) copy what their anchor holds: check for an alias bomb"),
+        )]
     }
 
     fn push(&mut self, node: Node) -> Result<(), Vec<(Pos, Problem)>> {
@@ -603,7 +617,9 @@ fn describe_schema_error(
                     )
                 }
                 (_, Value::Null) => Some("give it a value, or remove the line".into()),
-                _ => None,
+                _ => Some(format!(
+                    "write {expected} here; docs/fleet.md describes the field"
+                )),
             };
             vec![problem]
         }
@@ -625,7 +641,10 @@ fn describe_schema_error(
                     allowed.join(", ")
                 ),
             );
-            problem.hint = did_you_mean(got, &allowed).map(|b| format!("did you mean `{b}`?"));
+            problem.hint = Some(match did_you_mean(got, &allowed) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => format!("write one of: {}", allowed.join(", ")),
+            });
             vec![problem]
         }
         K::Minimum { .. } | K::Maximum { .. } if instance.is_number() => vec![

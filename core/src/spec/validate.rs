@@ -53,10 +53,12 @@ struct Checker {
 }
 
 impl Checker {
-    fn report(&mut self, pointer: &str, what: &str, value: &str, check: Check, hint: &str) {
+    /// Reports a failed syntax check of `value`; the path in the diagnostic names the field.
+    /// Reports a failed syntax check of `value`; the path in the diagnostic names the field.
+    fn report(&mut self, pointer: &str, value: &str, check: Check, hint: &str) {
         if let Err(reason) = check {
             self.problems
-                .push(Problem::new(pointer, format!("{what} {value:?} {reason}")).hint(hint));
+                .push(Problem::new(pointer, format!("{value:?} {reason}")).hint(hint));
         }
     }
 
@@ -143,7 +145,6 @@ impl Checker {
         self.non_empty("/mesh/meshID", "meshID", &m.mesh_id);
         self.report(
             "/mesh/meshID",
-            "meshID",
             &m.mesh_id,
             names::label_value(&m.mesh_id),
             "the mesh ID is a label value, such as `mesh1`",
@@ -151,28 +152,24 @@ impl Checker {
         self.non_empty("/mesh/clusterID", "clusterID", &m.cluster_id);
         self.report(
             "/mesh/clusterID",
-            "clusterID",
             &m.cluster_id,
             names::label_value(&m.cluster_id),
             "use the cluster name istiod was installed with, such as `cluster1`",
         );
         self.report(
             "/mesh/network",
-            "network",
             &m.network,
             names::label_value(&m.network),
             "a network name is a label value, such as `net1`",
         );
         self.report(
             "/mesh/trustDomain",
-            "trustDomain",
             &m.trust_domain,
             names::dns1123_subdomain(&m.trust_domain),
             "the default is `cluster.local`",
         );
         self.report(
             "/mesh/istioNamespace",
-            "istioNamespace",
             &m.istio_namespace,
             names::dns1123_label(&m.istio_namespace),
             "the default is `istio-system`",
@@ -180,7 +177,6 @@ impl Checker {
         if let Some(rev) = m.revision() {
             self.report(
                 "/mesh/revision",
-                "revision",
                 rev,
                 names::dns1123_label(rev),
                 "a revision looks like `1-28`",
@@ -188,7 +184,6 @@ impl Checker {
         }
         self.report(
             "/mesh/eastWestGateway/address",
-            "eastWestGateway.address",
             &m.east_west_gateway.address,
             names::ip(&m.east_west_gateway.address),
             "give the IP address the VMs reach the east-west gateway at",
@@ -263,7 +258,6 @@ impl Checker {
         }
         self.report(
             "/gitops/branch",
-            "branch",
             &g.branch,
             names::branch(&g.branch),
             "use a branch name such as `main`",
@@ -290,28 +284,24 @@ impl Checker {
     fn workload(&mut self, at: &str, w: &Workload) {
         self.report(
             &format!("{at}/name"),
-            "name",
             &w.name,
             names::dns1123_label(&w.name),
             "name the group like a Kubernetes object, such as `billing-db`",
         );
         self.report(
             &format!("{at}/namespace"),
-            "namespace",
             &w.namespace,
             names::dns1123_label(&w.namespace),
             "such as `vm-apps`",
         );
         self.report(
             &format!("{at}/serviceAccount"),
-            "serviceAccount",
             &w.service_account,
             names::dns1123_subdomain(&w.service_account),
             "such as `tester`; the default is `default`",
         );
         self.report(
             &format!("{at}/network"),
-            "network",
             &w.network,
             names::label_value(&w.network),
             "a network name is a label value, such as `vm-net`",
@@ -320,7 +310,6 @@ impl Checker {
         for key in w.annotations.keys() {
             self.report(
                 &format!("{at}/annotations/{}", escape(key)),
-                "annotation key",
                 key,
                 names::qualified_name(key),
                 "such as `example.com/owner`",
@@ -330,7 +319,6 @@ impl Checker {
             let p = format!("{at}/ports/{}", escape(name));
             self.report(
                 &p,
-                "port name",
                 name,
                 names::dns1123_label(name),
                 "name ports like `http` or `grpc-api`",
@@ -355,14 +343,12 @@ impl Checker {
     fn instance(&mut self, at: &str, w: &Workload, vm: &Instance) {
         self.report(
             &format!("{at}/name"),
-            "name",
             &vm.name,
             names::dns1123_label(&vm.name),
             "name VMs like Kubernetes objects, such as `tester-1`",
         );
         self.report(
             &format!("{at}/address"),
-            "address",
             &vm.address,
             names::ip_or_hostname(&vm.address),
             "give the VM's IP address, such as 10.0.0.11 or fd00::11",
@@ -400,7 +386,6 @@ impl Checker {
         if let Some(name) = &s.name {
             self.report(
                 &format!("{at}/name"),
-                "name",
                 name,
                 names::dns1123_label(name),
                 "such as `tester-svc`",
@@ -416,7 +401,6 @@ impl Checker {
             let p = format!("{at}/hosts/{i}");
             self.report(
                 &p,
-                "host",
                 host,
                 names::service_host(host),
                 "give the DNS name clients use, such as `tester.vm-apps.svc.cluster.local`",
@@ -428,7 +412,6 @@ impl Checker {
         for (i, addr) in s.addresses.iter().enumerate() {
             self.report(
                 &format!("{at}/addresses/{i}"),
-                "address",
                 addr,
                 names::ip_or_cidr(addr),
                 "such as 240.240.0.10 or 10.0.0.0/24",
@@ -450,7 +433,6 @@ impl Checker {
             }
             self.report(
                 &format!("{p}/name"),
-                "port name",
                 &port.name,
                 names::dns1123_label(&port.name),
                 "name ports like `http` or `grpc-api`",
@@ -569,7 +551,6 @@ impl Checker {
             }
             self.report(
                 &p,
-                "label value",
                 value,
                 names::label_value(value),
                 "a label value is short and plain, such as `v1.2`; put free text in an annotation",
