@@ -38,6 +38,8 @@ enum Command {
     #[command(subcommand)]
     Workload(cmd::workload::Command),
     Completions(cmd::completions::Args),
+    #[command(subcommand)]
+    Gitops(cmd::gitops::Command),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Vm(command) => cmd::vm::run(command),
         Command::Workload(command) => cmd::workload::run(command),
         Command::Completions(args) => cmd::completions::run(args, &mut Cli::command()),
+        Command::Gitops(command) => cmd::gitops::run(command),
     };
     match result {
         Ok(code) => code,

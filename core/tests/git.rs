@@ -345,7 +345,7 @@ fn files_that_were_not_written_by_meshvm_are_not_overwritten_on_a_first_sync() {
     )
     .unwrap_err();
     assert!(
-        matches!(&err, GitError::HandEdits { paths, .. } if paths == &[theirs.clone()]),
+        matches!(&err, GitError::HandEdits { paths, .. } if *paths == [theirs.clone()]),
         "{err}"
     );
 }

@@ -30,7 +30,9 @@ pub mod target;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use git2::{Oid, Repository, RepositoryInitOptions, Signature};
+use git2::{Repository, RepositoryInitOptions, Signature};
+
+pub use git2::Oid;
 
 pub use commit::{TRAILER_FLEET, TRAILER_PATH, TRAILER_TREE, TRAILER_VERSION, empty_tree_id};
 pub use lock::LOCK_FILE;
