@@ -15,8 +15,9 @@ use crate::exit::{CliError, CmdResult, Exit};
 /// Put the rendered GitOps tree into a Git repository.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    Sync(SyncArgs),
-    Diff(DiffArgs),
+    // Boxed: these carry many options, and clap's enums are moved around by value.
+    Sync(Box<SyncArgs>),
+    Diff(Box<DiffArgs>),
 }
 
 /// Commit the rendered tree at the fleet's `gitops.path`, and push it with --push.
@@ -133,8 +134,8 @@ fn identity(text: &str) -> Result<git::Identity, String> {
 
 pub fn run(command: Command) -> CmdResult {
     match command {
-        Command::Sync(args) => sync(args),
-        Command::Diff(args) => diff(args),
+        Command::Sync(args) => sync(*args),
+        Command::Diff(args) => diff(*args),
     }
 }
 
@@ -331,7 +332,7 @@ fn print_plan(report: &Report, output: Output, target: &Target) -> Result<(), Cl
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    let base = plan.base.map_or("a new branch".to_owned(), |b| short(b));
+    let base = plan.base.map_or("a new branch".to_owned(), short);
     let _ = writeln!(
         out,
         "{} on {} (against {base}): {}",
