@@ -106,6 +106,7 @@ fn callbacks<'a>(
     let config = repo.config().ok();
     let url = redact_url(&spec.url);
     let mut tried: Vec<&'static str> = Vec::new();
+    let mut helpers_asked = false;
     let fail = failure.clone();
     cbs.credentials(move |cb_url, user_from_url, allowed| {
         // SSH asks for the user name first when the URL has none.
@@ -139,9 +140,12 @@ fn callbacks<'a>(
                     return Cred::userpass_plaintext(user, token);
                 }
             }
-            if auth.credential_helpers && attempt("git credential helpers") {
+            // Asked once; counted as tried only when a helper had something to offer.
+            if auth.credential_helpers && !helpers_asked {
+                helpers_asked = true;
                 if let Some(config) = &config {
                     if let Ok(cred) = Cred::credential_helper(config, cb_url, user_from_url) {
+                        tried.push("git credential helpers");
                         return Ok(cred);
                     }
                 }
