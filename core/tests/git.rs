@@ -461,8 +461,47 @@ fn large_trees_are_written_as_one_pack_and_dry_runs_write_nothing() {
     assert!(count.contains("packs: 1\n"), "{count}");
     git(&f.repo, &["fsck", "--strict"]);
 
+    // A large change is packed too, and its pack holds only the new objects, not the
+    // whole tree again.
+    let in_pack = |count: &str| -> usize {
+        count
+            .lines()
+            .find_map(|l| l.strip_prefix("in-pack: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = in_pack(&count);
+    let moved: Vec<(String, String)> = vms
+        .iter()
+        .enumerate()
+        .map(|(i, (vm, addr))| {
+            let addr = if i < 200 {
+                format!("10.2.0.{i}")
+            } else {
+                addr.clone()
+            };
+            (vm.clone(), addr)
+        })
+        .collect();
+    let moved_refs: Vec<(&str, &str)> = moved
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let report = run(&fleet_tree(&moved_refs), &opts).unwrap();
+    assert_eq!(report.plan.files.len(), 400);
+    let count = git(&f.repo, &["count-objects", "-v"]);
+    assert!(count.contains("packs: 2\n"), "{count}");
+    let added = in_pack(&count) - before;
+    // 400 blobs, 200 VM directories, their parents, one commit.
+    assert!(
+        (601..=610).contains(&added),
+        "{added} objects packed: {count}"
+    );
+    git(&f.repo, &["fsck", "--strict"]);
+
     // A dry run of a change writes no object either.
-    let changed = fleet_tree(&refs[1..]);
+    let changed = fleet_tree(&moved_refs[1..]);
     let dry = run(
         &changed,
         &Options {

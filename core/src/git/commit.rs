@@ -22,6 +22,7 @@ use git2::build::TreeUpdateBuilder;
 use git2::{Oid, Repository, Signature, Sort};
 
 use super::GitError;
+use super::objects::Writer;
 use super::plan::{Files, Plan};
 
 pub const TRAILER_PATH: &str = "Meshvm-Path";
@@ -155,7 +156,7 @@ pub fn message(plan: &Plan, subtree: Oid, meta: &Meta<'_>) -> String {
 /// Writes the changed blobs and the updated trees onto `base_tree` (or the empty tree) and
 /// returns the new root tree and the new subtree at `path`.
 pub fn build_tree(
-    repo: &Repository,
+    w: &Writer<'_>,
     base_tree: Option<Oid>,
     path: &str,
     plan: &Plan,
@@ -163,6 +164,7 @@ pub fn build_tree(
     rendered_ids: &Files,
     mut on_blob: impl FnMut(usize, usize),
 ) -> Result<(Oid, Oid), GitError> {
+    let repo = w.repo;
     let base = match base_tree {
         Some(id) => repo.find_tree(id),
         None => repo
@@ -178,9 +180,7 @@ pub fn build_tree(
         let rel = &change.path[prefix..];
         match (rendered.get(rel), rendered_ids.get(rel)) {
             (Some(file), Some(&(expected, mode))) => {
-                let id = repo
-                    .blob(&file.bytes)
-                    .map_err(GitError::git("writing a file"))?;
+                let id = w.blob(&file.bytes)?;
                 debug_assert_eq!(id, expected);
                 update.upsert(&change.path, id, file_mode(mode));
             }
@@ -196,6 +196,24 @@ pub fn build_tree(
     let root_tree = repo
         .find_tree(root)
         .map_err(GitError::git("reading the new tree"))?;
+    // The trees written are those on the changed paths: the root and each changed file's
+    // directories that still exist.
+    w.created(root);
+    let mut dirs = std::collections::BTreeSet::new();
+    for change in &plan.files {
+        let mut p = change.path.as_str();
+        while let Some((dir, _)) = p.rsplit_once('/') {
+            if !dirs.insert(dir) {
+                break; // this directory and its parents are in already
+            }
+            p = dir;
+        }
+    }
+    for dir in dirs {
+        if let Some(id) = super::plan::subtree_id(&root_tree, dir) {
+            w.created(id);
+        }
+    }
     let subtree = super::plan::subtree_id(&root_tree, path).unwrap_or_else(empty_tree_id);
     Ok((root, subtree))
 }
@@ -210,13 +228,14 @@ fn file_mode(mode: i32) -> git2::FileMode {
 
 /// Creates the commit object (no reference is moved here).
 pub fn create_commit(
-    repo: &Repository,
+    w: &Writer<'_>,
     tree: Oid,
     parent: Option<Oid>,
     author: &Signature<'_>,
     committer: &Signature<'_>,
     message: &str,
 ) -> Result<Oid, GitError> {
+    let repo = w.repo;
     let tree = repo
         .find_tree(tree)
         .map_err(GitError::git("reading the new tree"))?;
@@ -225,8 +244,11 @@ pub fn create_commit(
         .transpose()
         .map_err(GitError::git("reading the parent commit"))?;
     let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-    repo.commit(None, author, committer, message, &tree, &parents)
-        .map_err(GitError::git("writing the commit"))
+    let id = repo
+        .commit(None, author, committer, message, &tree, &parents)
+        .map_err(GitError::git("writing the commit"))?;
+    w.created(id);
+    Ok(id)
 }
 
 /// Moves `refname` from `old` (`None`: it must not exist) to `new`, failing if someone moved it

@@ -712,13 +712,13 @@ pub fn sync(
                             &rendered,
                             |_, _| {},
                         )?;
-                        let old = base_tree.map(|t| w.find_tree(t)).transpose();
-                        let new = w.find_tree(root);
+                        let old = base_tree.map(|t| w.repo.find_tree(t)).transpose();
+                        let new = w.repo.find_tree(root);
                         let (old, new) = (
                             old.map_err(GitError::git("reading the base tree"))?,
                             new.map_err(GitError::git("reading the new tree"))?,
                         );
-                        plan::unified_diff(w, old.as_ref(), Some(&new), input.path)
+                        plan::unified_diff(w.repo, old.as_ref(), Some(&new), input.path)
                     },
                 )?);
             }
@@ -888,9 +888,10 @@ fn diff_of_new_repo(input: &Input<'_>, plan: &Plan) -> Result<String, GitError> 
         let (root, _) =
             commit::build_tree(w, None, input.path, plan, input.tree, &rendered, |_, _| {})?;
         let new = w
+            .repo
             .find_tree(root)
             .map_err(GitError::git("reading the new tree"))?;
-        plan::unified_diff(w, None, Some(&new), input.path)
+        plan::unified_diff(w.repo, None, Some(&new), input.path)
     })
 }
 
