@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::servers::{GitDaemon, HttpGit, Sshd, bare_repo, free_port, new_key};
+use crate::servers::{GitDaemon, HttpGit, SshAgent, Sshd, bare_repo, free_port, new_key};
 use crate::support::{Run, fixture, meshvm, run};
 
 const OWNED: &str = "clusters/cluster1";
@@ -382,6 +382,30 @@ fn smart_http_with_a_token_and_wrong_credentials() {
     assert_eq!(r.code, 3);
     assert!(r.stderr.contains("no credentials"), "{}", r.stderr);
 
+    // A git credential helper (in the user's git config) can supply the token instead.
+    let store = s.path().join("git-credentials");
+    fs::write(
+        &store,
+        format!("http://meshvm:{TOKEN}@127.0.0.1:{}\n", http.port),
+    )
+    .unwrap();
+    fs::write(
+        s.home().join(".gitconfig"),
+        format!(
+            "[credential]\n\thelper = store --file={}\n",
+            store.display()
+        ),
+    )
+    .unwrap();
+    let r = run(&mut s.meshvm(&["sync", "--push", "--repo", &url]));
+    ok(&r);
+    assert!(
+        files(&server, "main")
+            .iter()
+            .any(|p| p.contains("/tester-2/"))
+    );
+    fs::remove_file(s.home().join(".gitconfig")).unwrap();
+
     // The token never reached a URL or a file.
     for line in http.seen.lock().unwrap().iter() {
         assert!(!line.contains(TOKEN), "{line}");
@@ -515,6 +539,28 @@ fn ssh_with_an_encrypted_key_a_pinned_host_key_and_known_hosts() {
             .any(|p| p.contains("/tester-2/"))
     );
 
+    // An ssh-agent holding an authorized key, and no key file.
+    let agent_key = new_key(s.path(), "agent_key", "");
+    sshd.authorize(&agent_key);
+    let agent = SshAgent::start(s.path(), &[&agent_key]);
+    s.fleet(&[("tester-3", "10.0.0.13")]);
+    let r = run(s
+        .meshvm(&[
+            "sync",
+            "--push",
+            "--repo",
+            &url,
+            "--known-hosts",
+            kh.to_str().unwrap(),
+        ])
+        .env("SSH_AUTH_SOCK", &agent.socket));
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, sshd.log());
+    assert!(
+        files(&server, "main")
+            .iter()
+            .any(|p| p.contains("/tester-3/"))
+    );
+
     // A key the server does not know: an authentication error, not retried.
     let stranger = new_key(s.path(), "stranger", "");
     s.fleet(&[("tester-2", "10.0.0.12")]);
@@ -580,4 +626,23 @@ fn a_local_bare_repository_by_default_and_the_checkout_of_a_work_tree_is_never_t
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["changes"], false);
     assert_eq!(v["commit"], serde_json::Value::Null);
+}
+
+#[test]
+fn large_fleets_report_progress_on_stderr_unless_quiet() {
+    let s = Scratch::new();
+    let vms: Vec<(String, String)> = (0..1200)
+        .map(|i| (format!("vm-{i}"), format!("10.3.{}.{}", i / 250, i % 250)))
+        .collect();
+    let refs: Vec<(&str, &str)> = vms.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    s.fleet(&refs);
+    let r = run(&mut s.meshvm(&["sync", "-q", "--repo", "quiet.git"]));
+    ok(&r);
+    assert_eq!(r.stderr, "", "-q prints nothing but errors");
+    let r = run(&mut s.meshvm(&["sync", "--repo", "loud.git"]));
+    ok(&r);
+    // stderr is not a terminal here: one line per long step, no bar.
+    assert!(r.stderr.contains("writing files ("), "{}", r.stderr);
+    assert!(!r.stderr.contains('\r'), "{}", r.stderr);
+    assert!(r.stdout.contains("1200 VMs added"), "{}", r.stdout);
 }

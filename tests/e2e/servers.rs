@@ -462,12 +462,71 @@ impl Sshd {
         )
     }
 
+    /// Lets the key pair at `key` (its `.pub` beside it) log in too.
+    pub fn authorize(&self, key: &Path) {
+        let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("authorized_keys"))
+            .unwrap();
+        file.write_all(public.as_bytes()).unwrap();
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
 }
 
 impl Drop for Sshd {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// An ssh-agent on its own socket, holding the given keys; stopped on Drop.
+pub struct SshAgent {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl SshAgent {
+    pub fn start(dir: &Path, keys: &[&Path]) -> SshAgent {
+        require_tool("ssh-agent", "apt-get install openssh-client");
+        let socket = dir.join("agent.sock");
+        let mut child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(child.try_wait().unwrap().is_none(), "ssh-agent exited");
+            assert!(
+                Instant::now() < deadline,
+                "ssh-agent did not create its socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for key in keys {
+            let out = Command::new("ssh-add")
+                .arg(key)
+                .env("SSH_AUTH_SOCK", &socket)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        SshAgent { child, socket }
+    }
+}
+
+impl Drop for SshAgent {
     fn drop(&mut self) {
         stop(&mut self.child);
     }

@@ -477,7 +477,7 @@ impl Progress {
             return;
         }
         match event {
-            Event::Progress { step, done, total } => self.progress(step.label(), done, total),
+            Event::Progress { step, done, total } => self.progress(step, done, total),
             Event::Pushing { attempt, url } => {
                 self.finish();
                 if attempt == 1 {
@@ -508,7 +508,8 @@ impl Progress {
         }
     }
 
-    fn progress(&mut self, label: &'static str, done: usize, total: usize) {
+    fn progress(&mut self, step: git::Step, done: usize, total: usize) {
+        let label = step.label();
         if total == 0 {
             return;
         }
@@ -536,7 +537,7 @@ impl Progress {
             }
         } else if total >= LOG_THRESHOLD && !self.announced.contains(&label) {
             self.announced.push(label);
-            eprintln!("{label}: {total} objects…");
+            eprintln!("{label} ({total} {})…", step.unit());
         }
     }
 

@@ -150,6 +150,14 @@ impl Step {
             Step::Push => "pushing",
         }
     }
+
+    /// What `done` and `total` count.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Step::Write => "files",
+            Step::Fetch | Step::Push => "objects",
+        }
+    }
 }
 
 /// What a sync reports while it runs.
