@@ -728,5 +728,8 @@ fn invalid_paths_and_branches_are_refused() {
         },
     )
     .unwrap_err();
-    assert!(err.to_string().contains("not a valid branch name"), "{err}");
+    assert!(
+        err.to_string().contains("not a valid Git branch name"),
+        "{err}"
+    );
 }

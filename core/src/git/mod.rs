@@ -391,10 +391,8 @@ fn validate(input: &Input<'_>, opts: &Options) -> Result<(), GitError> {
         ("--remote-branch", opts.remote_branch.as_ref()),
     ] {
         if let Some(b) = b {
-            if !git2::Reference::is_valid_name(&format!("refs/heads/{b}")) {
-                return Err(GitError::Invalid(format!(
-                    "{what} {b:?} is not a valid branch name"
-                )));
+            if let Err(reason) = crate::names::branch(b) {
+                return Err(GitError::Invalid(format!("{what} {b:?} {reason}")));
             }
         }
     }
