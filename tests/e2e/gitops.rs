@@ -646,3 +646,23 @@ fn large_fleets_report_progress_on_stderr_unless_quiet() {
     assert!(!r.stderr.contains('\r'), "{}", r.stderr);
     assert!(r.stdout.contains("1200 VMs added"), "{}", r.stdout);
 }
+
+#[test]
+fn a_server_that_never_answers_times_out() {
+    let s = Scratch::new();
+    s.fleet(&[("tester-1", "10.0.0.11")]);
+    // Accepts connections and says nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _held = std::thread::spawn(move || {
+        let conns: Vec<_> = listener.incoming().take(4).collect();
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        drop(conns);
+    });
+    let url = format!("git://127.0.0.1:{port}/mesh.git");
+    let started = std::time::Instant::now();
+    let r = run(&mut s.meshvm(&["sync", "--push", "--timeout", "2", "--repo", &url]));
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(started.elapsed().as_secs() < 15, "{:?}", started.elapsed());
+    assert!(r.stderr.contains("fetching"), "{}", r.stderr);
+}

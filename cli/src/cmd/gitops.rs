@@ -117,6 +117,9 @@ struct RepoArgs {
     /// `text` for people, `json` for machines.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+    /// Give up on a remote that takes longer than this to connect, or stalls this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
     /// No progress or notes on stderr; errors only.
     #[arg(short, long)]
     quiet: bool,
@@ -133,6 +136,13 @@ fn identity(text: &str) -> Result<git::Identity, String> {
 }
 
 pub fn run(command: Command) -> CmdResult {
+    let timeout = match &command {
+        Command::Sync(a) => a.repo.timeout,
+        Command::Diff(a) => a.repo.timeout,
+    };
+    let timeout = Duration::from_secs(timeout);
+    // SAFETY: nothing has touched libgit2 yet, and the binary runs commands on one thread.
+    unsafe { git::set_network_timeouts(timeout, timeout) };
     match command {
         Command::Sync(args) => sync(*args),
         Command::Diff(args) => diff(*args),

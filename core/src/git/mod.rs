@@ -901,6 +901,21 @@ fn diff_of_new_repo(input: &Input<'_>, plan: &Plan) -> Result<String, GitError> 
     })
 }
 
+/// Bounds how long a connection may take to open and a read or write may stall, for every
+/// remote operation of the process (libgit2 waits for the OS otherwise: minutes, for a host that
+/// drops packets).
+///
+/// # Safety
+/// Sets a libgit2 global without synchronization: call it before any thread uses Git.
+pub unsafe fn set_network_timeouts(connect: Duration, io: Duration) {
+    let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the caller guarantees no other thread is using libgit2 yet.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect));
+        let _ = git2::opts::set_server_timeout_in_milliseconds(ms(io));
+    }
+}
+
 /// The plan of a sync without writing anything: `sync` with `dry_run`.
 pub fn diff(
     input: &Input<'_>,
