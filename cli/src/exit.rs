@@ -48,6 +48,7 @@ impl CliError {
     pub fn invalid(message: impl Display) -> CliError {
         CliError::new(Exit::Invalid, message)
     }
+    #[allow(dead_code)] // for commands that check usage clap cannot express
     pub fn usage(message: impl Display) -> CliError {
         CliError::new(Exit::Usage, message)
     }

@@ -7,6 +7,7 @@
 pub mod diagnostic;
 pub mod git;
 pub mod istio;
+pub mod istioctl;
 pub mod layout;
 pub mod names;
 pub mod objects;
@@ -14,6 +15,7 @@ pub mod spec;
 #[doc(hidden)]
 pub mod synthetic;
 pub mod tree;
+pub mod vmfiles;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Pos};

@@ -7,3 +7,4 @@ mod support;
 
 mod cli;
 mod gitops;
+mod vm_files;

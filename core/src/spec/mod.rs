@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub(crate) use load::did_you_mean;
 pub use load::{LoadError, SourceFile, load_fleet, load_fleet_str};
 pub use validate::Problem;
 

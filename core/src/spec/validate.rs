@@ -375,6 +375,12 @@ impl Checker {
                         .hint("give the VM's IP address"),
                 );
             }
+            if vm.external {
+                self.problems.push(
+                    Problem::new(&format!("{at}/external"), format!("address {:?} is a host name, but an external address is the IP the proxy announces (ISTIO_SVC_IP)", vm.address))
+                        .hint("give the public IP address in front of the VM, or remove `external`"),
+                );
+            }
         }
         self.labels(&format!("{at}/labels"), &vm.labels);
         if let Some(locality) = &vm.locality {

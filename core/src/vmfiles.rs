@@ -1,0 +1,578 @@
+//! The files a VM needs to join the mesh: `cluster.env`, `mesh.yaml`, `hosts` (and
+//! `root-cert.pem`, `istio-token` when given), built exactly as
+//! `istioctl x workload entry configure` builds them.
+//!
+//! One model, two front ends: [`render`] takes istioctl's inputs ([`Inputs`]: a WorkloadGroup,
+//! the mesh config, the cluster, the addresses and switches); [`vm_files`] derives those inputs
+//! from a fleet, and `crate::istioctl` reads them from istioctl-style files and flags.
+//!
+//! Architecture invariant: pure. Same inputs, same bytes; nothing is read or printed here.
+//! Where istioctl is nondeterministic (it joins `ISTIO_INBOUND_PORTS` in Go map order), meshvm
+//! sorts the ports by number, one of the orders istioctl can produce.
+//!
+//! Deliberate differences from istioctl, each where istioctl's output would be unsafe or would
+//! fail later: a proxy metadata key that is not a shell variable name is an error (istioctl
+//! writes it into a file that root sources); a value holding a backslash or a NUL is quoted /
+//! rejected; IP addresses, the revision and the istio namespace are checked (they end up in
+//! `/etc/hosts`); ProxyConfig fields unknown to meshvm are kept rather than dropped.
+
+mod go;
+mod proxy_config;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde_json::{Map, Value, json};
+
+use crate::istio::WorkloadGroup;
+use crate::names;
+use crate::spec::{Fleet, Instance, Workload};
+use crate::tree::FileTree;
+
+pub use go::shell_quote;
+pub use proxy_config::FieldError;
+
+pub const CLUSTER_ENV: &str = "cluster.env";
+pub const MESH_YAML: &str = "mesh.yaml";
+pub const HOSTS: &str = "hosts";
+pub const ROOT_CERT: &str = "root-cert.pem";
+pub const ISTIO_TOKEN: &str = "istio-token";
+
+/// Each file and where it goes on the VM.
+pub const DESTINATIONS: &[(&str, &str)] = &[
+    (ROOT_CERT, "/etc/certs/root-cert.pem"),
+    (ISTIO_TOKEN, "/var/run/secrets/tokens/istio-token"),
+    (CLUSTER_ENV, "/var/lib/istio/envoy/cluster.env"),
+    (MESH_YAML, "/etc/istio/config/mesh"),
+    (HOSTS, "/etc/hosts (append the line)"),
+];
+
+/// The annotation whose ProxyConfig YAML overlays the mesh's `defaultConfig`.
+pub const PROXY_CONFIG_ANNOTATION: &str = "proxy.istio.io/config";
+
+/// istiod's port for xDS and certificates (mTLS).
+const ISTIOD_PORT: u16 = 15012;
+
+/// The address the workload announces (`ISTIO_SVC_IP`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkloadIp {
+    /// An address the VM holds itself (istioctl's `--internalIP`).
+    Internal(String),
+    /// A public address in front of the VM, such as NAT (`--externalIP`): the proxy then also
+    /// rewrites probes to localhost.
+    External(String),
+}
+
+/// Everything istioctl's `workload entry configure` reads, offline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inputs {
+    pub group: WorkloadGroup,
+    /// The `mesh` data of the `istio[-<rev>]` ConfigMap (a MeshConfig): meshvm reads its
+    /// `trustDomain` and its `defaultConfig`, a ProxyConfig kept as data.
+    pub mesh_config: Value,
+    pub cluster_id: String,
+    /// istiod revision; empty or `default` for none.
+    pub revision: String,
+    pub istio_namespace: String,
+    /// The address VMs reach istiod at (the east-west gateway), for `hosts`.
+    pub ingress_ip: Option<String>,
+    pub workload_ip: Option<WorkloadIp>,
+    pub capture_dns: bool,
+    pub auto_register: bool,
+}
+
+/// Why the files cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VmFilesError {
+    #[error("no VM named {name:?} in the fleet{hint}")]
+    UnknownVm { name: String, hint: String },
+    #[error("mesh config: {0}")]
+    MeshConfig(FieldError),
+    #[error("annotation {PROXY_CONFIG_ANNOTATION} in {place}: {message}")]
+    Annotation {
+        place: &'static str,
+        message: String,
+    },
+    #[error("{what}: {reason}")]
+    Invalid { what: String, reason: String },
+}
+
+fn invalid(what: impl Into<String>, reason: impl Into<String>) -> VmFilesError {
+    VmFilesError::Invalid {
+        what: what.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The files of one VM of the fleet: cluster.env, mesh.yaml, hosts, and root-cert.pem when the
+/// fleet names a root certificate (its text is `root_cert`). The istio-token is not part of a
+/// fleet; the caller adds it with [`FileTree::insert_private`] under [`ISTIO_TOKEN`].
+pub fn vm_files(
+    fleet: &Fleet,
+    root_cert: Option<&str>,
+    vm: &str,
+) -> Result<FileTree, VmFilesError> {
+    let (workload, instance) = fleet.vm(vm).ok_or_else(|| unknown_vm(fleet, vm))?;
+    let mut tree = render(&fleet_inputs(fleet, workload, instance))?;
+    if let Some(pem) = root_cert {
+        tree.insert(ROOT_CERT, pem);
+    }
+    Ok(tree)
+}
+
+/// Adds a ServiceAccount token (audience `istio-ca`) as [`ISTIO_TOKEN`], readable by its
+/// owner only. Surrounding whitespace, such as the newline `kubectl create token` prints, is
+/// dropped, as istioctl writes the bare token. No error ever holds the token.
+pub fn insert_token(tree: &mut FileTree, token: &[u8]) -> Result<(), VmFilesError> {
+    let token = token.trim_ascii();
+    if token.is_empty() {
+        return Err(invalid("the token file", "is empty"));
+    }
+    if token
+        .iter()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(invalid(
+            "the token file",
+            "holds whitespace or control characters inside the token; it should hold one token",
+        ));
+    }
+    tree.insert_private(ISTIO_TOKEN, token.to_vec());
+    Ok(())
+}
+
+/// istioctl's inputs for one VM of the fleet.
+///
+/// The mesh config is the one Istio's chart installs: `trustDomain`, and a `defaultConfig`
+/// with istiod's address, the mesh ID and the mesh-wide proxy metadata (the group's own over
+/// it). The VM's labels are its group's plus its own, the labels of its WorkloadEntry; a VM
+/// without a network of its own is on the cluster's.
+pub fn fleet_inputs(fleet: &Fleet, workload: &Workload, instance: &Instance) -> Inputs {
+    let mesh = &fleet.mesh;
+    let mut group = crate::objects::workload_group(workload);
+    group
+        .spec
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .extend(instance.labels.clone());
+    if group.spec.template.network.is_none() && mesh.is_multi_network() {
+        group.spec.template.network = Some(mesh.network.clone());
+    }
+    let mut proxy_metadata = mesh.proxy_metadata.clone();
+    proxy_metadata.extend(workload.proxy_metadata.clone());
+    let mesh_config = json!({
+        "trustDomain": mesh.trust_domain,
+        "defaultConfig": {
+            "discoveryAddress": format!("{}:{ISTIOD_PORT}", mesh.istiod_host()),
+            "meshId": mesh.mesh_id,
+            "proxyMetadata": proxy_metadata,
+        },
+    });
+    let workload_ip = instance.ip().map(|_| {
+        if instance.external {
+            WorkloadIp::External(instance.address.clone())
+        } else {
+            WorkloadIp::Internal(instance.address.clone())
+        }
+    });
+    Inputs {
+        group,
+        mesh_config,
+        cluster_id: mesh.cluster_id.clone(),
+        revision: mesh.revision.clone(),
+        istio_namespace: mesh.istio_namespace.clone(),
+        ingress_ip: Some(mesh.east_west_gateway.address.clone()),
+        workload_ip,
+        capture_dns: mesh.dns_capture,
+        auto_register: workload.auto_register,
+    }
+}
+
+fn unknown_vm(fleet: &Fleet, name: &str) -> VmFilesError {
+    let names: Vec<String> = fleet.vms().map(|(_, i)| i.name.clone()).collect();
+    let hint = match crate::spec::did_you_mean(name, &names) {
+        Some(best) => format!("; did you mean {best:?}?"),
+        None if names.is_empty() => "; it has no VMs".to_owned(),
+        None if names.len() <= 10 => format!("; its VMs are: {}", names.join(", ")),
+        None => format!("; it has {} VMs, such as {}", names.len(), names[0]),
+    };
+    VmFilesError::UnknownVm {
+        name: name.to_owned(),
+        hint,
+    }
+}
+
+/// The revision, or `None` for the default installation.
+fn revisioned(revision: &str) -> Option<&str> {
+    match revision {
+        "" | "default" => None,
+        rev => Some(rev),
+    }
+}
+
+/// `istiod[-<rev>].<ns>.svc`
+pub fn istiod_host(istio_namespace: &str, revision: &str) -> String {
+    match revisioned(revision) {
+        Some(rev) => format!("istiod-{rev}.{istio_namespace}.svc"),
+        None => format!("istiod.{istio_namespace}.svc"),
+    }
+}
+
+/// The mesh config's trust domain and default ProxyConfig, read as istioctl reads them.
+pub(crate) fn read_mesh_config(
+    mesh: &Value,
+) -> Result<(String, proxy_config::ProxyConfig), VmFilesError> {
+    let empty = Map::new();
+    let fields = match mesh {
+        Value::Null => &empty,
+        Value::Object(m) => m,
+        other => {
+            return Err(invalid(
+                "mesh config",
+                format!("expected a mapping (a MeshConfig), found {other}"),
+            ));
+        }
+    };
+    let field = |json: &str, proto: &str| {
+        fields
+            .get(json)
+            .filter(|v| !v.is_null())
+            .or_else(|| fields.get(proto).filter(|v| !v.is_null()))
+    };
+    let trust_domain = match field("trustDomain", "trust_domain") {
+        None => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(invalid(
+                "mesh config: trustDomain",
+                format!("expected a string, found {other}"),
+            ));
+        }
+    };
+    let default_config = match field("defaultConfig", "default_config") {
+        None => proxy_config::ProxyConfig::default(),
+        Some(doc) => proxy_config::ProxyConfig::parse(doc, "defaultConfig")
+            .map_err(VmFilesError::MeshConfig)?,
+    };
+    Ok((trust_domain, default_config))
+}
+
+/// Reads the text of a `proxy.istio.io/config` annotation.
+pub(crate) fn read_proxy_config_annotation(
+    text: &str,
+) -> Result<proxy_config::ProxyConfig, String> {
+    let doc: Value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| e.without_snippet().to_string())?
+    };
+    proxy_config::ProxyConfig::parse(&doc, "").map_err(|e| e.to_string())
+}
+
+/// Checks a WorkloadGroup `probe` the way it is read into the ProxyConfig.
+pub(crate) fn check_probe(probe: &Value) -> Result<(), FieldError> {
+    proxy_config::ProxyConfig::default().set_readiness_probe(Some(probe))
+}
+
+/// The files istioctl's `workload entry configure` writes, minus the root certificate and
+/// token, which come from outside: `cluster.env`, `mesh.yaml`, `hosts`.
+pub fn render(inputs: &Inputs) -> Result<FileTree, VmFilesError> {
+    let wg = &inputs.group;
+    let name = wg.metadata.name.as_str();
+    let namespace = wg.metadata.namespace.as_deref().unwrap_or("");
+    if name.is_empty() {
+        return Err(invalid("WorkloadGroup", "metadata.name is empty"));
+    }
+    if namespace.is_empty() {
+        return Err(invalid("WorkloadGroup", "metadata.namespace is empty"));
+    }
+    names::dns1123_label(&inputs.istio_namespace).map_err(|r| {
+        invalid(
+            "istio namespace",
+            format!("{:?} {r}", inputs.istio_namespace),
+        )
+    })?;
+    let revision = revisioned(&inputs.revision);
+    if let Some(rev) = revision {
+        names::dns1123_label(rev).map_err(|r| invalid("revision", format!("{rev:?} {r}")))?;
+    }
+    let istiod_addr = format!(
+        "{}:{ISTIOD_PORT}",
+        istiod_host(&inputs.istio_namespace, &inputs.revision)
+    );
+
+    // mesh.yaml: the mesh's defaultConfig, the annotations over it, then the workload's own.
+    let (trust_domain, mut proxy) = read_mesh_config(&inputs.mesh_config)?;
+    if revision.is_some() && proxy.get_str("discoveryAddress").is_empty() {
+        proxy.set("discoveryAddress", Value::String(istiod_addr.clone()));
+    }
+    let mut metadata = proxy.proxy_metadata();
+    let spec_metadata = wg.spec.metadata.clone().unwrap_or_default();
+    for (place, annotations) in [
+        ("metadata.annotations", &wg.metadata.annotations),
+        ("spec.metadata.annotations", &spec_metadata.annotations),
+    ] {
+        if let Some(text) = annotations.get(PROXY_CONFIG_ANNOTATION) {
+            let overlay = read_proxy_config_annotation(text)
+                .map_err(|message| VmFilesError::Annotation { place, message })?;
+            proxy.apply(&overlay);
+            metadata.extend(overlay.proxy_metadata());
+        }
+    }
+    let template = &wg.spec.template;
+    let mut labels = spec_metadata.labels.clone();
+    labels.extend(template.labels.clone());
+    proxy
+        .set_readiness_probe(wg.spec.probe.as_ref())
+        .map_err(|e| invalid("WorkloadGroup spec.probe", e.to_string()))?;
+    let service_account = template
+        .service_account
+        .as_deref()
+        .filter(|sa| !sa.is_empty())
+        .unwrap_or("default");
+    let (canonical_name, canonical_revision) = canonical_service(&labels, name);
+    let mut set = |k: &str, v: &str| {
+        metadata.insert(k.to_owned(), Value::String(v.to_owned()));
+    };
+    set("CANONICAL_SERVICE", &canonical_name);
+    set("CANONICAL_REVISION", &canonical_revision);
+    set("POD_NAMESPACE", namespace);
+    set("SERVICE_ACCOUNT", service_account);
+    set("TRUST_DOMAIN", &trust_domain);
+    set("ISTIO_META_CLUSTER_ID", &inputs.cluster_id);
+    set("ISTIO_META_MESH_ID", proxy.get_str("meshId"));
+    set(
+        "ISTIO_META_NETWORK",
+        template.network.as_deref().unwrap_or(""),
+    );
+    if !template.ports.is_empty() {
+        set("ISTIO_META_POD_PORTS", &pod_ports_json(&template.ports));
+    }
+    set("ISTIO_META_WORKLOAD_NAME", name);
+    labels.insert(
+        "service.istio.io/canonical-name".into(),
+        canonical_name.clone(),
+    );
+    labels.insert(
+        "service.istio.io/canonical-revision".into(),
+        canonical_revision.clone(),
+    );
+    set("ISTIO_METAJSON_LABELS", &go::json_string_map(&labels));
+    if inputs.capture_dns {
+        set("ISTIO_META_DNS_CAPTURE", "true");
+    }
+    if inputs.auto_register {
+        set("ISTIO_META_AUTO_REGISTER_GROUP", name);
+    }
+    let env_metadata: BTreeMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect();
+    proxy.set("proxyMetadata", Value::Object(metadata));
+
+    // cluster.env: the proxy metadata, then what the agent needs to know about the workload.
+    let status_port = proxy.get_int("statusPort");
+    let mut env = env_metadata;
+    let mut ports: Vec<u32> = template.ports.values().copied().collect();
+    ports.sort_unstable();
+    let inbound = if ports.is_empty() {
+        "*".to_owned()
+    } else {
+        ports
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    // 22 keeps SSH reachable whatever the mesh does; 15090 is Envoy's Prometheus port; 15021
+    // and 15020 (or a custom status port) are the agent's.
+    let mut exclude = "22,15090,15021".to_owned();
+    if status_port != 15090 && status_port != 15021 {
+        let status = if status_port == 0 { 15020 } else { status_port };
+        exclude.push_str(&format!(",{status}"));
+    }
+    let mut put = |k: &str, v: String| {
+        env.insert(k.to_owned(), v);
+    };
+    put("ISTIO_INBOUND_PORTS", inbound);
+    put("ISTIO_NAMESPACE", namespace.to_owned());
+    put("ISTIO_SERVICE", format!("{name}.{namespace}"));
+    put("ISTIO_SERVICE_CIDR", "*".to_owned());
+    put("ISTIO_LOCAL_EXCLUDE_PORTS", exclude);
+    put("SERVICE_ACCOUNT", service_account.to_owned());
+    if revision.is_some() {
+        put("CA_ADDR", istiod_addr.clone());
+    }
+    match &inputs.workload_ip {
+        Some(WorkloadIp::Internal(ip)) => {
+            check_ip("internal IP", ip)?;
+            put("ISTIO_SVC_IP", ip.clone());
+        }
+        Some(WorkloadIp::External(ip)) => {
+            check_ip("external IP", ip)?;
+            put("ISTIO_SVC_IP", ip.clone());
+            put(
+                "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION",
+                "true".to_owned(),
+            );
+        }
+        None => {}
+    }
+    let cluster_env = cluster_env(&env)?;
+
+    let hosts = match &inputs.ingress_ip {
+        Some(ip) => {
+            check_ip("ingress IP", ip)?;
+            format!(
+                "{ip} {}\n",
+                istiod_host(&inputs.istio_namespace, &inputs.revision)
+            )
+        }
+        None => String::new(),
+    };
+
+    let mut mesh_yaml = json!({ "defaultConfig": proxy.to_value() });
+    sort_keys_like_go_yaml(&mut mesh_yaml);
+
+    let mut tree = FileTree::new();
+    tree.insert(CLUSTER_ENV, cluster_env);
+    tree.insert(MESH_YAML, crate::yaml::to_string(&mesh_yaml));
+    tree.insert(HOSTS, hosts);
+    Ok(tree)
+}
+
+/// `KEY=value` lines, values shell-quoted, sorted as istioctl sorts them: by the whole line.
+fn cluster_env(env: &BTreeMap<String, String>) -> Result<String, VmFilesError> {
+    let mut lines = Vec::with_capacity(env.len());
+    for (key, value) in env {
+        names::env_name(key).map_err(|reason| {
+            invalid(
+                "proxy metadata",
+                format!("key {key:?} {reason}; cluster.env is sourced by a shell"),
+            )
+        })?;
+        if value.contains('\0') {
+            return Err(invalid(
+                "proxy metadata",
+                format!("{key} holds a NUL character, which no environment variable can"),
+            ));
+        }
+        lines.push(format!("{key}={}", shell_quote(value)));
+    }
+    lines.sort();
+    Ok(lines.join("\n") + "\n")
+}
+
+fn check_ip(what: &str, ip: &str) -> Result<(), VmFilesError> {
+    ip.parse::<IpAddr>()
+        .map(|_| ())
+        .map_err(|_| invalid(what, format!("{ip:?} is not an IPv4 or IPv6 address")))
+}
+
+/// The canonical service and revision of a workload, from the first label present in
+/// istio's order (an empty value counts), else the workload's name and `latest`.
+pub fn canonical_service(labels: &BTreeMap<String, String>, workload: &str) -> (String, String) {
+    let first = |keys: [&str; 3]| keys.iter().find_map(|k| labels.get(*k).cloned());
+    (
+        first([
+            "service.istio.io/canonical-name",
+            "app.kubernetes.io/name",
+            "app",
+        ])
+        .unwrap_or_else(|| workload.to_owned()),
+        first([
+            "service.istio.io/canonical-revision",
+            "app.kubernetes.io/version",
+            "version",
+        ])
+        .unwrap_or_else(|| "latest".to_owned()),
+    )
+}
+
+/// `ISTIO_META_POD_PORTS`: istio's `[]model.PodPort` as JSON, sorted by name.
+pub fn pod_ports_json(ports: &BTreeMap<String, u32>) -> String {
+    let items: Vec<String> = ports
+        .iter()
+        .map(|(name, port)| {
+            let name = if name.is_empty() {
+                String::new()
+            } else {
+                format!("\"name\":{},", go::json_string(name))
+            };
+            format!("{{{name}\"containerPort\":{port},\"protocol\":\"\"}}")
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+fn sort_keys_like_go_yaml(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
+            entries.sort_by(|a, b| go::yaml_key_cmp(&a.0, &b.0));
+            for (k, mut v) in entries {
+                sort_keys_like_go_yaml(&mut v);
+                map.insert(k, v);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(sort_keys_like_go_yaml),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_ports_like_istioctl() {
+        let ports: BTreeMap<String, u32> = [("HTTPS".into(), 443), ("HTTP".into(), 80)].into();
+        assert_eq!(
+            pod_ports_json(&ports),
+            r#"[{"name":"HTTP","containerPort":80,"protocol":""},{"name":"HTTPS","containerPort":443,"protocol":""}]"#
+        );
+    }
+
+    #[test]
+    fn canonical_service_order() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            canonical_service(&labels(&[]), "wg"),
+            ("wg".into(), "latest".into())
+        );
+        assert_eq!(
+            canonical_service(
+                &labels(&[
+                    ("app", "a"),
+                    ("app.kubernetes.io/name", "b"),
+                    ("version", "v1")
+                ]),
+                "wg"
+            ),
+            ("b".into(), "v1".into())
+        );
+        assert_eq!(
+            canonical_service(
+                &labels(&[("service.istio.io/canonical-name", ""), ("app", "a")]),
+                "wg"
+            )
+            .0,
+            ""
+        );
+    }
+
+    #[test]
+    fn cluster_env_sorts_lines_not_keys() {
+        let env: BTreeMap<String, String> =
+            [("A".into(), "x".into()), ("A1".into(), "y".into())].into();
+        assert_eq!(cluster_env(&env).unwrap(), "A1='y'\nA='x'\n");
+        let bad: BTreeMap<String, String> = [("X;reboot".into(), "x".into())].into();
+        assert!(cluster_env(&bad).is_err());
+    }
+}
