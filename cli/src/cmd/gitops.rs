@@ -469,8 +469,9 @@ struct Progress {
     announced: Vec<&'static str>,
 }
 
-/// Steps smaller than this are not worth a line in a log.
+/// Steps smaller than this are not worth a line in a log, or a bar.
 const LOG_THRESHOLD: usize = 1000;
+const BAR_THRESHOLD: usize = 100;
 
 impl Progress {
     fn new(quiet: bool) -> Progress {
@@ -523,7 +524,7 @@ impl Progress {
         if total == 0 {
             return;
         }
-        if self.tty {
+        if self.tty && total >= BAR_THRESHOLD {
             let now = Instant::now();
             let due = match self.drawn {
                 Some((l, at)) => {
@@ -545,7 +546,7 @@ impl Progress {
                     self.drawn = None;
                 }
             }
-        } else if total >= LOG_THRESHOLD && !self.announced.contains(&label) {
+        } else if !self.tty && total >= LOG_THRESHOLD && !self.announced.contains(&label) {
             self.announced.push(label);
             eprintln!("{label} ({total} {})…", step.unit());
         }
