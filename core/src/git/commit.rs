@@ -279,3 +279,70 @@ pub fn move_ref(
         Err(e) => Err(GitError::git("moving the branch")(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::plan::{self, Files};
+    use crate::layout::vm_dir;
+
+    fn files(paths: &[(&str, u8)]) -> Files {
+        paths
+            .iter()
+            .map(|(p, v)| {
+                let id = Oid::hash_object(git2::ObjectType::Blob, &[*v]).unwrap();
+                ((*p).to_owned(), (id, i32::from(git2::FileMode::Blob)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn message_summarizes_per_vm_and_ends_with_trailers() {
+        let vm = |name: &str| format!("{}/workloadentry.yaml", vm_dir("apps", "web", name));
+        let (a, b, c, d) = (vm("web-1"), vm("web-2"), vm("web-3"), vm("web-4"));
+        let old = files(&[(&a, 1), (&b, 1), ("mesh/ns.yaml", 1)]);
+        let mut new_paths = vec![(a.as_str(), 2), (c.as_str(), 1), (d.as_str(), 1)];
+        new_paths.push(("mesh/ns.yaml", 2));
+        let new = files(&new_paths);
+        let p = plan::plan("clusters/c1", "main", None, &old, &new, &[]);
+        let meta = Meta {
+            fleet_sha256: "ab12",
+            version: "0.1.0",
+        };
+        let msg = message(&p, empty_tree_id(), &meta);
+        insta::assert_snapshot!(msg, @r"
+        meshvm: sync clusters/c1: VMs 2 added, 1 changed, 1 removed
+
+        Added: web-3, web-4
+        Changed: web-1
+        Removed: web-2
+        Other files changed: 1 (kustomizations, mesh resources)
+
+        Meshvm-Path: clusters/c1
+        Meshvm-Tree: 4b825dc642cb6eb9a060e54bf8d69288fbee4904
+        Meshvm-Fleet-Sha256: ab12
+        Meshvm-Version: 0.1.0
+        ");
+        assert_eq!(trailers_of(&msg, "clusters/c1"), Some(empty_tree_id()));
+        assert_eq!(trailers_of(&msg, "clusters/other"), None);
+    }
+
+    #[test]
+    fn long_lists_are_cut() {
+        let old = Files::new();
+        let names: Vec<String> = (0..25)
+            .map(|i| format!("{}/x", vm_dir("a", "g", &format!("vm-{i:02}"))))
+            .collect();
+        let new = files(&names.iter().map(|n| (n.as_str(), 0)).collect::<Vec<_>>());
+        let p = plan::plan("p", "main", None, &old, &new, &[]);
+        let msg = message(
+            &p,
+            empty_tree_id(),
+            &Meta {
+                fleet_sha256: "0",
+                version: "0",
+            },
+        );
+        assert!(msg.contains("vm-19 and 5 more\n"), "{msg}");
+    }
+}
