@@ -33,6 +33,7 @@ enum Command {
     Init(cmd::init::Args),
     Validate(cmd::validate::Args),
     Schema(cmd::schema::Args),
+    Render(cmd::render::Args),
     #[command(subcommand)]
     Vm(cmd::vm::Command),
     #[command(subcommand)]
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         Command::Init(args) => cmd::init::run(args),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Schema(args) => cmd::schema::run(args),
+        Command::Render(args) => cmd::render::run(args),
         Command::Vm(command) => cmd::vm::run(command),
         Command::Workload(command) => cmd::workload::run(command),
         Command::Completions(args) => cmd::completions::run(args, &mut Cli::command()),

@@ -156,6 +156,26 @@ fn git_daemon_first_sync_no_op_add_remove_and_a_human_commit_meanwhile() {
     assert!(log.contains("Meshvm-Fleet-Sha256: "), "{log}");
     let first = git(&server, &["rev-parse", "main"]);
 
+    // The committed subtree is exactly what `meshvm render` writes.
+    let rendered = s.path().join("rendered");
+    let r = run(meshvm()
+        .args(["render", "-f"])
+        .arg(s.path().join("meshvm.yaml"))
+        .arg("-o")
+        .arg(&rendered));
+    ok(&r);
+    let mut want: Vec<String> = walkdir(&rendered)
+        .iter()
+        .map(|p| format!("{OWNED}/{}", p.strip_prefix(&rendered).unwrap().display()))
+        .collect();
+    want.sort();
+    assert_eq!(tree, want);
+    for path in &want {
+        let committed = git(&server, &["show", &format!("main:{path}")]);
+        let on_disk = fs::read_to_string(rendered.join(&path[OWNED.len() + 1..])).unwrap();
+        assert_eq!(committed, on_disk, "{path}");
+    }
+
     // No-op: no commit, and says so.
     let r = run(&mut s.meshvm(&["sync", "--push", "--repo", &url]));
     ok(&r);

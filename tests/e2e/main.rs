@@ -7,4 +7,5 @@ mod support;
 
 mod cli;
 mod gitops;
+mod render;
 mod vm_files;

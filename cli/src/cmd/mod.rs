@@ -3,6 +3,7 @@
 pub mod completions;
 pub mod gitops;
 pub mod init;
+pub mod render;
 pub mod schema;
 pub mod validate;
 pub mod vm;
