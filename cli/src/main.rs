@@ -33,11 +33,14 @@ enum Command {
     Init(cmd::init::Args),
     Validate(cmd::validate::Args),
     Schema(cmd::schema::Args),
+    Render(cmd::render::Args),
     #[command(subcommand)]
     Vm(cmd::vm::Command),
     #[command(subcommand)]
     Workload(cmd::workload::Command),
     Completions(cmd::completions::Args),
+    #[command(subcommand)]
+    Gitops(cmd::gitops::Command),
     #[command(name = "cloud-init")]
     CloudInit(cmd::cloud_init::Args),
 }
@@ -48,9 +51,11 @@ fn main() -> ExitCode {
         Command::Init(args) => cmd::init::run(args),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Schema(args) => cmd::schema::run(args),
+        Command::Render(args) => cmd::render::run(args),
         Command::Vm(command) => cmd::vm::run(command),
         Command::Workload(command) => cmd::workload::run(command),
         Command::Completions(args) => cmd::completions::run(args, &mut Cli::command()),
+        Command::Gitops(command) => cmd::gitops::run(command),
         Command::CloudInit(args) => cmd::cloud_init::run(args),
     };
     match result {

@@ -4,8 +4,11 @@
 //! README.md                              what is here; meshvm owns this subtree
 //! install/                               input to `istioctl install -f`; never applied by Argo CD or Flux
 //! mesh/                                  shared resources: namespaces, service accounts, istiod exposure
+//! mesh/east-west/                        Gateways and VirtualService of the east-west gateway
+//! mesh/namespaces/<ns>/                  a Namespace and the ServiceAccounts its groups use
 //! workloads/<ns>/<group>/                WorkloadGroup, ServiceEntry, and a kustomization listing its VMs
 //! workloads/<ns>/<group>/vms/<vm>/       one VM's overlay: its WorkloadEntry and non-secret bootstrap files
+//! workloads/<ns>/<group>/vms/<vm>/bootstrap/   the VM's mesh files for review (never the token)
 //! argocd/ , flux/                        the GitOps engines' wiring
 //! ```
 //!
@@ -18,6 +21,27 @@ pub const MESH_DIR: &str = "mesh";
 pub const WORKLOADS_DIR: &str = "workloads";
 pub const ARGOCD_DIR: &str = "argocd";
 pub const FLUX_DIR: &str = "flux";
+
+/// Below `mesh/`.
+pub const EAST_WEST_DIR: &str = "east-west";
+pub const NAMESPACES_DIR: &str = "namespaces";
+/// Below a VM's directory: files for the VM itself, not Kubernetes objects.
+pub const BOOTSTRAP_DIR: &str = "bootstrap";
+
+pub const ISTIO_INSTALL_FILE: &str = "istio.yaml";
+pub const EAST_WEST_INSTALL_FILE: &str = "eastwest-gateway.yaml";
+pub const ISTIOD_GATEWAY_FILE: &str = "istiod-gateway.yaml";
+pub const ISTIOD_VIRTUAL_SERVICE_FILE: &str = "istiod-virtualservice.yaml";
+pub const CROSS_NETWORK_GATEWAY_FILE: &str = "cross-network-gateway.yaml";
+pub const NAMESPACE_FILE: &str = "namespace.yaml";
+pub const WORKLOAD_GROUP_FILE: &str = "workloadgroup.yaml";
+pub const SERVICE_ENTRY_FILE: &str = "serviceentry.yaml";
+pub const WORKLOAD_ENTRY_FILE: &str = "workloadentry.yaml";
+pub const ARGOCD_APPLICATION_SET_FILE: &str = "applicationset.yaml";
+pub const ARGOCD_MESH_APPLICATION_FILE: &str = "mesh-application.yaml";
+pub const FLUX_GIT_REPOSITORY_FILE: &str = "gitrepository.yaml";
+pub const FLUX_MESH_FILE: &str = "mesh.yaml";
+pub const FLUX_WORKLOADS_FILE: &str = "workloads.yaml";
 
 pub fn group_dir(namespace: &str, group: &str) -> String {
     format!("{WORKLOADS_DIR}/{namespace}/{group}")

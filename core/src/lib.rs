@@ -4,13 +4,21 @@
 //! → an edge that writes it (a directory, a Git commit, a cloud-init document). The library
 //! never prints and never exits; it returns typed errors.
 
+pub mod argocd;
 pub mod cloudinit;
 pub mod diagnostic;
+pub mod flux;
+pub mod gateway;
+pub mod git;
 pub mod istio;
+pub mod istio_operator;
 pub mod istioctl;
+pub mod k8s;
+pub mod kustomize;
 pub mod layout;
 pub mod names;
 pub mod objects;
+pub mod render;
 pub mod rootcert;
 pub mod spec;
 #[doc(hidden)]

@@ -3,10 +3,14 @@
 use std::collections::BTreeMap;
 
 use crate::istio::{
-    GroupMetadata, MANAGED_BY, NETWORKING_V1, ObjectMeta, WorkloadEntrySpec, WorkloadGroup,
-    WorkloadGroupSpec,
+    GroupMetadata, MANAGED_BY, NETWORKING_V1, ObjectMeta, ServiceEntry, ServiceEntrySpec,
+    ServicePort, WorkloadEntry, WorkloadEntrySpec, WorkloadGroup, WorkloadGroupSpec,
+    WorkloadSelector,
 };
-use crate::spec::Workload;
+use crate::spec::{Instance, Mesh, Workload};
+
+/// The annotation that lets istiod act on the health of a hand-written WorkloadEntry.
+pub const HEALTH_CHECKS_ANNOTATION: (&str, &str) = ("proxy.istio.io/health-checks-enabled", "true");
 
 /// The labels of an object meshvm renders: its own plus `app.kubernetes.io/managed-by`.
 pub fn managed_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -40,4 +44,68 @@ pub fn workload_group(w: &Workload) -> WorkloadGroup {
             .map(|p| serde_json::to_value(p).expect("a probe is JSON")),
     };
     WorkloadGroup::new(NETWORKING_V1, "WorkloadGroup", metadata, spec)
+}
+
+/// The WorkloadEntry of a VM: the group's template with the VM's address, labels (the group's
+/// plus its own), locality and weight (its own, else the group's), and network (the group's,
+/// else the cluster's, as the VM's own files say). Named after the VM. When the group has a
+/// probe, the entry carries the health-check annotation.
+pub fn workload_entry(mesh: &Mesh, w: &Workload, vm: &Instance) -> WorkloadEntry {
+    let mut labels = w.labels.clone();
+    labels.extend(vm.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut metadata = ObjectMeta::named(&vm.name, Some(&w.namespace));
+    metadata.labels = managed_labels(&labels);
+    if w.probe.is_some() {
+        let (key, value) = HEALTH_CHECKS_ANNOTATION;
+        metadata
+            .annotations
+            .insert(key.to_owned(), value.to_owned());
+    }
+    let spec = WorkloadEntrySpec {
+        address: Some(vm.address.clone()),
+        ports: w.ports.clone(),
+        labels,
+        network: [&w.network, &mesh.network]
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .cloned(),
+        locality: vm.locality.clone().or_else(|| w.locality.clone()),
+        weight: vm.weight.or(w.weight),
+        service_account: Some(w.service_account.clone()),
+    };
+    WorkloadEntry::new(NETWORKING_V1, "WorkloadEntry", metadata, spec)
+}
+
+/// The ServiceEntry of a group with a service: inside the mesh, selecting the group's VMs by
+/// the group's labels.
+pub fn service_entry(w: &Workload) -> Option<ServiceEntry> {
+    let service = w.service.as_ref()?;
+    let name = w.service_name().expect("the group has a service");
+    let mut metadata = ObjectMeta::named(name, Some(&w.namespace));
+    metadata.labels = managed_labels(&BTreeMap::new());
+    let spec = ServiceEntrySpec {
+        hosts: service.hosts.clone(),
+        addresses: service.addresses.clone(),
+        ports: service
+            .ports
+            .iter()
+            .map(|p| ServicePort {
+                number: p.number,
+                protocol: p.protocol.clone(),
+                name: p.name.clone(),
+                target_port: p.target_port,
+            })
+            .collect(),
+        location: Some("MESH_INTERNAL".to_owned()),
+        resolution: Some(service.resolution.as_str().to_owned()),
+        workload_selector: Some(WorkloadSelector {
+            labels: w.labels.clone(),
+        }),
+    };
+    Some(ServiceEntry::new(
+        NETWORKING_V1,
+        "ServiceEntry",
+        metadata,
+        spec,
+    ))
 }

@@ -145,7 +145,8 @@ pub fn insert_token(tree: &mut FileTree, token: &[u8]) -> Result<(), VmFilesErro
 ///
 /// The mesh config is the one Istio's chart installs: `trustDomain`, and a `defaultConfig`
 /// with istiod's address, the mesh ID and the mesh-wide proxy metadata (the group's own over
-/// it). The VM's labels are its group's plus its own, the labels of its WorkloadEntry; a VM
+/// it; with a probe, `ISTIO_META_WORKLOAD_ENTRY` names the VM's entry for health checks). The
+/// VM's labels are its group's plus its own, the labels of its WorkloadEntry; a VM
 /// without a network of its own is on the cluster's.
 pub fn fleet_inputs(fleet: &Fleet, workload: &Workload, instance: &Instance) -> Inputs {
     let mesh = &fleet.mesh;
@@ -161,6 +162,14 @@ pub fn fleet_inputs(fleet: &Fleet, workload: &Workload, instance: &Instance) -> 
     }
     let mut proxy_metadata = mesh.proxy_metadata.clone();
     proxy_metadata.extend(workload.proxy_metadata.clone());
+    if workload.probe.is_some() && !workload.auto_register {
+        // istiod reports the probe's result on the WorkloadEntry this names (the proxy's
+        // WORKLOAD_ENTRY node metadata); auto-registered entries are tracked by istiod itself.
+        proxy_metadata.insert(
+            "ISTIO_META_WORKLOAD_ENTRY".to_owned(),
+            instance.name.clone(),
+        );
+    }
     let mesh_config = json!({
         "trustDomain": mesh.trust_domain,
         "defaultConfig": {

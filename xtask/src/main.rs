@@ -4,6 +4,7 @@
 //! 2 usage.
 
 mod ci;
+mod fuzz;
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ enum Command {
     Validate(ValidateArgs),
     ValidateUserData(UserDataArgs),
     Ci,
+    Fuzz(FuzzArgs),
 }
 
 /// Validate Kubernetes manifests against JSON schemas, as kubeconform does.
@@ -66,6 +68,15 @@ struct ValidateArgs {
     no_kubeconform: bool,
 }
 
+/// Run every fuzz target (fuzz/) for a bounded time, seeded with the fixtures. Needs
+/// cargo-fuzz (`cargo install cargo-fuzz`).
+#[derive(Debug, clap::Args)]
+struct FuzzArgs {
+    /// Seconds per target.
+    #[arg(long, default_value_t = 60)]
+    seconds: u32,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Output {
     Text,
@@ -91,6 +102,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate(args),
         Command::ValidateUserData(args) => validate_user_data(args),
         Command::Ci => ci::run(),
+        Command::Fuzz(args) => fuzz::run(&schemas::workspace_root(), args.seconds),
     }
 }
 

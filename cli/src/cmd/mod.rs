@@ -2,7 +2,9 @@
 
 pub mod cloud_init;
 pub mod completions;
+pub mod gitops;
 pub mod init;
+pub mod render;
 pub mod schema;
 pub mod validate;
 pub mod vm;

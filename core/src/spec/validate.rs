@@ -270,6 +270,12 @@ impl Checker {
                 );
             }
         }
+        if g.repo_url.is_none() && !g.engines.is_empty() {
+            self.problems.push(
+                Problem::new("/gitops", "repoURL is missing: the GitOps engines need the repository to pull from")
+                    .hint("add `repoURL: https://git.example.com/mesh.git` under gitops, or `engines: []` to render no engine manifests"),
+            );
+        }
         let mut seen = HashSet::new();
         for (i, e) in g.engines.iter().enumerate() {
             if !seen.insert(e) {

@@ -1,0 +1,100 @@
+//! `workloads/`: per namespace, per group, per VM.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{RenderError, Rendered};
+use crate::layout::{self, BOOTSTRAP_DIR, SERVICE_ENTRY_FILE, WORKLOAD_ENTRY_FILE, WORKLOADS_DIR};
+use crate::objects;
+use crate::spec::{Fleet, Instance, Workload};
+use crate::tree::FileTree;
+use crate::vmfiles;
+
+/// The groups' objects and the kustomizations that list them: `workloads/` lists the
+/// namespaces, a namespace its groups, a group its objects and its VMs' overlays.
+pub(super) fn workloads(fleet: &Fleet) -> Rendered {
+    let mut out = Rendered::default();
+    let mut namespaces: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for w in &fleet.workloads {
+        namespaces.entry(&w.namespace).or_default().insert(&w.name);
+        out.merge(group(w));
+    }
+    out.kustomization(WORKLOADS_DIR, namespaces.keys().copied());
+    for (ns, groups) in &namespaces {
+        out.kustomization(&format!("{WORKLOADS_DIR}/{ns}"), groups.iter().copied());
+    }
+    out
+}
+
+/// One group's directory: its WorkloadGroup, ServiceEntry, and the kustomization listing them
+/// and the overlays of its VMs (none when istiod registers the VMs itself).
+fn group(w: &Workload) -> Rendered {
+    let mut out = Rendered::default();
+    let dir = layout::group_dir(&w.namespace, &w.name);
+    let mut resources = vec![layout::WORKLOAD_GROUP_FILE.to_owned()];
+    out.object(
+        format!("{dir}/{}", layout::WORKLOAD_GROUP_FILE),
+        &objects::workload_group(w),
+    );
+    if let Some(se) = objects::service_entry(w) {
+        out.object(format!("{dir}/{SERVICE_ENTRY_FILE}"), &se);
+        resources.push(SERVICE_ENTRY_FILE.to_owned());
+    }
+    if !w.auto_register {
+        let vms: BTreeSet<&str> = w.instances.iter().map(|i| i.name.as_str()).collect();
+        resources.extend(vms.iter().map(|vm| format!("vms/{vm}")));
+    }
+    out.kustomization(&dir, resources);
+    out
+}
+
+/// One VM's directory: its WorkloadEntry overlay (unless its group auto-registers) and its
+/// bootstrap files. Depends on nothing but its arguments.
+pub(super) fn vm(
+    fleet: &Fleet,
+    w: &Workload,
+    vm: &Instance,
+    root_cert: Option<&str>,
+) -> Result<Rendered, RenderError> {
+    let mut out = Rendered::default();
+    let dir = layout::vm_dir(&w.namespace, &w.name, &vm.name);
+    if !w.auto_register {
+        out.object(
+            format!("{dir}/{WORKLOAD_ENTRY_FILE}"),
+            &objects::workload_entry(&fleet.mesh, w, vm),
+        );
+        out.kustomization(&dir, [WORKLOAD_ENTRY_FILE]);
+    }
+    out.files.extend_under(
+        &format!("{dir}/{BOOTSTRAP_DIR}"),
+        bootstrap(fleet, w, vm, root_cert)?,
+    );
+    Ok(out)
+}
+
+/// The VM's public mesh files (cluster.env, mesh.yaml, hosts, root-cert.pem), for review.
+/// A private file (the token) never enters the tree, whatever the VM files hold.
+fn bootstrap(
+    fleet: &Fleet,
+    w: &Workload,
+    vm: &Instance,
+    root_cert: Option<&str>,
+) -> Result<FileTree, RenderError> {
+    // `vmfiles::vm_files` with the VM already in hand: its lookup by name would make a
+    // whole-fleet render quadratic in the number of VMs.
+    let mut files = vmfiles::render(&vmfiles::fleet_inputs(fleet, w, vm)).map_err(|source| {
+        RenderError::VmFiles {
+            vm: vm.name.clone(),
+            source,
+        }
+    })?;
+    if let Some(pem) = root_cert {
+        files.insert(vmfiles::ROOT_CERT, pem);
+    }
+    let mut public = FileTree::new();
+    for (path, file) in files.iter() {
+        if file.mode & 0o077 != 0 {
+            public.insert_with_mode(path, file.bytes.clone(), file.mode);
+        }
+    }
+    Ok(public)
+}

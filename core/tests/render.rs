@@ -1,0 +1,379 @@
+//! The GitOps tree (`meshvm::render`): snapshots of whole trees, and its invariants.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use meshvm::kustomize::{self, Kustomization};
+use meshvm::layout;
+use meshvm::render::{Rendered, render};
+use meshvm::spec::{Engine, Fleet, Instance};
+
+const FIXTURES: &[&str] = &[
+    "seed",
+    "single-network",
+    "multi-network",
+    "revisioned",
+    "autoregister",
+    "probe",
+    "ipv6",
+    "hostile",
+];
+
+fn fixture_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/fleets")
+        .join(name)
+        .join("meshvm.yaml")
+}
+
+fn load(name: &str) -> meshvm::spec::SourceFile {
+    meshvm::spec::load_fleet(&fixture_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn render_ok(fleet: &Fleet) -> Rendered {
+    render(fleet, None).expect("a valid fleet renders")
+}
+
+fn text(r: &Rendered, path: &str) -> String {
+    String::from_utf8(r.files.get(path).expect(path).bytes.clone()).unwrap()
+}
+
+/// Every file of the tree, as `### path (mode)` and its content.
+fn listing(r: &Rendered) -> String {
+    let mut out = String::new();
+    for (path, file) in r.files.iter() {
+        let object = if r.objects.contains(path) {
+            " object"
+        } else {
+            ""
+        };
+        out.push_str(&format!("### {path} ({:o}{object})\n", file.mode));
+        out.push_str(&String::from_utf8_lossy(&file.bytes));
+        if !file.bytes.ends_with(b"\n") {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn snapshots_of_the_fixture_trees() {
+    for name in FIXTURES {
+        let source = load(name);
+        let r = render(&source.fleet, source.root_cert.as_deref()).unwrap();
+        insta::assert_snapshot!(format!("tree-{name}"), listing(&r));
+    }
+}
+
+#[test]
+fn same_fleet_same_bytes_whatever_the_order_of_the_file() {
+    for name in FIXTURES {
+        let fleet = load(name).fleet;
+        let first = render_ok(&fleet);
+        assert_eq!(
+            first,
+            render_ok(&fleet),
+            "{name}: rendering is deterministic"
+        );
+        let mut shuffled = fleet.clone();
+        shuffled.workloads.reverse();
+        for w in &mut shuffled.workloads {
+            w.instances.reverse();
+        }
+        assert_eq!(
+            first,
+            render_ok(&shuffled),
+            "{name}: the order of groups and VMs in the file does not matter"
+        );
+    }
+}
+
+/// Paths added, removed and changed from `a` to `b`.
+fn diff(a: &Rendered, b: &Rendered) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
+    let pa: BTreeSet<String> = a.files.paths().map(str::to_owned).collect();
+    let pb: BTreeSet<String> = b.files.paths().map(str::to_owned).collect();
+    let added = pb.difference(&pa).cloned().collect();
+    let removed = pa.difference(&pb).cloned().collect();
+    let changed = pa
+        .intersection(&pb)
+        .filter(|p| a.files.get(p) != b.files.get(p))
+        .cloned()
+        .collect();
+    (added, removed, changed)
+}
+
+#[test]
+fn adding_a_vm_adds_its_files_and_touches_only_its_group_listing() {
+    for name in FIXTURES {
+        let fleet = load(name).fleet;
+        for (gi, w) in fleet.workloads.iter().enumerate() {
+            let mut bigger = fleet.clone();
+            bigger.workloads[gi].instances.push(Instance {
+                name: "added-vm".into(),
+                address: "10.99.0.1".into(),
+                external: false,
+                labels: BTreeMap::new(),
+                locality: None,
+                weight: None,
+            });
+            let (before, after) = (render_ok(&fleet), render_ok(&bigger));
+            let (added, removed, changed) = diff(&before, &after);
+            let vm_dir = format!("{}/", layout::vm_dir(&w.namespace, &w.name, "added-vm"));
+            assert!(removed.is_empty(), "{name}: {removed:?}");
+            assert!(
+                added.iter().all(|p| p.starts_with(&vm_dir)),
+                "{name}: only the new VM's files are added: {added:?}"
+            );
+            let group_listing = format!(
+                "{}/{}",
+                layout::group_dir(&w.namespace, &w.name),
+                kustomize::FILE_NAME
+            );
+            let expected: BTreeSet<String> = if w.auto_register {
+                BTreeSet::new()
+            } else {
+                assert!(added.contains(&format!("{vm_dir}{}", layout::WORKLOAD_ENTRY_FILE)));
+                [group_listing].into()
+            };
+            assert_eq!(
+                changed, expected,
+                "{name}: only the files listing VMs change"
+            );
+
+            // And back: removing it deletes exactly its files.
+            let (added_back, removed_back, changed_back) = diff(&after, &before);
+            assert!(added_back.is_empty());
+            assert_eq!(
+                removed_back, added,
+                "{name}: removing deletes exactly its files"
+            );
+            assert_eq!(changed_back, changed);
+        }
+    }
+}
+
+/// The object files an engine applies from `dir`, following kustomizations' resources.
+fn applied_from(r: &Rendered, dir: &str, out: &mut Vec<String>) {
+    let k: Kustomization =
+        serde_saphyr::from_str(&text(r, &format!("{dir}/{}", kustomize::FILE_NAME))).unwrap();
+    for res in &k.resources {
+        let path = format!("{dir}/{res}");
+        if r.files
+            .contains(&format!("{path}/{}", kustomize::FILE_NAME))
+        {
+            applied_from(r, &path, out);
+        } else {
+            assert!(
+                r.objects.contains(&path),
+                "{path} is listed but is no object"
+            );
+            out.push(path);
+        }
+    }
+}
+
+/// The directories each engine applies, one per Argo CD Application or Flux Kustomization.
+fn engine_roots(r: &Rendered, engine: Engine) -> Vec<String> {
+    match engine {
+        // The ApplicationSet makes one Application per directory `workloads/*/*`.
+        Engine::Argocd => {
+            let groups: BTreeSet<String> = r
+                .files
+                .paths()
+                .filter(|p| p.starts_with(&format!("{}/", layout::WORKLOADS_DIR)))
+                .filter_map(|p| {
+                    let parts: Vec<&str> = p.split('/').collect();
+                    (parts.len() > 3).then(|| parts[..3].join("/"))
+                })
+                .collect();
+            std::iter::once(layout::MESH_DIR.to_owned())
+                .chain(groups)
+                .collect()
+        }
+        Engine::Flux => vec![
+            layout::MESH_DIR.to_owned(),
+            layout::WORKLOADS_DIR.to_owned(),
+        ],
+    }
+}
+
+#[test]
+fn every_applied_object_belongs_to_exactly_one_application_or_kustomization() {
+    for name in FIXTURES {
+        let r = render_ok(&load(name).fleet);
+        // What the engines apply: everything but the install files and the engines' own.
+        let applied: BTreeSet<&str> = r
+            .objects
+            .iter()
+            .map(String::as_str)
+            .filter(|p| p.starts_with("mesh/") || p.starts_with("workloads/"))
+            .collect();
+        for engine in [Engine::Argocd, Engine::Flux] {
+            let mut owner: BTreeMap<String, String> = BTreeMap::new();
+            for root in engine_roots(&r, engine) {
+                let mut objects = Vec::new();
+                applied_from(&r, &root, &mut objects);
+                for object in objects {
+                    if let Some(first) = owner.insert(object.clone(), root.clone()) {
+                        panic!("{name}: {object} is applied by both {first} and {root}");
+                    }
+                }
+            }
+            let owned: BTreeSet<&str> = owner.keys().map(String::as_str).collect();
+            assert_eq!(
+                owned, applied,
+                "{name}: {engine:?} applies every object of mesh/ and workloads/"
+            );
+        }
+    }
+}
+
+#[test]
+fn objects_are_unique_and_managed_by_meshvm() {
+    for name in FIXTURES {
+        let r = render_ok(&load(name).fleet);
+        let mut ids = BTreeSet::new();
+        for path in &r.objects {
+            let v: serde_json::Value = serde_saphyr::from_str(&text(&r, path)).unwrap();
+            assert_eq!(
+                v["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshvm",
+                "{name}: {path}"
+            );
+            let id = format!(
+                "{}/{}/{}/{}",
+                v["apiVersion"], v["kind"], v["metadata"]["namespace"], v["metadata"]["name"]
+            );
+            assert!(ids.insert(id.clone()), "{name}: {id} rendered twice");
+        }
+        assert!(r.files.contains(layout::README));
+        assert!(text(&r, layout::README).contains(meshvm::render::README_MARKER));
+    }
+}
+
+#[test]
+fn kustomizations_use_kustomize_v5_fields_only() {
+    for name in FIXTURES {
+        let r = render_ok(&load(name).fleet);
+        for (path, file) in r.files.iter() {
+            if path.ends_with(kustomize::FILE_NAME) {
+                let v: serde_json::Value =
+                    serde_saphyr::from_str(std::str::from_utf8(&file.bytes).unwrap()).unwrap();
+                for key in v.as_object().unwrap().keys() {
+                    assert!(
+                        ["apiVersion", "kind", "resources", "labels", "patches"]
+                            .contains(&key.as_str()),
+                        "{name}: {path} uses {key}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn each_vm_has_its_overlay_unless_auto_registered_and_its_bootstrap_files() {
+    for name in FIXTURES {
+        let source = load(name);
+        let fleet = &source.fleet;
+        let r = render(fleet, source.root_cert.as_deref()).unwrap();
+        for (w, vm) in fleet.vms() {
+            let dir = layout::vm_dir(&w.namespace, &w.name, &vm.name);
+            let entry = format!("{dir}/{}", layout::WORKLOAD_ENTRY_FILE);
+            let group = text(
+                &r,
+                &format!(
+                    "{}/{}",
+                    layout::group_dir(&w.namespace, &w.name),
+                    kustomize::FILE_NAME
+                ),
+            );
+            let listed = group.contains(&format!("- vms/{}\n", vm.name));
+            if w.auto_register {
+                // istiod creates and deletes the WorkloadEntry itself.
+                assert!(!r.files.contains(&entry) && !listed, "{name}: {entry}");
+            } else {
+                assert!(listed, "{name}: {group}");
+                let we = text(&r, &entry);
+                assert_eq!(
+                    we.contains("proxy.istio.io/health-checks-enabled: \"true\""),
+                    w.probe.is_some(),
+                    "{name}: health checks exactly when the group has a probe:\n{we}"
+                );
+            }
+            // The bootstrap files are the VM's files as `meshvm vm files` writes them, minus
+            // nothing (the token is never part of them).
+            let own =
+                meshvm::vmfiles::vm_files(fleet, source.root_cert.as_deref(), &vm.name).unwrap();
+            let bootstrap = format!("{dir}/{}/", layout::BOOTSTRAP_DIR);
+            let in_tree: Vec<&str> = r
+                .files
+                .paths()
+                .filter_map(|p| p.strip_prefix(&bootstrap))
+                .collect();
+            assert_eq!(
+                in_tree,
+                own.paths().collect::<Vec<_>>(),
+                "{name}: {}",
+                vm.name
+            );
+            for (path, file) in own.iter() {
+                assert_eq!(r.files.get(&format!("{bootstrap}{path}")), Some(file));
+            }
+            assert_eq!(
+                r.files
+                    .contains(&format!("{bootstrap}{}", meshvm::vmfiles::ROOT_CERT)),
+                source.root_cert.is_some()
+            );
+        }
+        for (path, file) in r.files.iter() {
+            assert!(
+                !path.ends_with(meshvm::vmfiles::ISTIO_TOKEN),
+                "{name}: {path}"
+            );
+            assert_eq!(file.mode, meshvm::tree::MODE_PUBLIC, "{name}: {path}");
+            assert!(!r.objects.contains(path) || !path.contains("/bootstrap/"));
+        }
+    }
+}
+
+#[test]
+fn engines_are_rendered_as_listed() {
+    let mut fleet = load("seed").fleet;
+    for engines in [vec![], vec![Engine::Argocd], vec![Engine::Flux]] {
+        fleet.gitops.engines = engines.clone();
+        let r = render_ok(&fleet);
+        let has = |dir: &str| r.files.paths().any(|p| p.starts_with(&format!("{dir}/")));
+        assert_eq!(has(layout::ARGOCD_DIR), engines.contains(&Engine::Argocd));
+        assert_eq!(has(layout::FLUX_DIR), engines.contains(&Engine::Flux));
+    }
+}
+
+#[test]
+fn a_fleet_without_workloads_renders_buildable_listings() {
+    let mut fleet = load("seed").fleet;
+    fleet.workloads.clear();
+    let r = render_ok(&fleet);
+    // kustomize refuses a kustomization without fields, but builds `resources: []`.
+    assert!(text(&r, "workloads/kustomization.yaml").contains("resources: []"));
+}
+
+#[test]
+fn the_object_stream_holds_every_object_once() {
+    let r = render_ok(&load("multi-network").fleet);
+    let stream = r.object_stream();
+    assert_eq!(stream.matches("\n---\n").count() + 1, r.objects.len());
+    for path in &r.objects {
+        assert!(stream.contains(&format!("# Source: {path}\n")), "{path}");
+    }
+    assert!(!stream.contains("kind: Kustomization\nresources"));
+}
+
+#[test]
+fn a_missing_repo_url_is_a_problem_only_when_engines_are_rendered() {
+    let text = std::fs::read_to_string(fixture_path("seed")).unwrap();
+    let without = text.replace("  repoURL: https://git.example.com/mesh.git\n", "");
+    let err = meshvm::spec::load_fleet_str(&without, "f.yaml".as_ref()).unwrap_err();
+    assert!(err.to_string().contains("repoURL is missing"), "{err}");
+    let no_engines = without.replace("engines: [argocd, flux]", "engines: []");
+    meshvm::spec::load_fleet_str(&no_engines, "f.yaml".as_ref()).unwrap();
+}
