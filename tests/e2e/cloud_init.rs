@@ -433,7 +433,7 @@ fn count_lines(text: &str, line: &str) -> usize {
 #[test]
 fn a_debian_vm_boots_into_the_mesh() {
     let dir = tempfile::tempdir().unwrap();
-    let deb = nspawn::stand_in_sidecar_deb("1.28.0");
+    let deb = nspawn::stand_in_sidecar_deb("1.28.0", "iproute2");
     let base = nspawn::serve(vec![("istio-sidecar.deb", deb.clone())]);
     let url = format!("{base}/istio-sidecar.deb");
     let fleet = fleet_with_package(dir.path(), &url, Some(&sha256(&deb)));
@@ -519,7 +519,7 @@ fn a_debian_vm_boots_into_the_mesh() {
 #[test]
 fn a_tampered_package_is_not_installed() {
     let dir = tempfile::tempdir().unwrap();
-    let deb = nspawn::stand_in_sidecar_deb("1.28.0");
+    let deb = nspawn::stand_in_sidecar_deb("1.28.0", "iproute2");
     let mut tampered = deb.clone();
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0xff;
@@ -547,7 +547,8 @@ fn a_tampered_package_is_not_installed() {
 #[test]
 fn an_unpinned_package_is_checked_against_its_published_sha256() {
     let dir = tempfile::tempdir().unwrap();
-    let deb = nspawn::stand_in_sidecar_deb("1.28.0");
+    // Like the real package, it needs iptables, which the image lacks: apt refreshes its lists.
+    let deb = nspawn::stand_in_sidecar_deb("1.28.0", "iproute2, iptables");
     let published = format!("{}  istio-sidecar.deb\n", sha256(&deb));
     let base = nspawn::serve(vec![
         ("good/istio-sidecar.deb", deb.clone()),
@@ -579,6 +580,8 @@ fn an_unpinned_package_is_checked_against_its_published_sha256() {
         if joins {
             report.expect("cloud-init", "done");
             report.expect("istio", "active enabled");
+            let log = report.file("cloud-init-output.log");
+            assert!(log.contains("refreshing the package lists"), "{log}");
         } else {
             report.expect("cloud-init", "error");
             report.expect("package", "absent");
@@ -593,7 +596,7 @@ fn an_unpinned_package_is_checked_against_its_published_sha256() {
 #[test]
 fn hostile_values_stay_inert_on_the_vm() {
     let dir = tempfile::tempdir().unwrap();
-    let deb = nspawn::stand_in_sidecar_deb("1.28.0");
+    let deb = nspawn::stand_in_sidecar_deb("1.28.0", "iproute2");
     let base = nspawn::serve(vec![("istio-sidecar.deb", deb.clone())]);
     let hostile = std::fs::read_to_string(fixture("fleets/hostile/meshvm.yaml")).unwrap();
     let sidecar = "sidecar:\n  version: 1.28.0\n";

@@ -20,8 +20,8 @@ use crate::support::require_tool;
 const SUITE: &str = "bookworm";
 const MIRROR: &str = "http://deb.debian.org/debian";
 /// What the VM image holds: cloud-init and systemd, and what a cloud image has for the
-/// join step (curl, adduser for the package's postinst).
-const PACKAGES: &[&str] = &["cloud-init", "systemd-sysv", "curl", "adduser"];
+/// join step (curl, iproute2). Not iptables: a test installs it as a dependency of the package.
+const PACKAGES: &[&str] = &["cloud-init", "systemd-sysv", "curl", "iproute2"];
 
 /// The image's own cloud-init settings: NoCloud only, no network configuration (the container
 /// shares the host's), and no modules that fail for lack of locales or ssh.
@@ -370,11 +370,12 @@ pub fn host_arch() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// A stand-in for Istio's `istio-sidecar` .deb: the real postinst's behaviour (istio-proxy
-/// user, `/etc/istio → /var/lib/istio` only when /etc/istio does not exist, the directories,
+/// A stand-in for Istio's `istio-sidecar` .deb: the real package's dependencies (`depends`;
+/// the real one has `iproute2, iptables`), its postinst's behaviour (istio-proxy user,
+/// `/etc/istio → /var/lib/istio` only when /etc/istio does not exist, the directories,
 /// `touch /var/lib/istio/config/mesh`), an `istio` unit, and an `istio-start.sh` that, as
 /// istio-proxy, checks what the real agent reads and then waits.
-pub fn stand_in_sidecar_deb(version: &str) -> Vec<u8> {
+pub fn stand_in_sidecar_deb(version: &str, depends: &str) -> Vec<u8> {
     require_tools();
     let dir = tempfile::tempdir().unwrap();
     let pkg = dir.path().join("pkg");
@@ -388,7 +389,7 @@ pub fn stand_in_sidecar_deb(version: &str) -> Vec<u8> {
     write(
         "DEBIAN/control",
         &format!(
-            "Package: istio-sidecar\nVersion: {version}\nArchitecture: {}\nMaintainer: meshvm tests <tests@meshvm.invalid>\nDescription: stand-in for Istio's istio-sidecar package (meshvm tests)\n",
+            "Package: istio-sidecar\nVersion: {version}\nArchitecture: {}\nDepends: {depends}\nMaintainer: meshvm tests <tests@meshvm.invalid>\nDescription: stand-in for Istio's istio-sidecar package (meshvm tests)\n",
             host_arch()
         ),
         0o644,
@@ -399,14 +400,21 @@ pub fn stand_in_sidecar_deb(version: &str) -> Vec<u8> {
 set -e
 umask 022
 if ! getent passwd istio-proxy >/dev/null; then
-    addgroup --system istio-proxy
-    adduser --system --group --home /var/lib/istio istio-proxy
+    if command -v useradd >/dev/null; then
+        groupadd --system istio-proxy
+        useradd --system --gid istio-proxy --home-dir /var/lib/istio istio-proxy
+    else
+        addgroup --system istio-proxy
+        adduser --system --group --home /var/lib/istio istio-proxy
+    fi
 fi
 if [ ! -e /etc/istio ]; then
    ln -s /var/lib/istio /etc/istio
 fi
 mkdir -p /var/lib/istio/envoy /var/lib/istio/proxy /var/lib/istio/config /var/log/istio
 touch /var/lib/istio/config/mesh
+mkdir -p /etc/certs
+chown istio-proxy:istio-proxy /etc/certs
 chown istio-proxy:istio-proxy /var/lib/istio/envoy /var/lib/istio/config /var/log/istio /var/lib/istio/config/mesh /var/lib/istio/proxy
 "#,
         0o755,
