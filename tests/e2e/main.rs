@@ -5,5 +5,7 @@
 mod support;
 
 mod cli;
+mod hardening;
 mod render;
+mod secrets;
 mod vm_files;
