@@ -2,9 +2,11 @@
 //! depends on them (kubectl kustomize, git servers, cloud-init, systemd-nspawn). A missing
 //! tool fails the test with how to install it; nothing is skipped silently.
 
+mod servers;
 mod support;
 
 mod cli;
+mod gitops;
 mod hardening;
 mod render;
 mod secrets;
