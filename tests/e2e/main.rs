@@ -6,6 +6,7 @@ mod servers;
 mod support;
 
 mod cli;
+mod faults;
 mod gitops;
 mod hardening;
 mod render;
