@@ -12,11 +12,12 @@ use std::process::Command;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
+use crate::servers::{HttpGit, bare_repo};
 use crate::support::{Run, fixture, meshvm, run};
 
 /// A JWT-shaped token whose every part is distinctive.
-const SIGNATURE: &str = "bWVzaHZtLXNlY3JldC1zY2FuLXNpZ25hdHVyZS0yOGY3YzE";
 fn token() -> String {
+    const SIGNATURE: &str = "bWVzaHZtLXNlY3JldC1zY2FuLXNpZ25hdHVyZS0yOGY3YzE";
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"meshvm-secret-scan"}"#);
     let claims = URL_SAFE_NO_PAD.encode(
         r#"{"aud":["istio-ca"],"sub":"system:serviceaccount:vm-apps:tester","exp":4102444800}"#,
@@ -24,21 +25,27 @@ fn token() -> String {
     format!("{header}.{claims}.{SIGNATURE}")
 }
 
-/// What must not appear: the token, its signature, and its base64 encodings at each of the
-/// three alignments it can have inside a larger encoded text.
-fn needles(token: &str) -> Vec<(String, Vec<u8>)> {
-    let mut out = vec![
-        ("the token".to_owned(), token.as_bytes().to_vec()),
-        ("its signature".to_owned(), SIGNATURE.as_bytes().to_vec()),
-    ];
+/// The Git credential (MESHVM_GIT_TOKEN) of the sync runs: a secret that may appear nowhere.
+const GIT_TOKEN: &str = "meshvm-git-credential-5c0ffee-do-not-leak";
+
+/// What must not appear of a secret: itself, its last part (a JWT's signature), and its base64
+/// encodings at each of the three alignments it can have inside a larger encoded text.
+fn needles(name: &str, secret: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![(name.to_owned(), secret.as_bytes().to_vec())];
+    if let Some((_, signature)) = secret.rsplit_once('.') {
+        out.push((
+            format!("the signature of {name}"),
+            signature.as_bytes().to_vec(),
+        ));
+    }
     for shift in 0..3 {
         let mut bytes = vec![b'x'; shift];
-        bytes.extend_from_slice(token.as_bytes());
+        bytes.extend_from_slice(secret.as_bytes());
         let encoded = STANDARD.encode(&bytes);
-        // Characters 4.. up to the last group depend on the token's bytes alone.
+        // Characters 4.. up to the last group depend on the secret's bytes alone.
         let inner = &encoded[4..encoded.len() - 4];
         out.push((
-            format!("its base64 (shift {shift})"),
+            format!("{name} in base64 (shift {shift})"),
             inner.as_bytes().to_vec(),
         ));
     }
@@ -98,12 +105,19 @@ impl Sandbox {
 
     /// Runs meshvm with `args`, keeps its output for the scan, and checks the exit code.
     pub fn run(&mut self, args: &[OsString], code: i32) -> &Run {
+        self.run_env(args, &[], code)
+    }
+
+    /// `run` with extra environment variables.
+    pub fn run_env(&mut self, args: &[OsString], env: &[(&str, &str)], code: i32) -> &Run {
         let shown = args
             .iter()
             .map(|a| a.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" ");
-        let r = run(self.command().args(args));
+        let mut cmd = self.command();
+        cmd.args(args).envs(env.iter().copied());
+        let r = run(&mut cmd);
         assert_eq!(r.code, code, "meshvm {shown}\n{}{}", r.stdout, r.stderr);
         self.runs.push((shown, r));
         &self.runs.last().unwrap().1
@@ -123,33 +137,47 @@ impl Sandbox {
 
     /// Scans everything; panics naming each leak.
     pub fn scan(&self) {
-        let needles = needles(&self.token);
+        let istio = needles("the istio-token", &self.token);
+        let git = needles("the Git credential", GIT_TOKEN);
         let mut leaks = Vec::new();
-        let mut check = |place: &str, bytes: &[u8]| {
-            for (what, needle) in &needles {
+        // The token outputs may hold the istio-token; nothing may hold the Git credential.
+        let mut check = |place: &str, bytes: &[u8], token_output: bool| {
+            let istio = if token_output { &[][..] } else { &istio[..] };
+            for (what, needle) in git.iter().chain(istio) {
                 if find(bytes, needle) {
                     leaks.push(format!("{what} in {place}"));
                 }
             }
         };
         for (shown, r) in &self.runs {
-            check(&format!("stdout of `meshvm {shown}`"), r.stdout.as_bytes());
-            check(&format!("stderr of `meshvm {shown}`"), r.stderr.as_bytes());
+            check(
+                &format!("stdout of `meshvm {shown}`"),
+                r.stdout.as_bytes(),
+                false,
+            );
+            check(
+                &format!("stderr of `meshvm {shown}`"),
+                r.stderr.as_bytes(),
+                false,
+            );
         }
         let mut files = 0;
         let mut repos = Vec::new();
         for entry in walk(self.dir.path()) {
-            if entry.file_name().is_some_and(|n| n == "HEAD") {
-                repos.push(entry.parent().unwrap().to_path_buf());
+            let dir = entry.parent().unwrap();
+            if entry.file_name().is_some_and(|n| n == "HEAD") && dir.join("objects").is_dir() {
+                repos.push(dir.to_path_buf());
             }
-            // inputs/ holds the token files the test gave meshvm.
-            if entry.starts_with(self.path("inputs")) || self.allowed.contains(&entry) {
+            // inputs/ holds the secrets the test gave meshvm.
+            if entry.starts_with(self.path("inputs")) {
                 continue;
             }
             files += 1;
+            let bytes = std::fs::read(&entry).unwrap();
             check(
                 &entry.display().to_string(),
-                &std::fs::read(&entry).unwrap(),
+                &bytes,
+                self.allowed.contains(&entry),
             );
         }
         assert!(files > 0, "the scan saw files");
@@ -167,13 +195,24 @@ impl Sandbox {
             check(
                 &format!("a Git object in {}", repo.display()),
                 &objects.stdout,
+                false,
             );
         }
         for path in &self.allowed {
             let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{} holds the token: 0600", path.display());
         }
-        assert!(leaks.is_empty(), "the token leaked:\n{}", leaks.join("\n"));
+        assert!(leaks.is_empty(), "a secret leaked:\n{}", leaks.join("\n"));
+    }
+
+    /// The Git repositories the scan found (for checks that it looked where it should).
+    pub fn repositories(&self) -> Vec<PathBuf> {
+        walk(self.dir.path())
+            .into_iter()
+            .filter(|e| e.file_name().is_some_and(|n| n == "HEAD"))
+            .map(|e| e.parent().unwrap().to_path_buf())
+            .filter(|d| d.join("objects").is_dir())
+            .collect()
     }
 }
 
@@ -306,5 +345,68 @@ fn the_token_appears_only_in_the_token_outputs() {
         &with(os(&["render", "-f"]), &[&fleet, &"-o", &sb.path("tree")]),
         0,
     );
+
+    // gitops sync, into a local repository and pushed over smart HTTP with a Git credential:
+    // the scan covers every object of the local repository, the cache clone and the server.
+    let srv = sb.path("srv");
+    std::fs::create_dir(&srv).unwrap();
+    bare_repo(&srv, "mesh.git");
+    let http = HttpGit::start(&srv, Some(GIT_TOKEN));
+    let url = http.url("mesh.git");
+    let repo = sb.path("repo.git");
+    let cache = sb.path("cache");
+    let git_env = [("MESHVM_GIT_TOKEN", GIT_TOKEN)];
+    let sync = |fleet: &Path, target: &dyn AsRef<std::ffi::OsStr>, extra: &[&str]| {
+        let mut args = with(
+            os(&["gitops", "sync", "-f"]),
+            &[&fleet, &"--repo", target, &"--cache-dir", &cache],
+        );
+        args.extend(os(extra));
+        args
+    };
+    sb.run_env(&sync(&fleet, &repo, &[]), &git_env, 0);
+    sb.run_env(&sync(&fleet, &url, &["--push"]), &git_env, 0);
+    // A wrong credential: refused, and neither secret is told.
+    let changed = sb.path("inputs/changed.yaml");
+    let text = std::fs::read_to_string(&fleet).unwrap();
+    std::fs::write(&changed, text.replace("10.0.0.21", "10.0.0.29")).unwrap();
+    std::fs::copy(
+        fixture("fleets/single-network/root-cert.pem"),
+        sb.path("inputs/root-cert.pem"),
+    )
+    .unwrap();
+    let wrong = format!("{GIT_TOKEN}-wrong");
+    sb.run_env(
+        &sync(&changed, &url, &["--push"]),
+        &[("MESHVM_GIT_TOKEN", &wrong)],
+        3,
+    );
+    sb.run(
+        &with(os(&["gitops", "diff", "-f"]), &[&changed, &"--repo", &repo]),
+        4,
+    );
+    for line in http.seen.lock().unwrap().iter() {
+        assert!(
+            !line.contains(GIT_TOKEN),
+            "the Git credential in a request: {line}"
+        );
+    }
+    assert_eq!(
+        sb.repositories().len(),
+        3,
+        "the local, cache and server repositories"
+    );
+    sb.scan();
+}
+
+/// The scan is not blind: a token hidden in base64 inside a larger file is found.
+#[test]
+#[should_panic(expected = "the istio-token in base64")]
+fn the_scan_finds_a_planted_leak() {
+    let sb = Sandbox::new();
+    let mut doc = b"#cloud-config\nwrite_files:\n- content: x".to_vec();
+    doc.extend_from_slice(sb.token.as_bytes());
+    let planted = format!("note: {}\n", STANDARD.encode(&doc));
+    std::fs::write(sb.path("home/notes"), planted).unwrap();
     sb.scan();
 }
