@@ -1,5 +1,6 @@
 //! meshvm on bad days, through the binary: every hostile fleet in fixtures/invalid/ is refused
 //! by every command that reads a fleet, with a located message, and nothing is written.
+//! (Faults of `gitops sync` are in faults.rs, secrets in secrets.rs.)
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -58,16 +59,24 @@ fn located_errors(stderr: &str, file: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The commands that read a fleet and write files, each with its output path `out`.
+/// The commands that read a fleet and write files (or a repository), each with its output
+/// path `out`.
 fn writing_commands(fleet: &Path, out: &Path) -> Vec<(&'static str, Vec<OsString>)> {
     let args = |words: &[&str]| -> Vec<OsString> {
         let mut v: Vec<OsString> = words.iter().map(Into::into).collect();
         v.extend(["-f".into(), fleet.into(), "-o".into(), out.into()]);
         v
     };
+    let repo = |words: &[&str]| -> Vec<OsString> {
+        let mut v: Vec<OsString> = words.iter().map(Into::into).collect();
+        v.extend(["-f".into(), fleet.into(), "--repo".into(), out.into()]);
+        v
+    };
     vec![
         ("render", args(&["render"])),
         ("vm files", args(&["vm", "files", "tester-1"])),
+        ("gitops sync", repo(&["gitops", "sync"])),
+        ("gitops diff", repo(&["gitops", "diff"])),
     ]
 }
 
