@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: the tools the tests need (`.ci/setup`), format check, clippy with warnings denied, every test, then the product
 //! checked by real validators: every fixture fleet rendered with the built `meshvm` and
-//! validated strictly, and the user-data of every fixture VM validated.
+//! validated strictly, and the user-data of every fixture VM validated; last, every fuzz
+//! target for a minute.
 //!
 //! Every step runs even when an earlier one failed, so one run shows every failure; the run
 //! fails when any step failed, naming it.
@@ -27,6 +28,9 @@ impl Steps {
         self.0.push((name, outcome));
     }
 }
+
+/// Fuzzing time per target in CI.
+const FUZZ_SECONDS: u32 = 60;
 
 pub fn run() -> ExitCode {
     let root = workspace_root();
@@ -76,6 +80,15 @@ pub fn run() -> ExitCode {
         Ok(target) => product_checks(&root, &target.join("debug/meshvm"), &mut steps),
         Err(why) => steps.record("locate the built meshvm".into(), Outcome::Failed(why)),
     }
+
+    // The parsers that read users' files, fuzzed for a bounded time: no input may panic.
+    let name = format!("cargo xtask fuzz --seconds {FUZZ_SECONDS}");
+    eprintln!("xtask ci: {name}");
+    let outcome = match crate::fuzz::run_all(&root, FUZZ_SECONDS) {
+        Ok(()) => Outcome::Ok,
+        Err(why) => Outcome::Failed(why),
+    };
+    steps.record(name, outcome);
 
     let failed: Vec<&str> = steps
         .0

@@ -106,10 +106,10 @@ pub fn write_objects<T>(
         let mut out = odb
             .packwriter()
             .map_err(GitError::git("writing the pack"))?;
-        out.write_all(&pack).map_err(|source| GitError::Io {
-            context: "writing the pack".into(),
-            source,
-        })?;
+        // git2's `Write` for the pack writer says only "Write error"; libgit2's own error
+        // says why (such as "No space left on device").
+        out.write_all(&pack)
+            .map_err(|_| GitError::git("writing the pack")(git2::Error::last_error(-1)))?;
         out.commit().map_err(GitError::git("indexing the pack"))?;
     }
     mempack
