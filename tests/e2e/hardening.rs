@@ -75,6 +75,16 @@ fn writing_commands(fleet: &Path, out: &Path) -> Vec<(&'static str, Vec<OsString
     vec![
         ("render", args(&["render"])),
         ("vm files", args(&["vm", "files", "tester-1"])),
+        (
+            "cloud-init",
+            // The token is never read: the fleet is refused first.
+            args(&[
+                "cloud-init",
+                "tester-1",
+                "--token-file",
+                "/nonexistent/token",
+            ]),
+        ),
         ("gitops sync", repo(&["gitops", "sync"])),
         ("gitops diff", repo(&["gitops", "diff"])),
     ]

@@ -1,13 +1,15 @@
 //! The istio-token never leaks: every command that takes a token (and the ones that must never
 //! see one) runs with a distinctive fake token, in success and in failure; then its stdout and
-//! stderr, every file under the test's root (HOME and TMPDIR point there too) and every Git
-//! object there are scanned for the token, its base64 forms and its signature. Only the
-//! token outputs may hold it, and they are 0600.
+//! stderr, every file under the test's root (HOME and TMPDIR point there too, gzip files are
+//! looked into) and every Git object there are scanned for the token, its base64 forms and
+//! its signature, and for the Git credential of the sync runs. Only the token outputs
+//! (istio-token, user-data) may hold the token, and they are 0600.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -15,18 +17,21 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use crate::servers::{HttpGit, bare_repo};
 use crate::support::{Run, fixture, meshvm, run};
 
-/// A JWT-shaped token whose every part is distinctive.
-fn token() -> String {
-    const SIGNATURE: &str = "bWVzaHZtLXNlY3JldC1zY2FuLXNpZ25hdHVyZS0yOGY3YzE";
-    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"meshvm-secret-scan"}"#);
-    let claims = URL_SAFE_NO_PAD.encode(
-        r#"{"aud":["istio-ca"],"sub":"system:serviceaccount:vm-apps:tester","exp":4102444800}"#,
-    );
-    format!("{header}.{claims}.{SIGNATURE}")
-}
+/// Every test token ends with this signature, so that the scan finds any of them.
+const SIGNATURE: &str = "bWVzaHZtLXNlY3JldC1zY2FuLXNpZ25hdHVyZS0yOGY3YzE";
 
 /// The Git credential (MESHVM_GIT_TOKEN) of the sync runs: a secret that may appear nowhere.
 const GIT_TOKEN: &str = "meshvm-git-credential-5c0ffee-do-not-leak";
+
+/// A JWT-shaped token of ServiceAccount `sa` in vm-apps, expiring at `exp`, with the
+/// distinctive signature.
+fn token_for(sa: &str, exp: i64) -> String {
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"meshvm-secret-scan"}"#);
+    let claims = URL_SAFE_NO_PAD.encode(format!(
+        r#"{{"aud":["istio-ca"],"sub":"system:serviceaccount:vm-apps:{sa}","exp":{exp}}}"#
+    ));
+    format!("{header}.{claims}.{SIGNATURE}")
+}
 
 /// What must not appear of a secret: itself, its last part (a JWT's signature), and its base64
 /// encodings at each of the three alignments it can have inside a larger encoded text.
@@ -56,6 +61,32 @@ fn find(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// `bytes` gunzipped when they are gzip.
+fn gunzipped(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    (bytes.starts_with(&[0x1f, 0x8b])
+        && flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .is_ok())
+    .then_some(out)
+}
+
+/// What a text can carry a secret in: itself (gunzipped when gzip), and every base64 run in it
+/// decoded (and gunzipped), as cloud-init's `gz+b64` and `b64` encodings carry files.
+fn layers(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let bytes = gunzipped(bytes).unwrap_or_else(|| bytes.to_vec());
+    let is_b64 = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+    let mut out = Vec::new();
+    for run in bytes.split(|b| !is_b64(b)).filter(|r| r.len() >= 24) {
+        let run = &run[..run.len() / 4 * 4];
+        if let Ok(decoded) = STANDARD.decode(run) {
+            out.push(gunzipped(&decoded).unwrap_or(decoded));
+        }
+    }
+    out.insert(0, bytes);
+    out
+}
+
 /// A sandbox for runs of meshvm: HOME, TMPDIR and the XDG directories inside it, so that
 /// anything meshvm writes anywhere it may write is scanned.
 pub struct Sandbox {
@@ -64,8 +95,8 @@ pub struct Sandbox {
     pub token_file: PathBuf,
     /// Files that hold the token by design.
     allowed: Vec<PathBuf>,
-    /// Every run's command line, stdout and stderr.
-    runs: Vec<(String, Run)>,
+    /// Every run's command line, stdout and stderr, and whether its stdout is a token output.
+    runs: Vec<(String, Run, bool)>,
 }
 
 impl Sandbox {
@@ -74,7 +105,7 @@ impl Sandbox {
         for sub in ["home", "tmp", "inputs"] {
             std::fs::create_dir(dir.path().join(sub)).unwrap();
         }
-        let token = token();
+        let token = token_for("billing", 4_102_444_800);
         let token_file = dir.path().join("inputs/token");
         std::fs::write(&token_file, format!("{token}\n")).unwrap();
         Sandbox {
@@ -105,11 +136,33 @@ impl Sandbox {
 
     /// Runs meshvm with `args`, keeps its output for the scan, and checks the exit code.
     pub fn run(&mut self, args: &[OsString], code: i32) -> &Run {
-        self.run_env(args, &[], code)
+        self.run_full(args, &[], None, code)
     }
 
     /// `run` with extra environment variables.
     pub fn run_env(&mut self, args: &[OsString], env: &[(&str, &str)], code: i32) -> &Run {
+        self.run_full(args, env, None, code)
+    }
+
+    /// `run` with `stdin` on standard input. With `stdout_holds_token`, standard output is a
+    /// token output (the user-data printed): it is not scanned, but must hold the token.
+    pub fn run_stdin(
+        &mut self,
+        args: &[OsString],
+        stdin: &[u8],
+        stdout_holds_token: bool,
+        code: i32,
+    ) -> &Run {
+        self.run_full(args, &[], Some((stdin, stdout_holds_token)), code)
+    }
+
+    fn run_full(
+        &mut self,
+        args: &[OsString],
+        env: &[(&str, &str)],
+        stdin: Option<(&[u8], bool)>,
+        code: i32,
+    ) -> &Run {
         let shown = args
             .iter()
             .map(|a| a.to_string_lossy())
@@ -117,14 +170,50 @@ impl Sandbox {
             .join(" ");
         let mut cmd = self.command();
         cmd.args(args).envs(env.iter().copied());
-        let r = run(&mut cmd);
+        let (r, token_output) = match stdin {
+            None => (run(&mut cmd), false),
+            Some((input, token_output)) => {
+                let mut child = cmd
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child.stdin.take().unwrap().write_all(input).unwrap();
+                let out = child.wait_with_output().unwrap();
+                let r = Run {
+                    code: out.status.code().unwrap_or(-1),
+                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                };
+                (r, token_output)
+            }
+        };
         assert_eq!(r.code, code, "meshvm {shown}\n{}{}", r.stdout, r.stderr);
-        self.runs.push((shown, r));
+        if token_output {
+            assert!(self.holds_token(r.stdout.as_bytes()), "{shown}: the token");
+        }
+        self.runs.push((shown, r, token_output));
         &self.runs.last().unwrap().1
     }
 
-    /// Declares an output that holds the token by design; it must be 0600.
+    /// True when `bytes` hold the token in a form the scan sees.
+    fn holds_token(&self, bytes: &[u8]) -> bool {
+        let needles = needles("the istio-token", &self.token);
+        layers(bytes)
+            .iter()
+            .any(|layer| needles.iter().any(|(_, needle)| find(layer, needle)))
+    }
+
+    /// Declares an output that holds the token by design: it must hold it (the scan would see
+    /// it anywhere else) and be 0600.
     pub fn allow(&mut self, path: PathBuf) {
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            self.holds_token(&bytes),
+            "{} holds the token",
+            path.display()
+        );
         self.allowed.push(path);
     }
 
@@ -143,48 +232,37 @@ impl Sandbox {
         // The token outputs may hold the istio-token; nothing may hold the Git credential.
         let mut check = |place: &str, bytes: &[u8], token_output: bool| {
             let istio = if token_output { &[][..] } else { &istio[..] };
-            for (what, needle) in git.iter().chain(istio) {
-                if find(bytes, needle) {
-                    leaks.push(format!("{what} in {place}"));
+            for (depth, layer) in layers(bytes).iter().enumerate() {
+                let how = if depth == 0 { "" } else { " (decoded)" };
+                for (what, needle) in git.iter().chain(istio) {
+                    if find(layer, needle) {
+                        leaks.push(format!("{what} in {place}{how}"));
+                    }
                 }
             }
         };
-        for (shown, r) in &self.runs {
-            check(
-                &format!("stdout of `meshvm {shown}`"),
-                r.stdout.as_bytes(),
-                false,
-            );
-            check(
-                &format!("stderr of `meshvm {shown}`"),
-                r.stderr.as_bytes(),
-                false,
-            );
+        for (shown, r, token_output) in &self.runs {
+            let stdout = format!("stdout of `meshvm {shown}`");
+            check(&stdout, r.stdout.as_bytes(), *token_output);
+            let stderr = format!("stderr of `meshvm {shown}`");
+            check(&stderr, r.stderr.as_bytes(), false);
         }
         let mut files = 0;
-        let mut repos = Vec::new();
         for entry in walk(self.dir.path()) {
-            let dir = entry.parent().unwrap();
-            if entry.file_name().is_some_and(|n| n == "HEAD") && dir.join("objects").is_dir() {
-                repos.push(dir.to_path_buf());
-            }
             // inputs/ holds the secrets the test gave meshvm.
             if entry.starts_with(self.path("inputs")) {
                 continue;
             }
             files += 1;
             let bytes = std::fs::read(&entry).unwrap();
-            check(
-                &entry.display().to_string(),
-                &bytes,
-                self.allowed.contains(&entry),
-            );
+            let allowed = self.allowed.contains(&entry);
+            check(&entry.display().to_string(), &bytes, allowed);
         }
         assert!(files > 0, "the scan saw files");
-        for repo in &repos {
+        for repo in self.repositories() {
             let objects = Command::new("git")
                 .args(["cat-file", "--batch-all-objects", "--batch"])
-                .env("GIT_DIR", repo)
+                .env("GIT_DIR", &repo)
                 .output()
                 .unwrap();
             assert!(
@@ -192,11 +270,8 @@ impl Sandbox {
                 "git cat-file in {}",
                 repo.display()
             );
-            check(
-                &format!("a Git object in {}", repo.display()),
-                &objects.stdout,
-                false,
-            );
+            let place = format!("a Git object in {}", repo.display());
+            check(&place, &objects.stdout, false);
         }
         for path in &self.allowed {
             let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
@@ -205,7 +280,7 @@ impl Sandbox {
         assert!(leaks.is_empty(), "a secret leaked:\n{}", leaks.join("\n"));
     }
 
-    /// The Git repositories the scan found (for checks that it looked where it should).
+    /// The Git repositories below the sandbox (bare ones, and the .git of work trees).
     pub fn repositories(&self) -> Vec<PathBuf> {
         walk(self.dir.path())
             .into_iter()
@@ -238,7 +313,7 @@ fn os(words: &[&str]) -> Vec<OsString> {
     words.iter().map(Into::into).collect()
 }
 
-fn with(mut args: Vec<OsString>, more: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
+fn with(mut args: Vec<OsString>, more: &[&dyn AsRef<OsStr>]) -> Vec<OsString> {
     args.extend(more.iter().map(|a| a.as_ref().to_owned()));
     args
 }
@@ -248,14 +323,21 @@ fn the_token_appears_only_in_the_token_outputs() {
     let mut sb = Sandbox::new();
     let token = sb.token_file.clone();
     let fleet = fixture("fleets/single-network/meshvm.yaml");
+    let ca = fixture("certs/test-root-cert.pem");
     let wg = fixture("istioctl/ipv4/workloadgroup.yaml");
     let mesh = fixture("istioctl/ipv4/meshconfig.yaml");
-    let two_tokens = sb.path("inputs/two-tokens");
-    std::fs::write(&two_tokens, format!("{} {}\n", sb.token, sb.token)).unwrap();
-    let control = sb.path("inputs/control");
-    std::fs::write(&control, format!("{}\u{1b}[0m\n", sb.token)).unwrap();
+    let inputs = sb.path("inputs");
+    let write = |name: &str, text: String| {
+        let path = inputs.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let two_tokens = write("two-tokens", format!("{} {}\n", sb.token, sb.token));
+    let control = write("control", format!("{}\u{1b}[0m\n", sb.token));
+    let expired = write("expired", token_for("billing", 1_000_000_000));
+    let other_sa = write("other-sa", token_for("payments", 4_102_444_800));
 
-    // Successes: the token goes to istio-token, 0600.
+    // Successes: the token goes to istio-token and the user-data, 0600.
     let out = sb.path("vm-files");
     sb.run(
         &with(
@@ -274,71 +356,102 @@ fn the_token_appears_only_in_the_token_outputs() {
         0,
     );
     sb.allow_token_file(out.join("istio-token"));
+    let cloud_init = |extra: &[&dyn AsRef<OsStr>]| {
+        let args = with(
+            os(&["cloud-init", "billing-1", "-f"]),
+            &[&fleet, &"--root-cert", &ca],
+        );
+        with(args, extra)
+    };
+    for (name, gzip) in [("user-data", false), ("user-data.gz", true)] {
+        let out = sb.path(name);
+        let mut args = cloud_init(&[&"--token-file", &token, &"-o", &out]);
+        if gzip {
+            args.push("--gzip".into());
+        }
+        sb.run(&args, 0);
+        sb.allow(out);
+    }
+    let from_stdin = sb.path("user-data-stdin");
+    let stdin = format!("{}\n", sb.token);
+    sb.run_stdin(
+        &cloud_init(&[&"--token-stdin", &"-o", &from_stdin]),
+        stdin.as_bytes(),
+        false,
+        0,
+    );
+    sb.allow(from_stdin);
+    // No -o: the user-data is standard output, a token output.
+    sb.run_stdin(&cloud_init(&[&"--token-stdin"]), stdin.as_bytes(), true, 0);
 
     // Failures with a token at hand: nothing written, nothing said about it.
     let failed = sb.path("failed");
-    for (args, why) in [
-        (os(&["vm", "files", "nobody", "--token-file"]), "unknown VM"),
-        (
-            os(&["vm", "files", "billing-1", "--token-file"]),
-            "two tokens",
-        ),
-        (os(&["vm", "files", "billing-1", "--token-file"]), "control"),
-    ] {
-        let file = match why {
-            "two tokens" => &two_tokens,
-            "control" => &control,
-            _ => &token,
-        };
-        sb.run(&with(args, &[file, &"-f", &fleet, &"-o", &failed]), 1);
-        assert!(!failed.exists(), "{why}: nothing written");
-    }
+    let vm_files = |vm: &str, token: &Path| {
+        with(
+            os(&["vm", "files", vm, "--token-file"]),
+            &[&token, &"-f", &fleet, &"-o", &failed],
+        )
+    };
+    sb.run(&vm_files("nobody", &token), 1);
+    sb.run(&vm_files("billing-1", &two_tokens), 1);
+    sb.run(&vm_files("billing-1", &control), 1);
+    let invalid = fixture("invalid/many-problems.yaml");
     sb.run(
         &with(
             os(&["vm", "files", "tester-1", "--token-file"]),
-            &[
-                &token,
-                &"-f",
-                &fixture("invalid/many-problems.yaml"),
-                &"-o",
-                &failed,
-            ],
+            &[&token, &"-f", &invalid, &"-o", &failed],
         ),
         1,
     );
-    sb.run(
-        &with(
+    let configure = |wg: &Path, mesh: &Path| {
+        with(
             os(&["workload", "entry", "configure", "--token-file"]),
-            &[
-                &token,
-                &"-f",
-                &wg,
-                &"--mesh-config",
-                &two_tokens,
-                &"-o",
-                &failed,
-            ],
-        ),
-        1,
-    );
-    // The token file named where a fleet or a WorkloadGroup belongs: its content is not quoted.
+            &[&token, &"-f", &wg, &"--mesh-config", &mesh, &"-o", &failed],
+        )
+    };
+    sb.run(&configure(&wg, &two_tokens), 1);
+    // A token file where a fleet, a WorkloadGroup or a mesh config belongs: not quoted.
+    sb.run(&configure(&token, &mesh), 1);
+    sb.run(&configure(&wg, &token), 1);
     sb.run(&with(os(&["validate", "-f"]), &[&token]), 1);
     sb.run(&with(os(&["render", "-f"]), &[&token, &"-o", &failed]), 1);
+    // cloud-init: an expired token, another ServiceAccount's, two tokens, control characters,
+    // an unknown VM, an invalid fleet, a token on stdin that is not one.
+    for bad in [&expired, &other_sa, &two_tokens, &control] {
+        sb.run(&cloud_init(&[&"--token-file", bad, &"-o", &failed]), 1);
+    }
+    sb.run_stdin(
+        &cloud_init(&[&"--token-stdin", &"-o", &failed]),
+        format!("{} trailing", sb.token).as_bytes(),
+        false,
+        1,
+    );
     sb.run(
         &with(
-            os(&["workload", "entry", "configure", "-f"]),
-            &[&token, &"--mesh-config", &mesh, &"-o", &failed],
+            os(&["cloud-init", "nobody", "-f"]),
+            &[&fleet, &"--root-cert", &ca, &"--token-file", &token],
         ),
         1,
     );
     sb.run(
         &with(
-            os(&["workload", "entry", "configure", "--mesh-config"]),
-            &[&token, &"-f", &wg, &"-o", &failed],
+            os(&["cloud-init", "tester-1", "-f"]),
+            &[&invalid, &"--root-cert", &ca, &"--token-file", &token],
         ),
         1,
     );
-    assert!(!failed.exists());
+    // The output inside a Git work tree is refused before the token is read.
+    let work_tree = sb.path("checkout");
+    std::fs::create_dir(&work_tree).unwrap();
+    let init = Command::new("git")
+        .args(["init", "-q"])
+        .arg(&work_tree)
+        .status()
+        .unwrap();
+    assert!(init.success());
+    let in_repo = work_tree.join("user-data");
+    sb.run(&cloud_init(&[&"--token-file", &token, &"-o", &in_repo]), 1);
+    assert!(!in_repo.exists() && !failed.exists(), "nothing written");
 
     // Commands that take no token must not pick one up from anywhere.
     sb.run(
@@ -356,7 +469,7 @@ fn the_token_appears_only_in_the_token_outputs() {
     let repo = sb.path("repo.git");
     let cache = sb.path("cache");
     let git_env = [("MESHVM_GIT_TOKEN", GIT_TOKEN)];
-    let sync = |fleet: &Path, target: &dyn AsRef<std::ffi::OsStr>, extra: &[&str]| {
+    let sync = |fleet: &Path, target: &dyn AsRef<OsStr>, extra: &[&str]| {
         let mut args = with(
             os(&["gitops", "sync", "-f"]),
             &[&fleet, &"--repo", target, &"--cache-dir", &cache],
@@ -367,9 +480,12 @@ fn the_token_appears_only_in_the_token_outputs() {
     sb.run_env(&sync(&fleet, &repo, &[]), &git_env, 0);
     sb.run_env(&sync(&fleet, &url, &["--push"]), &git_env, 0);
     // A wrong credential: refused, and neither secret is told.
-    let changed = sb.path("inputs/changed.yaml");
-    let text = std::fs::read_to_string(&fleet).unwrap();
-    std::fs::write(&changed, text.replace("10.0.0.21", "10.0.0.29")).unwrap();
+    let changed = write(
+        "changed.yaml",
+        std::fs::read_to_string(&fleet)
+            .unwrap()
+            .replace("10.0.0.21", "10.0.0.29"),
+    );
     std::fs::copy(
         fixture("fleets/single-network/root-cert.pem"),
         sb.path("inputs/root-cert.pem"),
@@ -393,8 +509,9 @@ fn the_token_appears_only_in_the_token_outputs() {
     }
     assert_eq!(
         sb.repositories().len(),
-        3,
-        "the local, cache and server repositories"
+        4,
+        "the local, cache, server and checkout repositories: {:?}",
+        sb.repositories()
     );
     sb.scan();
 }
@@ -408,5 +525,29 @@ fn the_scan_finds_a_planted_leak() {
     doc.extend_from_slice(sb.token.as_bytes());
     let planted = format!("note: {}\n", STANDARD.encode(&doc));
     std::fs::write(sb.path("home/notes"), planted).unwrap();
+    sb.scan();
+}
+
+/// Nor blind to gzip: a token in a gzip file, or gzip-compressed and base64-encoded inside a
+/// text (cloud-init's `gz+b64`), is found.
+#[test]
+#[should_panic(expected = "the istio-token in /")]
+fn the_scan_looks_into_gzip_files() {
+    let sb = Sandbox::new();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(sb.token.as_bytes()).unwrap();
+    std::fs::write(sb.path("tmp/copy.gz"), gz.finish().unwrap()).unwrap();
+    sb.scan();
+}
+
+#[test]
+#[should_panic(expected = "the istio-token in /")]
+fn the_scan_decodes_gz_b64_content() {
+    let sb = Sandbox::new();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(sb.token.as_bytes()).unwrap();
+    let content = STANDARD.encode(gz.finish().unwrap());
+    let doc = format!("write_files:\n  - encoding: 'gz+b64'\n    content: '{content}'\n");
+    std::fs::write(sb.path("home/user-data-copy"), doc).unwrap();
     sb.scan();
 }
