@@ -165,7 +165,10 @@ pub fn fleet_inputs(fleet: &Fleet, workload: &Workload, instance: &Instance) -> 
     if workload.probe.is_some() && !workload.auto_register {
         // istiod reports the probe's result on the WorkloadEntry this names (the proxy's
         // WORKLOAD_ENTRY node metadata); auto-registered entries are tracked by istiod itself.
-        proxy_metadata.insert("ISTIO_META_WORKLOAD_ENTRY".to_owned(), instance.name.clone());
+        proxy_metadata.insert(
+            "ISTIO_META_WORKLOAD_ENTRY".to_owned(),
+            instance.name.clone(),
+        );
     }
     let mesh_config = json!({
         "trustDomain": mesh.trust_domain,
