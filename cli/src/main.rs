@@ -39,6 +39,8 @@ enum Command {
     #[command(subcommand)]
     Workload(cmd::workload::Command),
     Completions(cmd::completions::Args),
+    #[command(subcommand)]
+    Gitops(cmd::gitops::Command),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Vm(command) => cmd::vm::run(command),
         Command::Workload(command) => cmd::workload::run(command),
         Command::Completions(args) => cmd::completions::run(args, &mut Cli::command()),
+        Command::Gitops(command) => cmd::gitops::run(command),
     };
     match result {
         Ok(code) => code,

@@ -8,6 +8,7 @@ pub mod argocd;
 pub mod diagnostic;
 pub mod flux;
 pub mod gateway;
+pub mod git;
 pub mod istio;
 pub mod istio_operator;
 pub mod istioctl;

@@ -2,8 +2,10 @@
 //! depends on them (kubectl kustomize, git servers, cloud-init, systemd-nspawn). A missing
 //! tool fails the test with how to install it; nothing is skipped silently.
 
+mod servers;
 mod support;
 
 mod cli;
+mod gitops;
 mod render;
 mod vm_files;

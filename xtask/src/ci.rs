@@ -195,24 +195,23 @@ fn render_and_validate(meshvm: &Path, fleet: &Path, out: &Path, validator: &Vali
     if let Err(why) = run_quietly(&mut cmd) {
         return Outcome::Failed(why);
     }
-    // What the engines and people apply: each directory's kustomize build. install/ holds
-    // IstioOperators (istioctl input, no schema in the catalog) and bootstrap/ the VMs' files.
-    let mut sources = Vec::new();
-    for dir in [
+    // What the engines and people apply: the kustomize build of each top directory (nested
+    // kustomizations are inside those builds). install/ holds IstioOperators (istioctl input,
+    // no schema in the catalog) and bootstrap/ the VMs' own files: neither is applied.
+    let sources: Vec<xtask::kube::Source> = [
         meshvm::layout::MESH_DIR,
         meshvm::layout::WORKLOADS_DIR,
         meshvm::layout::ARGOCD_DIR,
         meshvm::layout::FLUX_DIR,
-    ] {
-        let dir = out.join(dir);
-        if !dir.exists() {
-            continue;
-        }
-        match xtask::kube::collect_sources(&dir) {
-            Ok(s) => sources.extend(s),
-            Err(e) => return Outcome::Failed(format!("{}: {e}", dir.display())),
-        }
-    }
+    ]
+    .iter()
+    .map(|dir| out.join(dir))
+    .filter(|dir| dir.exists())
+    .map(|dir| xtask::kube::Source {
+        name: format!("{} (kustomize build)", dir.display()),
+        text: xtask::kube::kustomize_build(&dir),
+    })
+    .collect();
     let report = validator.validate_sources(&sources);
     let agreed = crate::second_opinion(validator, &sources, &report);
     if report.verdicts.is_empty() {
@@ -297,7 +296,7 @@ mod tests {
             r#"#!/bin/sh
 [ "$2" = --help ] && exit 0
 case "$1" in
-  render) [ "$2 $4" = "-f -o" ] || exit 2; mkdir -p "$5/mesh" && cp -r '{corpus}' "$5/mesh/" ;;
+  render) [ "$2 $4" = "-f -o" ] || exit 2; mkdir -p "$5/mesh" && cp '{corpus}' "$5/mesh/objects.yaml" && printf 'resources: [objects.yaml]\n' > "$5/mesh/kustomization.yaml" ;;
   cloud-init) [ "$2 $4 $6" = "-f --vm -o" ] || exit 2; printf '{user_data}' > "$7" ;;
   *) exit 2 ;;
 esac
@@ -329,7 +328,11 @@ esac
     #[test]
     fn renders_and_checks_every_fixture() {
         let dir = tempfile::tempdir().unwrap();
-        let good = stub(dir.path(), "valid", "#cloud-config\\nruncmd: [ls]\\n");
+        let good = stub(
+            dir.path(),
+            "valid/istio.yaml",
+            "#cloud-config\\nruncmd: [ls]\\n",
+        );
         let got = outcomes(&good);
         let fleets = std::fs::read_dir(workspace_root().join("fixtures/fleets"))
             .unwrap()

@@ -1,6 +1,7 @@
 //! One module per command; each has its clap `Args` (or `Command`) and a `run`.
 
 pub mod completions;
+pub mod gitops;
 pub mod init;
 pub mod render;
 pub mod schema;

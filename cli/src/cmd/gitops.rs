@@ -1,0 +1,541 @@
+//! `meshvm gitops …`: commit the rendered tree into Git, or show what that would change.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use meshvm::FileTree;
+use meshvm::git::{self, Event, GitError, Options, Plan, PushOutcome, Report, Target};
+use meshvm::spec::SourceFile;
+
+use super::FleetArg;
+use crate::exit::{CliError, CmdResult, Exit};
+
+/// Put the rendered GitOps tree into a Git repository.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    // Boxed: these carry many options, and clap's enums are moved around by value.
+    Sync(Box<SyncArgs>),
+    Diff(Box<DiffArgs>),
+}
+
+/// Commit the rendered tree at the fleet's `gitops.path`, and push it with --push.
+///
+/// The commit is made with libgit2, without a work tree: the repository may be bare, and
+/// nobody's checkout is touched (a branch that is checked out is never moved). Files outside
+/// `gitops.path` are kept as they are; files of VMs removed from the fleet are deleted; an
+/// unchanged fleet makes no commit. Files inside `gitops.path` that someone changed since
+/// meshvm's last commit are listed, and sync refuses to overwrite them unless --force.
+///
+/// Credentials come from the environment, never from the command line: MESHVM_GIT_TOKEN
+/// (HTTPS token; user name from the URL, MESHVM_GIT_USERNAME, or `x-access-token`),
+/// MESHVM_SSH_KEY and MESHVM_SSH_KEY_PASSPHRASE, an ssh-agent (SSH_AUTH_SOCK), and git
+/// credential helpers. Each is tried once; a refusal is not retried.
+///
+/// A push that loses a race (someone pushed meanwhile) fetches, rebuilds onto the new tip and
+/// retries, a few times with backoff; it never force-pushes. A failed push keeps the local
+/// commit and says how to retry.
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// Push the branch to the remote (the URL of --repo, or --remote of a local repository).
+    #[arg(long)]
+    push: bool,
+    /// Overwrite files inside gitops.path that were edited by hand.
+    #[arg(long)]
+    force: bool,
+    /// Show what would change (as `gitops diff`) and write nothing; exit code 4 when there are
+    /// changes.
+    #[arg(long)]
+    dry_run: bool,
+    /// Commit author, `Name <email>`; default: git config user.name/user.email, else
+    /// `meshvm <meshvm@localhost>`.
+    #[arg(long, env = "MESHVM_GIT_AUTHOR", value_name = "NAME <EMAIL>", value_parser = identity)]
+    author: Option<git::Identity>,
+    /// Committer, `Name <email>`; default: the author.
+    #[arg(long, env = "MESHVM_GIT_COMMITTER", value_name = "NAME <EMAIL>", value_parser = identity)]
+    committer: Option<git::Identity>,
+    /// Push attempts when the remote branch moves meanwhile.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    attempts: u32,
+}
+
+/// Show what `gitops sync` would change: VMs added, changed and removed, and a unified diff.
+///
+/// Exit code 0 when there is nothing to sync, 4 when there are changes. Nothing is written
+/// (for a URL, the local cache clone is fetched into).
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// Only the per-VM summary and file list, no unified diff.
+    #[arg(long)]
+    stat: bool,
+}
+
+/// Where and how: shared by sync and diff.
+#[derive(Debug, clap::Args)]
+struct RepoArgs {
+    #[command(flatten)]
+    fleet: FleetArg,
+    /// The repository: a local path (bare or not; created bare when missing; by default
+    /// ./meshvm-gitops.git), or a URL (ssh://, git@host:path, https://, git://, file://),
+    /// worked on through a local cache clone.
+    #[arg(
+        long,
+        env = "MESHVM_REPO",
+        value_name = "PATH_OR_URL",
+        default_value = "meshvm-gitops.git"
+    )]
+    repo: String,
+    /// The branch to commit to; default: the fleet's gitops.branch.
+    #[arg(long)]
+    branch: Option<String>,
+    /// The branch on the remote; default: the same as --branch.
+    #[arg(long, value_name = "BRANCH")]
+    remote_branch: Option<String>,
+    /// For a local repository: the remote that --push pushes to.
+    #[arg(long, default_value = "origin", value_name = "NAME")]
+    remote: String,
+    /// Where cache clones of URL repositories live; default: $XDG_CACHE_HOME/meshvm/repos
+    /// or ~/.cache/meshvm/repos.
+    #[arg(long, env = "MESHVM_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Private SSH key file (its passphrase, if any, in MESHVM_SSH_KEY_PASSPHRASE).
+    #[arg(long, env = "MESHVM_SSH_KEY", value_name = "FILE")]
+    ssh_key: Option<PathBuf>,
+    /// Trust only SSH host keys with this fingerprint (as `ssh-keygen -lf` prints it); known
+    /// hosts files are then not read. Repeatable.
+    #[arg(long, value_name = "SHA256:…")]
+    ssh_host_fingerprint: Vec<String>,
+    /// known_hosts file for SSH host keys; default: ~/.ssh/known_hosts and
+    /// /etc/ssh/ssh_known_hosts. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    known_hosts: Vec<PathBuf>,
+    /// `text` for people, `json` for machines.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+    /// Give up on a remote that takes longer than this to connect, or stalls this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
+    /// No progress or notes on stderr; errors only.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+fn identity(text: &str) -> Result<git::Identity, String> {
+    git::Identity::parse(text).ok_or_else(|| format!("{text:?} is not `Name <email>`"))
+}
+
+pub fn run(command: Command) -> CmdResult {
+    let timeout = match &command {
+        Command::Sync(a) => a.repo.timeout,
+        Command::Diff(a) => a.repo.timeout,
+    };
+    let timeout = Duration::from_secs(timeout);
+    // SAFETY: nothing has touched libgit2 yet, and the binary runs commands on one thread.
+    unsafe { git::set_network_timeouts(timeout, timeout) };
+    match command {
+        Command::Sync(args) => sync(*args),
+        Command::Diff(args) => diff(*args),
+    }
+}
+
+/// The rendered GitOps tree of the fleet, relative to `gitops.path`: the same tree
+/// `meshvm render` writes (the render is pure, so a rebuild after a lost push race is the same
+/// tree on a new parent).
+fn rendered_tree(source: &SourceFile) -> Result<FileTree, CliError> {
+    meshvm::render::render(&source.fleet, source.root_cert.as_deref())
+        .map(|rendered| rendered.files)
+        .map_err(CliError::invalid)
+}
+
+impl RepoArgs {
+    fn options(&self, source: &SourceFile) -> Result<Options, CliError> {
+        let target = Target::parse(&self.repo).map_err(CliError::invalid)?;
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let cache_dir = self.cache_dir.clone().unwrap_or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .or_else(|| home.as_ref().map(|h| h.join(".cache")))
+                .unwrap_or_else(|| PathBuf::from(".meshvm-cache"));
+            base.join("meshvm/repos")
+        });
+        let branch = self
+            .branch
+            .clone()
+            .unwrap_or_else(|| source.fleet.gitops.branch.clone());
+        let mut opts = Options::new(target, cache_dir, branch);
+        opts.remote = self.remote.clone();
+        opts.remote_branch = self.remote_branch.clone();
+        let env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        opts.auth = git::Auth {
+            token: env("MESHVM_GIT_TOKEN"),
+            token_username: env("MESHVM_GIT_USERNAME"),
+            ssh_key: self.ssh_key.clone(),
+            ssh_key_passphrase: env("MESHVM_SSH_KEY_PASSPHRASE"),
+            ssh_agent: env("SSH_AUTH_SOCK").is_some(),
+            credential_helpers: true,
+        };
+        if let Some(key) = &self.ssh_key {
+            if !key.is_file() {
+                return Err(CliError::invalid(format!(
+                    "the SSH key {} (MESHVM_SSH_KEY / --ssh-key) does not exist",
+                    key.display()
+                )));
+            }
+        }
+        let mut pinned = Vec::new();
+        for fp in &self.ssh_host_fingerprint {
+            pinned.push(git::known_hosts::parse_fingerprint(fp).ok_or_else(|| {
+                CliError::usage(format!(
+                    "--ssh-host-fingerprint {fp:?} is not a SHA256 fingerprint like \
+                     SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8 (see `ssh-keygen -lf`)"
+                ))
+            })?);
+        }
+        opts.host_keys = git::HostKeys {
+            pinned,
+            known_hosts: if self.known_hosts.is_empty() {
+                git::known_hosts::default_files(home.as_deref())
+            } else {
+                self.known_hosts.clone()
+            },
+        };
+        Ok(opts)
+    }
+}
+
+fn git_error(e: GitError) -> CliError {
+    let exit = if e.is_refusal() {
+        Exit::Invalid
+    } else {
+        Exit::Git
+    };
+    CliError::new(exit, e)
+}
+
+fn sync(args: SyncArgs) -> CmdResult {
+    let source = args.repo.fleet.load()?;
+    let tree = rendered_tree(&source)?;
+    let mut opts = args.repo.options(&source)?;
+    opts.push = args.push;
+    opts.force = args.force;
+    opts.dry_run = args.dry_run;
+    opts.diff_text = args.dry_run && args.repo.output == Output::Text;
+    opts.author = args.author.clone();
+    opts.committer = args.committer.clone();
+    opts.max_attempts = args.attempts;
+    let input = git::Input {
+        tree: &tree,
+        path: &source.fleet.gitops.path,
+        fleet_sha256: &source.sha256,
+    };
+    let mut progress = Progress::new(args.repo.quiet);
+    let result = git::sync(&input, &opts, &mut |e| progress.event(e));
+    progress.finish();
+    let report = result.map_err(git_error)?;
+    if args.dry_run {
+        print_plan(&report, args.repo.output, &opts.target)?;
+        if !report.plan.overwrites.is_empty() && !args.force {
+            return Err(git_error(GitError::HandEdits {
+                path: report.plan.path.clone(),
+                paths: report.plan.overwrites.clone(),
+            }));
+        }
+        return Ok(changes_exit(&report.plan));
+    }
+    match args.repo.output {
+        Output::Json => print_json(&sync_json(&report, &opts.target)),
+        Output::Text => print_sync(&report, &opts, args.repo.quiet),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn diff(args: DiffArgs) -> CmdResult {
+    let source = args.repo.fleet.load()?;
+    let tree = rendered_tree(&source)?;
+    let mut opts = args.repo.options(&source)?;
+    opts.diff_text = !args.stat && args.repo.output == Output::Text;
+    let input = git::Input {
+        tree: &tree,
+        path: &source.fleet.gitops.path,
+        fleet_sha256: &source.sha256,
+    };
+    let mut progress = Progress::new(args.repo.quiet);
+    let result = git::diff(&input, &opts, &mut |e| progress.event(e));
+    progress.finish();
+    let report = result.map_err(git_error)?;
+    print_plan(&report, args.repo.output, &opts.target)?;
+    Ok(changes_exit(&report.plan))
+}
+
+fn changes_exit(plan: &Plan) -> ExitCode {
+    if plan.has_changes() {
+        Exit::Changes.into()
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn short(id: git::Oid) -> String {
+    id.to_string()[..10].to_owned()
+}
+
+fn counts(plan: &Plan) -> String {
+    let v = &plan.vms;
+    format!(
+        "{} VM{} added, {} changed, {} removed; {} file{} changed",
+        v.added.len(),
+        if v.added.len() == 1 { "" } else { "s" },
+        v.changed.len(),
+        v.removed.len(),
+        plan.files.len(),
+        if plan.files.len() == 1 { "" } else { "s" },
+    )
+}
+
+fn print_plan(report: &Report, output: Output, target: &Target) -> Result<(), CliError> {
+    let plan = &report.plan;
+    if output == Output::Json {
+        let mut value = serde_json::to_value(plan).expect("a plan is JSON");
+        value["changes"] = plan.has_changes().into();
+        value["repository"] = target.display().into();
+        print_json(&value);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    let base = plan.base.map_or("a new branch".to_owned(), short);
+    let _ = writeln!(
+        out,
+        "{} on {} (against {base}): {}",
+        plan.path,
+        plan.branch,
+        if plan.has_changes() {
+            counts(plan)
+        } else {
+            "no changes".to_owned()
+        }
+    );
+    for (sign, vms) in [
+        ('+', &plan.vms.added),
+        ('~', &plan.vms.changed),
+        ('-', &plan.vms.removed),
+    ] {
+        for vm in vms {
+            let _ = writeln!(out, "  {sign} {}  ({}/{})", vm.name, vm.namespace, vm.group);
+        }
+    }
+    for f in plan.other_files() {
+        let _ = writeln!(out, "  {} {}", f.change.sign(), f.path);
+    }
+    if !plan.hand_edits.is_empty() {
+        let _ = writeln!(
+            out,
+            "edited by hand since meshvm's last commit{}:",
+            if plan.overwrites.is_empty() {
+                ""
+            } else {
+                " (sync overwrites only with --force)"
+            }
+        );
+        for p in &plan.hand_edits {
+            let mark = if plan.overwrites.contains(p) {
+                "!"
+            } else {
+                " "
+            };
+            let _ = writeln!(out, "  {mark} {p}");
+        }
+    }
+    if let Some(diff) = plan.diff.as_deref().filter(|d| !d.is_empty()) {
+        let _ = writeln!(out);
+        let _ = out.write_all(diff.as_bytes());
+    }
+    Ok(())
+}
+
+fn push_word(push: &PushOutcome) -> (&'static str, Option<u32>) {
+    match push {
+        PushOutcome::NotAsked => ("not-asked", None),
+        PushOutcome::UpToDate => ("up-to-date", None),
+        PushOutcome::Pushed { attempts } => ("pushed", Some(*attempts)),
+    }
+}
+
+fn sync_json(report: &Report, target: &Target) -> serde_json::Value {
+    let (push, attempts) = push_word(&report.push);
+    serde_json::json!({
+        "changes": report.plan.has_changes(),
+        "commit": report.commit.map(|c| c.to_string()),
+        "head": report.head.map(|c| c.to_string()),
+        "push": push,
+        "attempts": attempts,
+        "repository": target.display(),
+        "localRepository": report.repo_dir,
+        "plan": report.plan,
+    })
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values print")
+    );
+}
+
+fn print_sync(report: &Report, opts: &Options, quiet: bool) {
+    let plan = &report.plan;
+    let target = opts.target.display();
+    match (report.commit, report.head) {
+        (Some(c), _) => println!(
+            "committed {} to {} in {}: {}",
+            short(c),
+            plan.branch,
+            report.repo_dir.display(),
+            counts(plan)
+        ),
+        (None, Some(h)) => println!(
+            "{} on {} is up to date ({}): no commit",
+            plan.path,
+            plan.branch,
+            short(h)
+        ),
+        (None, None) => println!("nothing to commit: the rendered tree is empty"),
+    }
+    match &report.push {
+        PushOutcome::Pushed { attempts } => {
+            let remote_branch = opts.remote_branch.as_deref().unwrap_or(&plan.branch);
+            let retried = if *attempts > 1 {
+                format!(" after {} attempts", attempts)
+            } else {
+                String::new()
+            };
+            println!("pushed to {target} {remote_branch}{retried}");
+        }
+        PushOutcome::UpToDate => println!("the remote is up to date"),
+        PushOutcome::NotAsked if matches!(opts.target, Target::Url(_)) && !quiet => {
+            eprintln!(
+                "note: not pushed; the commit is in the cache {} (add --push to publish it)",
+                report.repo_dir.display()
+            );
+        }
+        PushOutcome::NotAsked => {}
+    }
+}
+
+/// Progress on stderr: a bar redrawn in place on a terminal, a line per long step otherwise.
+struct Progress {
+    quiet: bool,
+    tty: bool,
+    drawn: Option<(&'static str, Instant)>,
+    announced: Vec<&'static str>,
+}
+
+/// Steps smaller than this are not worth a line in a log, or a bar.
+const LOG_THRESHOLD: usize = 1000;
+const BAR_THRESHOLD: usize = 100;
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        Progress {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+            drawn: None,
+            announced: Vec::new(),
+        }
+    }
+
+    fn event(&mut self, event: Event<'_>) {
+        if self.quiet {
+            return;
+        }
+        match event {
+            Event::Progress { step, done, total } => self.progress(step, done, total),
+            Event::Pushing { attempt, url } => {
+                self.finish();
+                if attempt == 1 {
+                    eprintln!("pushing to {url}");
+                }
+            }
+            Event::Retry {
+                attempt,
+                of,
+                reason,
+                wait,
+            } => {
+                self.finish();
+                eprintln!(
+                    "the remote branch moved ({reason}); fetching and rebuilding, retry {} of {} \
+                     in {}",
+                    attempt,
+                    of - 1,
+                    human_duration(wait)
+                );
+            }
+            Event::Remote(text) => {
+                self.finish();
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    eprintln!("remote: {}", line.trim_end());
+                }
+            }
+        }
+    }
+
+    fn progress(&mut self, step: git::Step, done: usize, total: usize) {
+        let label = step.label();
+        if total == 0 {
+            return;
+        }
+        if self.tty && total >= BAR_THRESHOLD {
+            let now = Instant::now();
+            let due = match self.drawn {
+                Some((l, at)) => {
+                    l != label || done == total || now - at > Duration::from_millis(80)
+                }
+                None => true,
+            };
+            if due {
+                const WIDTH: usize = 30;
+                let filled = WIDTH * done / total;
+                eprint!(
+                    "\r{label:>14} [{}{}] {done}/{total}",
+                    "#".repeat(filled),
+                    "-".repeat(WIDTH - filled)
+                );
+                self.drawn = Some((label, now));
+                if done == total {
+                    eprintln!();
+                    self.drawn = None;
+                }
+            }
+        } else if !self.tty && total >= LOG_THRESHOLD && !self.announced.contains(&label) {
+            self.announced.push(label);
+            eprintln!("{label} ({total} {})…", step.unit());
+        }
+    }
+
+    /// Ends a bar left mid-line.
+    fn finish(&mut self) {
+        if self.drawn.take().is_some() {
+            eprintln!();
+        }
+    }
+}
+
+fn human_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}

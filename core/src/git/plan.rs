@@ -1,0 +1,277 @@
+//! What a sync changes: the files of the committed subtree against the rendered `FileTree`,
+//! grouped per VM, and the hand edits it would overwrite.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use git2::{FileMode, ObjectType, Oid, Repository, Tree, TreeWalkMode, TreeWalkResult};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::GitError;
+use crate::layout::vm_of_path;
+use crate::tree::{FileTree, MODE_PRIVATE};
+
+/// Files of a subtree: path relative to the subtree → (blob id, mode).
+pub type Files = BTreeMap<String, (Oid, i32)>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Added,
+    Changed,
+    Removed,
+}
+
+impl Change {
+    pub fn sign(self) -> char {
+        match self {
+            Change::Added => '+',
+            Change::Changed => '~',
+            Change::Removed => '-',
+        }
+    }
+}
+
+/// One file sync adds, changes or removes. `path` is relative to the repository root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileChange {
+    pub path: String,
+    pub change: Change,
+    #[serde(serialize_with = "opt_oid")]
+    pub old: Option<Oid>,
+    #[serde(serialize_with = "opt_oid")]
+    pub new: Option<Oid>,
+}
+
+/// A VM whose files change.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct VmRef {
+    pub name: String,
+    pub namespace: String,
+    pub group: String,
+}
+
+/// The per-VM summary of a plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VmChanges {
+    pub added: Vec<VmRef>,
+    pub changed: Vec<VmRef>,
+    pub removed: Vec<VmRef>,
+}
+
+/// What a sync does to the owned subtree, against the commit it builds on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// The owned subtree (`gitops.path`).
+    pub path: String,
+    /// The branch written to.
+    pub branch: String,
+    /// The commit the new one builds on; `None` when the branch does not exist yet.
+    #[serde(serialize_with = "opt_oid")]
+    pub base: Option<Oid>,
+    pub vms: VmChanges,
+    /// Every file added, changed or removed, by path.
+    pub files: Vec<FileChange>,
+    /// Files of the subtree that differ from what meshvm last committed (edited, added or
+    /// deleted by someone else), relative to the repository root.
+    pub hand_edits: Vec<String>,
+    /// The hand edits this sync would overwrite or delete: sync refuses unless forced.
+    pub overwrites: Vec<String>,
+    /// The unified diff of `files`, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        !self.files.is_empty()
+    }
+
+    /// Files that belong to no VM (kustomizations, mesh resources, README).
+    pub fn other_files(&self) -> impl Iterator<Item = &FileChange> {
+        let prefix = self.path.len() + 1;
+        self.files
+            .iter()
+            .filter(move |f| vm_of_path(&f.path[prefix..]).is_none())
+    }
+}
+
+fn opt_oid<S: serde::Serializer>(oid: &Option<Oid>, s: S) -> Result<S::Ok, S::Error> {
+    match oid {
+        Some(oid) => s.serialize_str(&oid.to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Git's mode for a file of a `FileTree`. Files that hold secrets never get one: a `FileTree`
+/// bound for Git must not contain the istio-token or any private file.
+pub fn git_mode(path: &str, mode: u32) -> Result<i32, GitError> {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if mode == MODE_PRIVATE || name == "istio-token" {
+        return Err(GitError::SecretInTree {
+            path: path.to_owned(),
+        });
+    }
+    Ok(if mode & 0o111 != 0 {
+        FileMode::BlobExecutable.into()
+    } else {
+        FileMode::Blob.into()
+    })
+}
+
+/// The blob ids the files of `tree` would have, computed in parallel without writing.
+pub fn hashed_files(tree: &FileTree) -> Result<Files, GitError> {
+    let entries: Vec<(&str, &crate::tree::File)> = tree.iter().collect();
+    entries
+        .par_iter()
+        .map(|(path, file)| {
+            let mode = git_mode(path, file.mode)?;
+            let oid = Oid::hash_object(ObjectType::Blob, &file.bytes)
+                .map_err(GitError::git("hashing a file"))?;
+            Ok(((*path).to_owned(), (oid, mode)))
+        })
+        .collect()
+}
+
+/// The files below the tree `id` (recursively); none for `None`.
+pub fn committed_files(repo: &Repository, id: Option<Oid>) -> Result<Files, GitError> {
+    let mut files = Files::new();
+    let Some(id) = id else {
+        return Ok(files);
+    };
+    let tree = repo
+        .find_tree(id)
+        .map_err(GitError::git("reading the committed tree"))?;
+    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+        if entry.kind() != Some(ObjectType::Tree) {
+            let name = String::from_utf8_lossy(entry.name_bytes());
+            files.insert(format!("{dir}{name}"), (entry.id(), entry.filemode()));
+        }
+        TreeWalkResult::Ok
+    })
+    .map_err(GitError::git("reading the committed tree"))?;
+    Ok(files)
+}
+
+/// The id of the subtree at `path` in `root`, when there is one.
+pub fn subtree_id(root: &Tree<'_>, path: &str) -> Option<Oid> {
+    root.get_path(std::path::Path::new(path))
+        .ok()
+        .filter(|e| e.kind() == Some(ObjectType::Tree))
+        .map(|e| e.id())
+}
+
+/// Paths (relative to the subtree) whose id or mode differs between two file sets.
+pub fn differing(old: &Files, new: &Files) -> Vec<(String, Change)> {
+    let mut out = Vec::new();
+    for (path, old_entry) in old {
+        match new.get(path) {
+            None => out.push((path.clone(), Change::Removed)),
+            Some(new_entry) if new_entry != old_entry => out.push((path.clone(), Change::Changed)),
+            Some(_) => {}
+        }
+    }
+    for path in new.keys() {
+        if !old.contains_key(path) {
+            out.push((path.clone(), Change::Added));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The plan from the committed files to the rendered ones.
+pub fn plan(
+    path: &str,
+    branch: &str,
+    base: Option<Oid>,
+    committed: &Files,
+    rendered: &Files,
+    hand_edited: &[String],
+) -> Plan {
+    let full = |rel: &str| format!("{path}/{rel}");
+    let files: Vec<FileChange> = differing(committed, rendered)
+        .into_iter()
+        .map(|(rel, change)| FileChange {
+            path: full(&rel),
+            change,
+            old: committed.get(&rel).map(|e| e.0),
+            new: rendered.get(&rel).map(|e| e.0),
+        })
+        .collect();
+
+    // A VM is added when it had no files, removed when it has none left, changed otherwise.
+    let vms_of = |files: &Files| -> BTreeSet<VmRef> {
+        files
+            .keys()
+            .filter_map(|p| vm_of_path(p))
+            .map(|v| VmRef {
+                name: v.vm.to_owned(),
+                namespace: v.namespace.to_owned(),
+                group: v.group.to_owned(),
+            })
+            .collect()
+    };
+    let (before, after) = (vms_of(committed), vms_of(rendered));
+    let mut touched = BTreeSet::new();
+    for f in &files {
+        if let Some(v) = vm_of_path(&f.path[path.len() + 1..]) {
+            touched.insert(VmRef {
+                name: v.vm.to_owned(),
+                namespace: v.namespace.to_owned(),
+                group: v.group.to_owned(),
+            });
+        }
+    }
+    let mut vms = VmChanges::default();
+    for vm in touched {
+        match (before.contains(&vm), after.contains(&vm)) {
+            (false, _) => vms.added.push(vm),
+            (true, false) => vms.removed.push(vm),
+            (true, true) => vms.changed.push(vm),
+        }
+    }
+
+    let changed: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let hand_edits: Vec<String> = hand_edited.iter().map(|rel| full(rel)).collect();
+    let overwrites = hand_edits
+        .iter()
+        .filter(|p| changed.contains(p.as_str()))
+        .cloned()
+        .collect();
+    Plan {
+        path: path.to_owned(),
+        branch: branch.to_owned(),
+        base,
+        vms,
+        files,
+        hand_edits,
+        overwrites,
+        diff: None,
+    }
+}
+
+/// The unified diff (`git diff` format) of the owned subtree between two root trees.
+pub fn unified_diff(
+    repo: &Repository,
+    old_root: Option<&Tree<'_>>,
+    new_root: Option<&Tree<'_>>,
+    path: &str,
+) -> Result<String, GitError> {
+    let mut opts = git2::DiffOptions::new();
+    opts.pathspec(path).context_lines(3);
+    let diff = repo
+        .diff_tree_to_tree(old_root, new_root, Some(&mut opts))
+        .map_err(GitError::git("computing the diff"))?;
+    let mut text = Vec::new();
+    diff.print(git2::DiffFormat::Patch, |_, _, line| {
+        if matches!(line.origin(), '+' | '-' | ' ') {
+            text.push(line.origin() as u8);
+        }
+        text.extend_from_slice(line.content());
+        true
+    })
+    .map_err(GitError::git("printing the diff"))?;
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}
