@@ -297,15 +297,6 @@ fn size(meshvm: &Path, work: &Path, vms: usize, runs: u32) -> Result<SizeResult,
     eprintln!("xtask bench: {vms} VMs");
     let dir = work.join(format!("{vms}"));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let fleet = meshvm::synthetic::fleet(vms);
-    let changed = one_vm_changed(&fleet);
-    let fleet_file = dir.join("fleet.yaml");
-    let changed_file = dir.join("fleet-changed.yaml");
-    write(&fleet_file, meshvm::yaml::to_string(&fleet))?;
-    write(&changed_file, meshvm::yaml::to_string(&changed))?;
-    let fleet_bytes = std::fs::metadata(&fleet_file).map_or(0, |m| m.len());
-    let gitops_path = fleet.gitops.path.clone();
-
     let mut series: Vec<(&'static str, Series)> = MEASUREMENTS
         .iter()
         .map(|(k, _, _)| (*k, Series::default()))
@@ -319,25 +310,44 @@ fn size(meshvm: &Path, work: &Path, vms: usize, runs: u32) -> Result<SizeResult,
             .push(s);
     };
 
-    // In process: the library, as the binary calls it.
-    let all_cores = pool(0)?;
-    let one_thread = pool(1)?;
-    let reference = one_thread
-        .install(|| meshvm::render::render(&fleet, None))
-        .map_err(|e| e.to_string())?;
-    let files = reference.files.len();
-    for _ in 0..runs {
-        let (loaded, t) = timed(|| meshvm::spec::load_fleet(&fleet_file));
-        loaded.map_err(|e| format!("loading the synthetic fleet: {e}"))?;
-        record("load", Sample::wall(t));
-        let (parallel, t) = timed(|| all_cores.install(|| meshvm::render::render(&fleet, None)));
-        record("render_memory", Sample::wall(t));
-        if parallel.map_err(|e| e.to_string())? != reference {
-            return Err("the parallel render differs from the 1-thread render".into());
-        }
-        let (_, t) = timed(|| one_thread.install(|| meshvm::render::render(&fleet, None)));
-        record("render_memory_1_thread", Sample::wall(t));
+    // The fleets and the in-process measurements come from a process of their own: this one
+    // stays small, because a child's peak RSS as `wait4` reports it starts from the RSS of the
+    // process that spawned it.
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = Command::new(exe)
+        .args([
+            "bench-prepare",
+            "--vms",
+            &vms.to_string(),
+            "--runs",
+            &runs.to_string(),
+        ])
+        .arg(&dir)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running bench-prepare: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("bench-prepare {vms} failed"));
     }
+    let prepared: Prepared = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("reading bench-prepare's output: {e}"))?;
+    for (key, samples) in [
+        ("load", &prepared.load_ms),
+        ("render_memory", &prepared.render_memory_ms),
+        (
+            "render_memory_1_thread",
+            &prepared.render_memory_1_thread_ms,
+        ),
+    ] {
+        for ms in samples {
+            record(key, Sample::wall(Duration::from_secs_f64(ms / 1e3)));
+        }
+    }
+    let fleet_file = dir.join(FLEET_FILE);
+    let changed_file = dir.join(CHANGED_FILE);
+    let fleet_bytes = std::fs::metadata(&fleet_file).map_or(0, |m| m.len());
+    let (gitops_path, branch) = (prepared.gitops_path, prepared.branch);
+    let files = prepared.files;
 
     let fleet_arg = |f: &Path| vec!["-f".to_owned(), f.display().to_string()];
     let mut git_writes = json!({});
@@ -352,7 +362,17 @@ fn size(meshvm: &Path, work: &Path, vms: usize, runs: u32) -> Result<SizeResult,
 
         // meshvm gitops sync: cold, no-op, one VM changed.
         let repo = dir.join(format!("sync-{run}.git"));
-        git(&dir, &["init", "-q", "--bare", &repo.display().to_string()])?;
+        git(
+            &dir,
+            &[
+                "init",
+                "-q",
+                "--bare",
+                "-b",
+                &branch,
+                &repo.display().to_string(),
+            ],
+        )?;
         let sync = |fleet: &Path| {
             let mut args = vec!["gitops".to_owned(), "sync".to_owned(), "-q".to_owned()];
             args.extend(fleet_arg(fleet));
@@ -363,20 +383,13 @@ fn size(meshvm: &Path, work: &Path, vms: usize, runs: u32) -> Result<SizeResult,
             isolate_git(&mut cmd);
             child(&mut cmd, &[0])
         };
-        record("sync_cold", sync(&fleet_file)?);
-        let cold_loose = count_objects(&repo)?;
-        let head = git(&repo, &["rev-parse", "HEAD"])?;
-        record("sync_noop", sync(&fleet_file)?);
-        if git(&repo, &["rev-parse", "HEAD"])? != head {
-            return Err("a sync with nothing changed made a commit".into());
-        }
-        let before = count_objects(&repo)?;
-        record("sync_one_vm", sync(&changed_file)?);
-        let after = count_objects(&repo)?;
-
         // The baseline: render into a work tree, git add -A, git commit.
         let wt = dir.join(format!("git-{run}"));
-        git(&dir, &["init", "-q", &wt.display().to_string()])?;
+        git(
+            &dir,
+            &["init", "-q", "-b", &branch, &wt.display().to_string()],
+        )?;
+        let wt_git = wt.join(".git");
         let subtree = wt.join(&gitops_path);
         let script = |fleet: &Path, may_be_empty: bool| -> Result<Sample, String> {
             let mut args = vec!["render".to_owned()];
@@ -397,27 +410,37 @@ fn size(meshvm: &Path, work: &Path, vms: usize, runs: u32) -> Result<SizeResult,
             total.then(child(&mut commit, ok)?);
             Ok(total)
         };
+
+        // Each state for meshvm, then the baseline, so that a noisy moment hits both.
+        record("sync_cold", sync(&fleet_file)?);
         record("git_cold", script(&fleet_file, false)?);
-        let git_cold_loose = count_objects(&wt.join(".git"))?;
         same_tree(&repo, &wt, &gitops_path)?;
+        let cold = (count_objects(&repo)?, count_objects(&wt_git)?);
+
+        let head = git(&repo, &["rev-parse", "HEAD"])?;
+        record("sync_noop", sync(&fleet_file)?);
         record("git_noop", script(&fleet_file, true)?);
-        let git_before = count_objects(&wt.join(".git"))?;
+        if git(&repo, &["rev-parse", "HEAD"])? != head {
+            return Err("a sync with nothing changed made a commit".into());
+        }
+
+        let before = (count_objects(&repo)?, count_objects(&wt_git)?);
+        record("sync_one_vm", sync(&changed_file)?);
         record("git_one_vm", script(&changed_file, false)?);
-        let git_after = count_objects(&wt.join(".git"))?;
         same_tree(&repo, &wt, &gitops_path)?;
+        let after = (count_objects(&repo)?, count_objects(&wt_git)?);
 
         if run == 0 {
-            git_writes = json!({
-                "meshvm": {
-                    "loose_objects_after_cold": cold_loose.loose,
+            let writes = |cold: ObjectCount, before: ObjectCount, after: ObjectCount| {
+                json!({
+                    "loose_objects_after_cold": cold.loose,
                     "one_vm_objects_written": after.objects() - before.objects(),
                     "one_vm_kib_written": after.kib.saturating_sub(before.kib),
-                },
-                "git_cli": {
-                    "loose_objects_after_cold": git_cold_loose.loose,
-                    "one_vm_objects_written": git_after.objects() - git_before.objects(),
-                    "one_vm_kib_written": git_after.kib.saturating_sub(git_before.kib),
-                },
+                })
+            };
+            git_writes = json!({
+                "meshvm": writes(cold.0, before.0, after.0),
+                "git_cli": writes(cold.1, before.1, after.1),
             });
         }
         remove(&repo)?;
@@ -431,6 +454,85 @@ fn size(meshvm: &Path, work: &Path, vms: usize, runs: u32) -> Result<SizeResult,
         series,
         git_writes,
     })
+}
+
+const FLEET_FILE: &str = "fleet.yaml";
+const CHANGED_FILE: &str = "fleet-changed.yaml";
+
+/// `bench-prepare`'s report.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Prepared {
+    files: usize,
+    gitops_path: String,
+    branch: String,
+    load_ms: Vec<f64>,
+    render_memory_ms: Vec<f64>,
+    render_memory_1_thread_ms: Vec<f64>,
+}
+
+/// Internal to `cargo xtask bench`: writes a synthetic fleet and its one-VM-changed twin
+/// into DIR, times loading and rendering it in process, and prints the figures as JSON.
+#[derive(Debug, clap::Args)]
+pub struct PrepareArgs {
+    #[arg(long)]
+    vms: usize,
+    #[arg(long)]
+    runs: u32,
+    dir: PathBuf,
+}
+
+pub fn prepare(args: PrepareArgs) -> ExitCode {
+    match prepared(&args) {
+        Ok(p) => {
+            println!("{}", serde_json::to_string(&p).expect("JSON"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xtask bench-prepare: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn prepared(args: &PrepareArgs) -> Result<Prepared, String> {
+    let fleet = meshvm::synthetic::fleet(args.vms);
+    let fleet_file = args.dir.join(FLEET_FILE);
+    write(&fleet_file, meshvm::yaml::to_string(&fleet))?;
+    write(
+        &args.dir.join(CHANGED_FILE),
+        meshvm::yaml::to_string(&one_vm_changed(&fleet)),
+    )?;
+    // The library, as the binary calls it: on all cores, and on one thread for the ratio.
+    let all_cores = pool(0)?;
+    let one_thread = pool(1)?;
+    let render = |pool: &rayon::ThreadPool| {
+        let (rendered, t) = timed(|| pool.install(|| meshvm::render::render(&fleet, None)));
+        rendered
+            .map(|r| (r, t.as_secs_f64() * 1e3))
+            .map_err(|e| e.to_string())
+    };
+    let mut out = Prepared {
+        files: 0,
+        gitops_path: fleet.gitops.path.clone(),
+        branch: fleet.gitops.branch.clone(),
+        load_ms: Vec::new(),
+        render_memory_ms: Vec::new(),
+        render_memory_1_thread_ms: Vec::new(),
+    };
+    for _ in 0..args.runs {
+        let (loaded, t) = timed(|| meshvm::spec::load_fleet(&fleet_file));
+        loaded.map_err(|e| format!("loading the synthetic fleet: {e}"))?;
+        out.load_ms.push(t.as_secs_f64() * 1e3);
+        let (parallel, ms) = render(&all_cores)?;
+        out.render_memory_ms.push(ms);
+        let (sequential, ms) = render(&one_thread)?;
+        out.render_memory_1_thread_ms.push(ms);
+        if parallel != sequential {
+            return Err("the parallel render differs from the 1-thread render".into());
+        }
+        out.files = sequential.files.len();
+    }
+    Ok(out)
 }
 
 /// The fleet with one VM's address changed: a VM in the middle, in a group with

@@ -30,6 +30,8 @@ enum Command {
     Ci,
     Fuzz(FuzzArgs),
     Bench(bench::Args),
+    #[command(hide = true)]
+    BenchPrepare(bench::PrepareArgs),
 }
 
 /// Validate Kubernetes manifests against JSON schemas, as kubeconform does.
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
         Command::Ci => ci::run(),
         Command::Fuzz(args) => fuzz::run(&schemas::workspace_root(), args.seconds),
         Command::Bench(args) => bench::run(args),
+        Command::BenchPrepare(args) => bench::prepare(args),
     }
 }
 
