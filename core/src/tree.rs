@@ -7,6 +7,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 /// Mode of an ordinary file.
 pub const MODE_PUBLIC: u32 = 0o644;
 /// Mode of a file holding a secret (the istio-token, user-data).
@@ -133,22 +135,49 @@ impl FileTree {
 
     /// Writes every file below `root`, creating directories; files are created with their
     /// mode from the start, so a secret is never readable by others, even briefly.
+    ///
+    /// Each directory is made once, parents first, and the files are then written on all
+    /// cores: creating files is most of the time a large tree takes.
     pub fn write_into(&self, root: &Path) -> io::Result<()> {
-        for (path, file) in &self.files {
-            let target = root.join(path);
-            if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent)?;
+        let mut dirs = std::collections::BTreeSet::new();
+        for path in self.files.keys() {
+            let mut p = path.as_str();
+            while let Some((dir, _)) = p.rsplit_once('/') {
+                if !dirs.insert(dir) {
+                    break; // this directory and its parents are in already
+                }
+                p = dir;
             }
+        }
+        fs::create_dir_all(root)?;
+        // Sorted, so a directory comes before what is inside it.
+        for dir in dirs {
+            let dir = root.join(dir);
+            match fs::create_dir(&dir) {
+                Err(e) if !(e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir()) => {
+                    return Err(e);
+                }
+                _ => {}
+            }
+        }
+        self.files.par_iter().try_for_each(|(path, file)| {
             let mut out = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(file.mode)
-                .open(&target)?;
+                .open(root.join(path))?;
             out.write_all(&file.bytes)?;
             // The process umask may have narrowed the mode; secrets stay narrow either way.
-            fs::set_permissions(&target, fs::Permissions::from_mode(file.mode))?;
-        }
-        Ok(())
+            out.set_permissions(fs::Permissions::from_mode(file.mode))
+        })
+    }
+}
+
+impl IntoIterator for FileTree {
+    type Item = (String, File);
+    type IntoIter = std::collections::btree_map::IntoIter<String, File>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.files.into_iter()
     }
 }
 

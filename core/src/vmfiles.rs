@@ -441,19 +441,17 @@ pub fn render(inputs: &Inputs) -> Result<FileTree, VmFilesError> {
         None => String::new(),
     };
 
-    let mut mesh_yaml = json!({ "defaultConfig": proxy.to_value() });
-    sort_keys_like_go_yaml(&mut mesh_yaml);
+    let mesh_yaml = json!({ "defaultConfig": proxy.into_value() });
 
     let mut tree = FileTree::new();
     tree.insert(CLUSTER_ENV, cluster_env);
-    tree.insert(MESH_YAML, crate::yaml::to_string(&mesh_yaml));
+    tree.insert(MESH_YAML, crate::yaml::to_string(&GoYamlOrder(&mesh_yaml)));
     tree.insert(HOSTS, hosts);
     Ok(tree)
 }
 
 /// `KEY=value` lines, values shell-quoted, sorted as istioctl sorts them: by the whole line.
 fn cluster_env(env: &BTreeMap<String, String>) -> Result<String, VmFilesError> {
-    let mut lines = Vec::with_capacity(env.len());
     for (key, value) in env {
         names::env_name(key).map_err(|reason| {
             invalid(
@@ -467,10 +465,21 @@ fn cluster_env(env: &BTreeMap<String, String>) -> Result<String, VmFilesError> {
                 format!("{key} holds a NUL character, which no environment variable can"),
             ));
         }
-        lines.push(format!("{key}={}", shell_quote(value)));
     }
-    lines.sort();
-    Ok(lines.join("\n") + "\n")
+    // A key is a shell name, without `=`: the order of whole lines is the order of `KEY=`.
+    let mut keys: Vec<&String> = env.keys().collect();
+    keys.sort_by(|a, b| a.bytes().chain(*b"=").cmp(b.bytes().chain(*b"=")));
+    let mut out = String::with_capacity(env.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
+    for key in keys {
+        out.push_str(key);
+        out.push('=');
+        go::push_shell_quoted(&mut out, &env[key]);
+        out.push('\n');
+    }
+    if out.is_empty() {
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 fn check_ip(what: &str, ip: &str) -> Result<(), VmFilesError> {
@@ -501,32 +510,43 @@ pub fn canonical_service(labels: &BTreeMap<String, String>, workload: &str) -> (
 
 /// `ISTIO_META_POD_PORTS`: istio's `[]model.PodPort` as JSON, sorted by name.
 pub fn pod_ports_json(ports: &BTreeMap<String, u32>) -> String {
-    let items: Vec<String> = ports
-        .iter()
-        .map(|(name, port)| {
-            let name = if name.is_empty() {
-                String::new()
-            } else {
-                format!("\"name\":{},", go::json_string(name))
-            };
-            format!("{{{name}\"containerPort\":{port},\"protocol\":\"\"}}")
-        })
-        .collect();
-    format!("[{}]", items.join(","))
+    let mut out = String::from("[");
+    for (i, (name, port)) in ports.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('{');
+        if !name.is_empty() {
+            out.push_str("\"name\":");
+            go::push_json_string(&mut out, name);
+            out.push(',');
+        }
+        out.push_str(&format!("\"containerPort\":{port},\"protocol\":\"\"}}"));
+    }
+    out.push(']');
+    out
 }
 
-fn sort_keys_like_go_yaml(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
-            entries.sort_by(|a, b| go::yaml_key_cmp(&a.0, &b.0));
-            for (k, mut v) in entries {
-                sort_keys_like_go_yaml(&mut v);
-                map.insert(k, v);
+/// A JSON value serialized with the keys of every map in the order gopkg.in/yaml.v2 writes
+/// them ([`go::yaml_key_cmp`]), without rebuilding the maps.
+struct GoYamlOrder<'a>(&'a Value);
+
+impl serde::Serialize for GoYamlOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0 {
+            Value::Object(map) => {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_by(|a, b| go::yaml_key_cmp(a.0, b.0));
+                let mut out = s.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    out.serialize_entry(k, &GoYamlOrder(v))?;
+                }
+                out.end()
             }
+            Value::Array(items) => s.collect_seq(items.iter().map(GoYamlOrder)),
+            other => other.serialize(s),
         }
-        Value::Array(items) => items.iter_mut().for_each(sort_keys_like_go_yaml),
-        _ => {}
     }
 }
 

@@ -488,8 +488,25 @@ fn large_trees_are_written_as_one_pack_and_dry_runs_write_nothing() {
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
+    // Someone else's file beside the owned path: the packed update must carry it over.
+    let repo = Repository::open(&f.repo).unwrap();
+    human_commit(
+        &repo,
+        "main",
+        &[("docs/owners.md", Some("platform team\n"))],
+    );
     let report = run(&fleet_tree(&moved_refs), &opts).unwrap();
     assert_eq!(report.plan.files.len(), 400);
+    assert_eq!(
+        read(&repo, "main", "docs/owners.md").as_deref(),
+        Some("platform team\n")
+    );
+    // An unchanged VM's files are carried over from the base tree.
+    let kept = "clusters/c1/workloads/apps/g/vms/vm-399/workloadentry.yaml";
+    assert_eq!(
+        read(&repo, "main", kept).as_deref(),
+        Some("address: 10.1.1.149\n")
+    );
     let count = git(&f.repo, &["count-objects", "-v"]);
     assert!(count.contains("packs: 2\n"), "{count}");
     let added = in_pack(&count) - before;

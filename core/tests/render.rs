@@ -379,3 +379,39 @@ fn a_missing_repo_url_is_a_problem_only_when_engines_are_rendered() {
     let no_engines = without.replace("engines: [argocd, flux]", "engines: []");
     meshvm::spec::load_fleet_str(&no_engines, "f.yaml".as_ref()).unwrap();
 }
+
+/// The per-VM renders run on rayon's pool; the merged tree must not depend on how many
+/// threads there are or how the work was split.
+#[test]
+fn a_parallel_render_equals_a_single_threaded_one_byte_for_byte() {
+    let one_thread = |fleet: &Fleet| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| render_ok(fleet))
+    };
+    let many_threads = |fleet: &Fleet| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap()
+            .install(|| render_ok(fleet))
+    };
+    let mut fleets: Vec<Fleet> = fixture_names()
+        .iter()
+        .map(|name| load(name).fleet)
+        .collect();
+    fleets.push(meshvm::synthetic::fleet(1500));
+    for fleet in &fleets {
+        let sequential = one_thread(fleet);
+        let parallel = many_threads(fleet);
+        assert_eq!(sequential.objects, parallel.objects);
+        assert_eq!(sequential.files.len(), parallel.files.len());
+        for ((p1, f1), (p2, f2)) in sequential.files.iter().zip(parallel.files.iter()) {
+            assert_eq!((p1, f1.mode), (p2, f2.mode));
+            assert!(f1.bytes == f2.bytes, "{p1} differs between 1 and 4 threads");
+        }
+        assert_eq!(sequential, parallel);
+    }
+}

@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 a check failed (invalid object, missing schema, failed CI step),
 //! 2 usage.
 
+mod bench;
 mod ci;
 mod fuzz;
 
@@ -28,6 +29,9 @@ enum Command {
     ValidateUserData(UserDataArgs),
     Ci,
     Fuzz(FuzzArgs),
+    Bench(bench::Args),
+    #[command(hide = true)]
+    BenchPrepare(bench::PrepareArgs),
 }
 
 /// Validate Kubernetes manifests against JSON schemas, as kubeconform does.
@@ -103,6 +107,8 @@ fn main() -> ExitCode {
         Command::ValidateUserData(args) => validate_user_data(args),
         Command::Ci => ci::run(),
         Command::Fuzz(args) => fuzz::run(&schemas::workspace_root(), args.seconds),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchPrepare(args) => bench::prepare(args),
     }
 }
 

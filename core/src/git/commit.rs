@@ -165,6 +165,20 @@ pub fn build_tree(
     mut on_blob: impl FnMut(usize, usize),
 ) -> Result<(Oid, Oid), GitError> {
     let repo = w.repo;
+    // The directories on changed paths: the trees the update reads and rewrites.
+    let mut dirs = std::collections::BTreeSet::new();
+    for change in &plan.files {
+        let mut p = change.path.as_str();
+        while let Some((dir, _)) = p.rsplit_once('/') {
+            if !dirs.insert(dir) {
+                break; // this directory and its parents are in already
+            }
+            p = dir;
+        }
+    }
+    if let Some(id) = base_tree {
+        w.import_trees(id, dirs.iter().copied())?;
+    }
     let base = match base_tree {
         Some(id) => repo.find_tree(id),
         None => repo
@@ -199,16 +213,6 @@ pub fn build_tree(
     // The trees written are those on the changed paths: the root and each changed file's
     // directories that still exist.
     w.created(root);
-    let mut dirs = std::collections::BTreeSet::new();
-    for change in &plan.files {
-        let mut p = change.path.as_str();
-        while let Some((dir, _)) = p.rsplit_once('/') {
-            if !dirs.insert(dir) {
-                break; // this directory and its parents are in already
-            }
-            p = dir;
-        }
-    }
     for dir in dirs {
         if let Some(id) = super::plan::subtree_id(&root_tree, dir) {
             w.created(id);
@@ -239,6 +243,9 @@ pub fn create_commit(
     let tree = repo
         .find_tree(tree)
         .map_err(GitError::git("reading the new tree"))?;
+    if let Some(id) = parent {
+        w.import(id)?;
+    }
     let parent = parent
         .map(|id| repo.find_commit(id))
         .transpose()

@@ -607,7 +607,14 @@ fn plan_against(
     let current = base_tree
         .as_ref()
         .and_then(|t| plan::subtree_id(t, input.path));
-    let committed = plan::committed_files(repo, current)?;
+    // The usual sync changes nothing: the rendered tree's id, computed in memory, is then the
+    // committed one, and the committed files need not be read.
+    let unchanged = current.is_some() && current == Some(plan::tree_id(rendered)?);
+    let committed = if unchanged {
+        std::borrow::Cow::Borrowed(rendered)
+    } else {
+        std::borrow::Cow::Owned(plan::committed_files(repo, current)?)
+    };
     let written = commit::last_written_tree(repo, base, input.path)?;
     let current_or_empty = current.unwrap_or_else(empty_tree_id);
     let hand_edited: Vec<String> = match written {

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::GitError;
-use crate::layout::vm_of_path;
+use crate::layout::{vm_dir, vm_of_path};
 use crate::tree::{FileTree, MODE_PRIVATE};
 
 /// Files of a subtree: path relative to the subtree → (blob id, mode).
@@ -162,23 +162,75 @@ pub fn subtree_id(root: &Tree<'_>, path: &str) -> Option<Oid> {
         .map(|e| e.id())
 }
 
-/// Paths (relative to the subtree) whose id or mode differs between two file sets.
+/// Paths (relative to the subtree) whose id or mode differs between two file sets, in path
+/// order: one walk over both (they are sorted), no lookups.
 pub fn differing(old: &Files, new: &Files) -> Vec<(String, Change)> {
+    use std::cmp::Ordering;
     let mut out = Vec::new();
-    for (path, old_entry) in old {
-        match new.get(path) {
-            None => out.push((path.clone(), Change::Removed)),
-            Some(new_entry) if new_entry != old_entry => out.push((path.clone(), Change::Changed)),
-            Some(_) => {}
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((pa, _)), Some((pb, _))) => pa.cmp(pb),
+        };
+        match order {
+            Ordering::Less => {
+                let (path, _) = a.next().expect("peeked");
+                out.push((path.clone(), Change::Removed));
+            }
+            Ordering::Greater => {
+                let (path, _) = b.next().expect("peeked");
+                out.push((path.clone(), Change::Added));
+            }
+            Ordering::Equal => {
+                let ((path, old_entry), (_, new_entry)) =
+                    (a.next().expect("peeked"), b.next().expect("peeked"));
+                if old_entry != new_entry {
+                    out.push((path.clone(), Change::Changed));
+                }
+            }
         }
     }
-    for path in new.keys() {
-        if !old.contains_key(path) {
-            out.push((path.clone(), Change::Added));
-        }
-    }
-    out.sort();
     out
+}
+
+/// The id of the tree that holds `files`, as Git would compute it, without writing anything.
+/// Equal to the committed subtree's id exactly when a sync has nothing to change.
+pub fn tree_id(files: &Files) -> Result<Oid, GitError> {
+    #[derive(Default)]
+    struct Dir<'a> {
+        files: Vec<(&'a str, Oid, i32)>,
+        dirs: BTreeMap<&'a str, Dir<'a>>,
+    }
+    fn hash(dir: &Dir<'_>) -> Result<Oid, GitError> {
+        // Git sorts a tree's entries by name, a directory's name as if it ended in `/`.
+        let mut entries: Vec<(String, &str, Oid, i32)> = Vec::new();
+        for (name, sub) in &dir.dirs {
+            entries.push((format!("{name}/"), name, hash(sub)?, 0o040000));
+        }
+        for &(name, id, mode) in &dir.files {
+            entries.push((name.to_owned(), name, id, mode));
+        }
+        entries.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        let mut bytes = Vec::with_capacity(entries.len() * 48);
+        for (_, name, id, mode) in entries {
+            bytes.extend_from_slice(format!("{mode:o} {name}\0").as_bytes());
+            bytes.extend_from_slice(id.as_bytes());
+        }
+        Oid::hash_object(ObjectType::Tree, &bytes).map_err(GitError::git("hashing a tree"))
+    }
+    let mut root = Dir::default();
+    for (path, &(id, mode)) in files {
+        let (dirs, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let mut dir = &mut root;
+        for part in dirs.split('/').filter(|p| !p.is_empty()) {
+            dir = dir.dirs.entry(part).or_default();
+        }
+        dir.files.push((name, id, mode));
+    }
+    hash(&root)
 }
 
 /// The plan from the committed files to the rendered ones.
@@ -202,18 +254,17 @@ pub fn plan(
         .collect();
 
     // A VM is added when it had no files, removed when it has none left, changed otherwise.
-    let vms_of = |files: &Files| -> BTreeSet<VmRef> {
+    // Looked up for the VMs touched only: the cost follows the change, not the fleet.
+    let has_files = |files: &Files, vm: &VmRef| {
+        let dir = format!("{}/", vm_dir(&vm.namespace, &vm.group, &vm.name));
         files
-            .keys()
-            .filter_map(|p| vm_of_path(p))
-            .map(|v| VmRef {
-                name: v.vm.to_owned(),
-                namespace: v.namespace.to_owned(),
-                group: v.group.to_owned(),
-            })
-            .collect()
+            .range::<str, _>((
+                std::ops::Bound::Included(dir.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .next()
+            .is_some_and(|(p, _)| p.starts_with(&dir))
     };
-    let (before, after) = (vms_of(committed), vms_of(rendered));
     let mut touched = BTreeSet::new();
     for f in &files {
         if let Some(v) = vm_of_path(&f.path[path.len() + 1..]) {
@@ -226,7 +277,7 @@ pub fn plan(
     }
     let mut vms = VmChanges::default();
     for vm in touched {
-        match (before.contains(&vm), after.contains(&vm)) {
+        match (has_files(committed, &vm), has_files(rendered, &vm)) {
             (false, _) => vms.added.push(vm),
             (true, false) => vms.removed.push(vm),
             (true, true) => vms.changed.push(vm),
@@ -274,4 +325,65 @@ pub fn unified_diff(
     })
     .map_err(GitError::git("printing the diff"))?;
     Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names whose order differs between plain byte order and Git's, where a directory sorts
+    /// as if its name ended in `/`.
+    fn tricky() -> FileTree {
+        let mut t = FileTree::new();
+        for path in [
+            "a.txt", "a/x", "a-b/y", "a0", "b/c/d/e", "b/c.yaml", "z", "run.sh",
+        ] {
+            t.insert(path, format!("{path}\n"));
+        }
+        t.insert_with_mode("bin/tool", "#!/bin/sh\n", 0o755);
+        t
+    }
+
+    #[test]
+    fn tree_ids_are_computed_as_git_writes_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(tmp.path()).unwrap();
+        let files = hashed_files(&tricky()).unwrap();
+        let empty = repo.find_tree(repo.treebuilder(None).unwrap().write().unwrap());
+        let mut update = git2::build::TreeUpdateBuilder::new();
+        for (path, file) in tricky().iter() {
+            let id = repo.blob(&file.bytes).unwrap();
+            let mode = if file.mode & 0o111 != 0 {
+                FileMode::BlobExecutable
+            } else {
+                FileMode::Blob
+            };
+            update.upsert(path, id, mode);
+        }
+        let written = update.create_updated(&repo, &empty.unwrap()).unwrap();
+        assert_eq!(tree_id(&files).unwrap(), written);
+        assert_eq!(
+            tree_id(&Files::new()).unwrap().to_string(),
+            "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+        );
+    }
+
+    #[test]
+    fn differing_lists_each_changed_path_once_in_order() {
+        let old = hashed_files(&tricky()).unwrap();
+        let mut t = tricky();
+        t.insert("a/x", "changed\n");
+        t.insert("a/new", "new\n");
+        let mut new = hashed_files(&t).unwrap();
+        new.remove("z");
+        assert_eq!(
+            differing(&old, &new),
+            vec![
+                ("a/new".to_owned(), Change::Added),
+                ("a/x".to_owned(), Change::Changed),
+                ("z".to_owned(), Change::Removed),
+            ]
+        );
+        assert!(differing(&old, &old).is_empty());
+    }
 }

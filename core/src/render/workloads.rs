@@ -91,9 +91,9 @@ fn bootstrap(
         files.insert(vmfiles::ROOT_CERT, pem);
     }
     let mut public = FileTree::new();
-    for (path, file) in files.iter() {
+    for (path, file) in files {
         if file.mode & 0o077 != 0 {
-            public.insert_with_mode(path, file.bytes.clone(), file.mode);
+            public.insert_with_mode(path, file.bytes, file.mode);
         }
     }
     Ok(public)

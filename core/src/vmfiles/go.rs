@@ -15,23 +15,41 @@ use std::cmp::Ordering;
 /// quoted, because a bare `\` would escape the next character (or join the next line) when the
 /// file is sourced.
 pub fn shell_quote(value: &str) -> Cow<'_, str> {
-    if value.is_empty() {
-        return Cow::Borrowed("''");
-    }
-    let bare = value
-        .chars()
-        .all(|c| matches!(c, 'w' | '@' | '%' | '+' | '=' | ':' | ',' | '.' | '/' | '-'));
-    if bare {
+    if is_shell_bare(value) {
         Cow::Borrowed(value)
     } else {
-        Cow::Owned(format!("'{}'", value.replace('\'', r#"'"'"'"#)))
+        let mut out = String::with_capacity(value.len() + 2);
+        push_shell_quoted(&mut out, value);
+        Cow::Owned(out)
     }
 }
 
-/// A JSON string literal as Go's `encoding/json` writes it (Go ≥ 1.22): HTML-safe escapes for
-/// `<`, `>` and `&`, `\u2028`/`\u2029` escaped, short escapes for `\b \f \n \r \t`.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+/// [`shell_quote`], appended to `out`.
+pub fn push_shell_quoted(out: &mut String, value: &str) {
+    if is_shell_bare(value) {
+        out.push_str(value);
+        return;
+    }
+    out.push('\'');
+    for (i, part) in value.split('\'').enumerate() {
+        if i > 0 {
+            out.push_str(r#"'"'"'"#);
+        }
+        out.push_str(part);
+    }
+    out.push('\'');
+}
+
+fn is_shell_bare(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .chars()
+            .all(|c| matches!(c, 'w' | '@' | '%' | '+' | '=' | ':' | ',' | '.' | '/' | '-'))
+}
+
+/// Appends a JSON string literal as Go's `encoding/json` writes it (Go ≥ 1.22): HTML-safe
+/// escapes for `<`, `>` and `&`, `\u2028`/`\u2029` escaped, short escapes for `\b \f \n \r \t`.
+pub fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -50,7 +68,6 @@ pub fn json_string(s: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
 /// `json.Marshal(map[string]string)`: keys in byte order, no spaces.
@@ -60,11 +77,17 @@ where
 {
     let mut entries: Vec<_> = entries.into_iter().collect();
     entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let body: Vec<String> = entries
-        .iter()
-        .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
-        .collect();
-    format!("{{{}}}", body.join(","))
+    let mut out = String::from("{");
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_string(&mut out, k);
+        out.push(':');
+        push_json_string(&mut out, v);
+    }
+    out.push('}');
+    out
 }
 
 /// The order gopkg.in/yaml.v2 (under sigs.k8s.io/yaml) writes map keys in: rune by rune, a
@@ -239,8 +262,10 @@ mod tests {
 
     #[test]
     fn json_like_go() {
+        let mut out = String::new();
+        push_json_string(&mut out, "a\"b\\c\n\t\u{8}\u{c}\u{1}<>&\u{2028}é\u{7f}");
         assert_eq!(
-            json_string("a\"b\\c\n\t\u{8}\u{c}\u{1}<>&\u{2028}é\u{7f}"),
+            out,
             "\"a\\\"b\\\\c\\n\\t\\b\\f\\u0001\\u003c\\u003e\\u0026\\u2028é\u{7f}\""
         );
         let map: std::collections::BTreeMap<String, String> =

@@ -347,30 +347,24 @@ impl ProxyConfig {
     }
 
     /// The written form: zero values and empty maps left out, at every level.
-    pub fn to_value(&self) -> Value {
-        Value::Object(written(&self.fields, PROXY_CONFIG))
+    pub fn into_value(self) -> Value {
+        Value::Object(written(self.fields, PROXY_CONFIG))
     }
 }
 
 /// A message as jsonpb writes it: fields at their zero value left out (unless in a oneof).
-fn written(message: &Map<String, Value>, fields: &'static [Field]) -> Map<String, Value> {
-    let mut out = Map::new();
-    for (k, v) in message {
-        match fields.iter().find(|f| f.json == k) {
-            None => {
-                out.insert(k.clone(), v.clone());
+fn written(mut message: Map<String, Value>, fields: &'static [Field]) -> Map<String, Value> {
+    message.retain(|k, v| match fields.iter().find(|f| f.json == k) {
+        None => true,
+        Some(f) if !f.oneof && is_zero(v, f.kind) => false,
+        Some(f) => {
+            if let (Kind::Msg(inner), Value::Object(m)) = (f.kind, v) {
+                *m = written(std::mem::take(m), inner);
             }
-            Some(f) if !f.oneof && is_zero(v, f.kind) => {}
-            Some(f) => {
-                let v = match (f.kind, v) {
-                    (Kind::Msg(inner), Value::Object(m)) => Value::Object(written(m, inner)),
-                    _ => v.clone(),
-                };
-                out.insert(k.clone(), v);
-            }
+            true
         }
-    }
-    out
+    });
+    message
 }
 
 fn is_empty_collection(v: &Value) -> bool {
@@ -592,7 +586,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            pc.to_value(),
+            pc.into_value(),
             json!({
                 "discoveryAddress": "b:2",
                 "statusPort": 15021,
@@ -624,7 +618,7 @@ mod tests {
             .unwrap(),
         );
         assert_eq!(
-            base.to_value(),
+            base.clone().into_value(),
             json!({"tracing": {"sampling": 5}, "discoveryAddress": "istiod:15012"})
         );
     }
@@ -639,7 +633,7 @@ mod tests {
         base.apply(
             &ProxyConfig::parse(&json!({"discoveryAddress": "", "runtimeValues": {}}), "").unwrap(),
         );
-        assert_eq!(base.to_value(), json!({}));
+        assert_eq!(base.clone().into_value(), json!({}));
     }
 
     #[test]
