@@ -11,7 +11,7 @@ Exit codes:
   1  invalid input, or a check failed (the errors say where and how to fix them)
   2  usage error: unknown command, flag or value
   3  Git or remote failure (the local repository is left valid)
-  4  `gitops diff` only: there are changes to sync";
+  4  `gitops diff` and `gitops sync --dry-run`: there are changes to sync";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

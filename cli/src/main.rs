@@ -41,6 +41,8 @@ enum Command {
     Completions(cmd::completions::Args),
     #[command(subcommand)]
     Gitops(cmd::gitops::Command),
+    #[command(name = "cloud-init")]
+    CloudInit(cmd::cloud_init::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Workload(command) => cmd::workload::run(command),
         Command::Completions(args) => cmd::completions::run(args, &mut Cli::command()),
         Command::Gitops(command) => cmd::gitops::run(command),
+        Command::CloudInit(args) => cmd::cloud_init::run(args),
     };
     match result {
         Ok(code) => code,

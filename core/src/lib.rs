@@ -5,6 +5,7 @@
 //! never prints and never exits; it returns typed errors.
 
 pub mod argocd;
+pub mod cloudinit;
 pub mod diagnostic;
 pub mod flux;
 pub mod gateway;
@@ -18,10 +19,13 @@ pub mod layout;
 pub mod names;
 pub mod objects;
 pub mod render;
+pub mod rootcert;
 pub mod spec;
 #[doc(hidden)]
 pub mod synthetic;
+pub mod token;
 pub mod tree;
+pub mod utc;
 pub mod vmfiles;
 pub mod yaml;
 

@@ -8,16 +8,18 @@ use meshvm::layout;
 use meshvm::render::{Rendered, render};
 use meshvm::spec::{Engine, Fleet, Instance};
 
-const FIXTURES: &[&str] = &[
-    "seed",
-    "single-network",
-    "multi-network",
-    "revisioned",
-    "autoregister",
-    "probe",
-    "ipv6",
-    "hostile",
-];
+/// Every fixture fleet (`fixtures/fleets/<name>/meshvm.yaml`), by name: a new fixture is
+/// covered without being listed.
+fn fixture_names() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/fleets");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 8, "fixture fleets in {}", dir.display());
+    names
+}
 
 fn fixture_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,7 +60,7 @@ fn listing(r: &Rendered) -> String {
 
 #[test]
 fn snapshots_of_the_fixture_trees() {
-    for name in FIXTURES {
+    for name in &fixture_names() {
         let source = load(name);
         let r = render(&source.fleet, source.root_cert.as_deref()).unwrap();
         insta::assert_snapshot!(format!("tree-{name}"), listing(&r));
@@ -67,7 +69,7 @@ fn snapshots_of_the_fixture_trees() {
 
 #[test]
 fn same_fleet_same_bytes_whatever_the_order_of_the_file() {
-    for name in FIXTURES {
+    for name in &fixture_names() {
         let fleet = load(name).fleet;
         let first = render_ok(&fleet);
         assert_eq!(
@@ -104,7 +106,7 @@ fn diff(a: &Rendered, b: &Rendered) -> (BTreeSet<String>, BTreeSet<String>, BTre
 
 #[test]
 fn adding_a_vm_adds_its_files_and_touches_only_its_group_listing() {
-    for name in FIXTURES {
+    for name in &fixture_names() {
         let fleet = load(name).fleet;
         for (gi, w) in fleet.workloads.iter().enumerate() {
             let mut bigger = fleet.clone();
@@ -199,7 +201,7 @@ fn engine_roots(r: &Rendered, engine: Engine) -> Vec<String> {
 
 #[test]
 fn every_applied_object_belongs_to_exactly_one_application_or_kustomization() {
-    for name in FIXTURES {
+    for name in &fixture_names() {
         let r = render_ok(&load(name).fleet);
         // What the engines apply: everything but the install files and the engines' own.
         let applied: BTreeSet<&str> = r
@@ -230,7 +232,7 @@ fn every_applied_object_belongs_to_exactly_one_application_or_kustomization() {
 
 #[test]
 fn objects_are_unique_and_managed_by_meshvm() {
-    for name in FIXTURES {
+    for name in &fixture_names() {
         let r = render_ok(&load(name).fleet);
         let mut ids = BTreeSet::new();
         for path in &r.objects {
@@ -252,7 +254,7 @@ fn objects_are_unique_and_managed_by_meshvm() {
 
 #[test]
 fn kustomizations_use_kustomize_v5_fields_only() {
-    for name in FIXTURES {
+    for name in &fixture_names() {
         let r = render_ok(&load(name).fleet);
         for (path, file) in r.files.iter() {
             if path.ends_with(kustomize::FILE_NAME) {
@@ -272,7 +274,7 @@ fn kustomizations_use_kustomize_v5_fields_only() {
 
 #[test]
 fn each_vm_has_its_overlay_unless_auto_registered_and_its_bootstrap_files() {
-    for name in FIXTURES {
+    for name in &fixture_names() {
         let source = load(name);
         let fleet = &source.fleet;
         let r = render(fleet, source.root_cert.as_deref()).unwrap();
@@ -396,7 +398,10 @@ fn a_parallel_render_equals_a_single_threaded_one_byte_for_byte() {
             .unwrap()
             .install(|| render_ok(fleet))
     };
-    let mut fleets: Vec<Fleet> = FIXTURES.iter().map(|name| load(name).fleet).collect();
+    let mut fleets: Vec<Fleet> = fixture_names()
+        .iter()
+        .map(|name| load(name).fleet)
+        .collect();
     fleets.push(meshvm::synthetic::fleet(1500));
     for fleet in &fleets {
         let sequential = one_thread(fleet);

@@ -6,6 +6,11 @@ mod servers;
 mod support;
 
 mod cli;
+mod cloud_init;
+mod faults;
 mod gitops;
+mod hardening;
+mod nspawn;
 mod render;
+mod secrets;
 mod vm_files;

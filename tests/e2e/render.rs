@@ -7,16 +7,18 @@ use std::process::Command;
 
 use crate::support::{fixture, meshvm, require_tool, run};
 
-const FIXTURES: &[&str] = &[
-    "seed",
-    "single-network",
-    "multi-network",
-    "revisioned",
-    "autoregister",
-    "probe",
-    "ipv6",
-    "hostile",
-];
+/// Every fixture fleet (`fixtures/fleets/<name>/meshvm.yaml`), by name: a new fixture is
+/// covered without being listed.
+fn fixture_names() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/fleets");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 8, "fixture fleets in {}", dir.display());
+    names
+}
 
 fn render_to(fleet: &Path, out: &Path) {
     let r = run(meshvm()
@@ -95,7 +97,7 @@ fn kustomize(dir: &Path) -> Vec<String> {
 fn every_kustomization_of_every_fixture_builds_with_kubectl() {
     require_kubectl();
     let tmp = tempfile::tempdir().unwrap();
-    for name in FIXTURES {
+    for name in &fixture_names() {
         let out = tmp.path().join(name);
         render_to(&fixture(&format!("fleets/{name}/meshvm.yaml")), &out);
         let dirs: Vec<String> = files(&out)
@@ -115,7 +117,7 @@ fn every_kustomization_of_every_fixture_builds_with_kubectl() {
 fn no_object_is_applied_by_two_applications_or_kustomizations() {
     require_kubectl();
     let tmp = tempfile::tempdir().unwrap();
-    for name in FIXTURES {
+    for name in &fixture_names() {
         let out = tmp.path().join(name);
         render_to(&fixture(&format!("fleets/{name}/meshvm.yaml")), &out);
         // The ApplicationSet's git directories generator: `workloads/*/*`.
@@ -200,8 +202,8 @@ fn a_yaml_1_1_reader_reads_every_file_as_meshvm_meant_it() {
     let tricky = tmp.path().join("meshvm.yaml");
     std::fs::write(&tricky, TRICKY).unwrap();
     let fleets = std::iter::once(tricky).chain(
-        FIXTURES
-            .iter()
+        fixture_names()
+            .into_iter()
             .map(|f| fixture(&format!("fleets/{f}/meshvm.yaml"))),
     );
     for (i, fleet) in fleets.enumerate() {

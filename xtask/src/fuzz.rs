@@ -21,14 +21,21 @@ const TARGETS: &[(&str, &[&str])] = &[
 ];
 
 pub fn run(root: &Path, seconds: u32) -> ExitCode {
+    match run_all(root, seconds) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// Runs every target; on failure, says which failed.
+pub fn run_all(root: &Path, seconds: u32) -> Result<(), String> {
     let fuzz_dir = root.join("fuzz");
     let mut failed = Vec::new();
     for (target, seeds) in TARGETS {
         // libFuzzer writes new inputs to the first corpus directory; the fixtures only seed.
         let corpus = fuzz_dir.join("corpus").join(target);
         if let Err(e) = std::fs::create_dir_all(&corpus) {
-            eprintln!("xtask fuzz: cannot create {}: {e}", corpus.display());
-            return ExitCode::FAILURE;
+            return Err(format!("cannot create {}: {e}", corpus.display()));
         }
         eprintln!("xtask fuzz: {target} for {seconds} s");
         let status = Command::new(env!("CARGO"))
@@ -57,8 +64,11 @@ pub fn run(root: &Path, seconds: u32) -> ExitCode {
         }
     }
     if failed.is_empty() {
-        ExitCode::SUCCESS
+        Ok(())
     } else {
-        ExitCode::FAILURE
+        Err(format!(
+            "failed: {} (the crashing inputs are under fuzz/artifacts/)",
+            failed.join(", ")
+        ))
     }
 }

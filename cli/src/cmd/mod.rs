@@ -1,5 +1,6 @@
 //! One module per command; each has its clap `Args` (or `Command`) and a `run`.
 
+pub mod cloud_init;
 pub mod completions;
 pub mod gitops;
 pub mod init;

@@ -667,7 +667,14 @@ pub fn sync(
             push: PushOutcome::NotAsked,
         });
     };
-    let _lock = lock::RepoLock::acquire(&ws.git_dir, opts.lock_timeout)?;
+    let fetch = ws.remote.is_some() && (opts.push || ws.always_fetch);
+    // A dry run that fetches nothing writes nothing: no lock, so that `gitops diff` works on a
+    // read-only repository (a mirror, a mount) and never waits for a sync.
+    let _lock = if opts.dry_run && !fetch {
+        None
+    } else {
+        Some(lock::RepoLock::acquire(&ws.git_dir, opts.lock_timeout)?)
+    };
     let refname = format!("refs/heads/{}", opts.branch);
     if !opts.dry_run {
         if let Some(workdir) = checked_out(repo, &opts.branch) {
@@ -677,7 +684,6 @@ pub fn sync(
             });
         }
     }
-    let fetch = ws.remote.is_some() && (opts.push || ws.always_fetch);
     let mut kept: Option<Oid> = None;
     let mut attempt = 0;
     let wrap = |e: GitError, kept: Option<Oid>| match (kept, &ws.remote) {

@@ -20,6 +20,8 @@ const MAX_FILE_BYTES: u64 = 64 << 20;
 const MAX_DEPTH: usize = 64;
 /// Most nodes after expanding aliases, against alias bombs ("billion laughs").
 const MAX_NODES: usize = 2_000_000;
+/// Largest root CA bundle read: real ones are a few KiB.
+const MAX_ROOT_CERT_BYTES: u64 = 1 << 20;
 
 /// A fleet file read from disk and checked, with what it references.
 #[derive(Debug, Clone)]
@@ -52,20 +54,26 @@ pub fn load_fleet(path: &Path) -> Result<SourceFile, LoadError> {
         path: path.to_path_buf(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(LoadError::Invalid(Diagnostics(vec![Diagnostic {
+    let at_start = |message: String, hint: &str| {
+        LoadError::Invalid(Diagnostics(vec![Diagnostic {
             file: path.to_path_buf(),
             pos: Pos { line: 1, column: 1 },
             path: String::new(),
-            message: format!(
-                "the file is {} bytes, more than the {MAX_FILE_BYTES} a fleet file may have",
-                meta.len()
-            ),
-            hint: Some("split the fleet, or check that this is the right file".into()),
-        }])));
-    }
-    let bytes = std::fs::read(path).map_err(read_err)?;
+            message,
+            hint: Some(hint.into()),
+        }]))
+    };
+    // Read at most one byte over the limit: a device (`-f /dev/zero`) or a pipe has no size
+    // to check beforehand, and must not exhaust memory either.
+    let bytes = match read_bounded(path, MAX_FILE_BYTES).map_err(read_err)? {
+        Bounded::Whole(bytes) => bytes,
+        Bounded::TooLarge => {
+            return Err(at_start(
+                format!("the file is larger than the {MAX_FILE_BYTES} bytes a fleet file may have"),
+                "split the fleet, or check that this is the right file",
+            ));
+        }
+    };
     let sha256 = hex(&Sha256::digest(&bytes));
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
@@ -86,16 +94,16 @@ pub fn load_fleet(path: &Path) -> Result<SourceFile, LoadError> {
         None => None,
         Some(rel) => {
             let base = path.parent().unwrap_or(Path::new(""));
-            match std::fs::read_to_string(base.join(rel)) {
+            match read_root_cert(&base.join(rel)) {
                 Ok(pem) => Some(pem),
-                Err(e) => {
+                Err((message, hint)) => {
                     let doc = Document::parse(&text).expect("parsed above");
                     return Err(LoadError::Invalid(Diagnostics(vec![Diagnostic {
                         file: path.to_path_buf(),
                         pos: doc.value_pos("/mesh/rootCert"),
                         path: "mesh.rootCert".into(),
-                        message: format!("cannot read {}: {e}", base.join(rel).display()),
-                        hint: Some("the path is relative to the fleet file".into()),
+                        message,
+                        hint: Some(hint.into()),
                     }])));
                 }
             }
@@ -107,6 +115,115 @@ pub fn load_fleet(path: &Path) -> Result<SourceFile, LoadError> {
         sha256,
         root_cert,
     })
+}
+
+enum Bounded {
+    Whole(Vec<u8>),
+    TooLarge,
+}
+
+/// The file's bytes when it holds at most `limit` of them.
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Bounded> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() > limit {
+        return Ok(Bounded::TooLarge);
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    Ok(if bytes.len() as u64 > limit {
+        Bounded::TooLarge
+    } else {
+        Bounded::Whole(bytes)
+    })
+}
+
+/// Reads `mesh.rootCert`: a regular file of PEM certificates and nothing else.
+///
+/// The file is published: it is committed into the GitOps tree and written into every VM's
+/// user-data. A fleet that names another file (`../../.git-credentials`, a private key next to
+/// the certificate, `/dev/zero`) must be stopped here, without quoting what the file holds.
+fn read_root_cert(path: &Path) -> Result<String, (String, &'static str)> {
+    let shown = path.display();
+    let relative = "the path is relative to the fleet file";
+    let meta =
+        std::fs::metadata(path).map_err(|e| (format!("cannot read {shown}: {e}"), relative))?;
+    if !meta.is_file() {
+        return Err((
+            format!("{shown} is not a regular file"),
+            "name the PEM file of the mesh's root CA certificate",
+        ));
+    }
+    let bytes = match read_bounded(path, MAX_ROOT_CERT_BYTES) {
+        Ok(Bounded::Whole(bytes)) => bytes,
+        Ok(Bounded::TooLarge) => {
+            return Err((
+                format!(
+                    "{shown} is larger than the {MAX_ROOT_CERT_BYTES} bytes a root CA bundle may have"
+                ),
+                "name the PEM file of the mesh's root CA certificate",
+            ));
+        }
+        Err(e) => return Err((format!("cannot read {shown}: {e}"), relative)),
+    };
+    let pem = String::from_utf8(bytes).map_err(|_| {
+        (
+            format!("{shown} is not a PEM file (it is not text)"),
+            "name the PEM file of the mesh's root CA certificate, such as root-cert.pem",
+        )
+    })?;
+    check_certificates_only(&pem).map_err(|why| {
+        (
+            format!("{shown} {why}"),
+            "the root certificate is published in the GitOps tree and every VM's user-data: \
+             give a file that holds only `CERTIFICATE` blocks",
+        )
+    })?;
+    Ok(pem)
+}
+
+/// Checks that a text is one or more PEM `CERTIFICATE` blocks and nothing else. Errors name
+/// what was found, never the content.
+fn check_certificates_only(pem: &str) -> Result<(), String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut blocks = 0;
+    let mut inside = false;
+    for (i, line) in pem.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        let n = i + 1;
+        if inside {
+            if line == END {
+                inside = false;
+                blocks += 1;
+            } else if line.starts_with("-----") {
+                return Err(format!("has a block inside a certificate at line {n}"));
+            } else if !line
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+            {
+                return Err(format!("has a certificate that is not base64 at line {n}"));
+            }
+        } else if line == BEGIN {
+            inside = true;
+        } else if let Some(label) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        {
+            return Err(format!(
+                "holds a {label} block at line {n}; only certificates may be published"
+            ));
+        } else if !line.trim().is_empty() {
+            return Err(format!("has text outside the certificates at line {n}"));
+        }
+    }
+    if inside {
+        return Err("ends inside a certificate".into());
+    }
+    if blocks == 0 {
+        return Err("holds no PEM certificate".into());
+    }
+    Ok(())
 }
 
 /// Parses and checks a fleet from text; `file` names it in diagnostics.
@@ -413,13 +530,7 @@ impl NodeBuilder {
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let tag = tag.map(|t| {
-                    if t.handle == "tag:yaml.org,2002:" || t.handle == "!!" {
-                        t.suffix.clone()
-                    } else {
-                        format!("{}{}", t.handle, t.suffix)
-                    }
-                });
+                let tag = tag.map(|t| tag_name(&t));
                 let node = Node {
                     pos,
                     kind: NodeKind::Scalar {
@@ -448,7 +559,17 @@ impl NodeBuilder {
                 node.pos = pos;
                 self.push(node)?;
             }
-            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+            Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
+                // A tag on a collection would be silently dropped; unsafe YAML loaders run
+                // code for some (`!!python/object/apply:os.system`): refuse them all.
+                if let Some(tag) = tag.as_deref().map(tag_name) {
+                    if tag != "seq" && tag != "map" {
+                        return Err(limit(
+                            format!("the tag `!!{tag}` is not supported"),
+                            "remove the tag",
+                        ));
+                    }
+                }
                 if self.stack.len() >= MAX_DEPTH {
                     return Err(limit(
                         format!("the document nests deeper than {MAX_DEPTH} levels"),
@@ -517,6 +638,15 @@ impl NodeBuilder {
             }
         }
         Ok(())
+    }
+}
+
+/// A tag as written after `!!` for the YAML core tags, else in full.
+fn tag_name(t: &saphyr_parser::Tag) -> String {
+    if t.handle == "tag:yaml.org,2002:" || t.handle == "!!" {
+        t.suffix.clone()
+    } else {
+        format!("{}{}", t.handle, t.suffix)
     }
 }
 
@@ -593,6 +723,20 @@ fn describe_schema_error(
                     names.join(" or ")
                 }
             };
+            // Plain digits too large for any integer were read as a string.
+            let digits = instance.as_str().is_some_and(|s| {
+                let s = s.strip_prefix(['-', '+']).unwrap_or(s);
+                !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+            });
+            if expected == "an integer" && digits {
+                return vec![
+                    Problem::new(
+                        pointer,
+                        format!("{} is out of range", instance.as_str().unwrap_or_default()),
+                    )
+                    .hint("integers here are between 0 and 4294967295"),
+                ];
+            }
             let found = json_type_name(instance);
             let mut problem = Problem::new(
                 pointer,
@@ -783,4 +927,28 @@ fn end_pos(text: &str) -> Pos {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_certificates_only;
+
+    #[test]
+    fn only_certificates_pass() {
+        let cert = "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n";
+        assert_eq!(check_certificates_only(cert), Ok(()));
+        assert_eq!(check_certificates_only(&format!("{cert}\n{cert}")), Ok(()));
+        assert_eq!(check_certificates_only(&cert.replace('\n', "\r\n")), Ok(()));
+        for bad in [
+            "",
+            "QUJD",
+            "-----BEGIN CERTIFICATE-----\nQUJD\n",
+            "-----BEGIN RSA PRIVATE KEY-----\nQUJD\n-----END RSA PRIVATE KEY-----\n",
+            "password=hunter2\n-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n",
+            "-----BEGIN CERTIFICATE-----\nQU JD\n-----END CERTIFICATE-----\n",
+        ] {
+            let err = check_certificates_only(bad).expect_err(bad);
+            assert!(!err.contains("hunter2") && !err.contains("QUJD"), "{err}");
+        }
+    }
 }

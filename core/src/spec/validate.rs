@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{Fleet, Instance, Probe, Resolution, Service, Workload};
 use crate::names::{self, Check};
+use crate::vmfiles;
 
 /// One semantic problem, located by a JSON pointer into the fleet document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,6 +322,15 @@ impl Checker {
                 "such as `example.com/owner`",
             );
         }
+        if let Some(text) = w.annotations.get(vmfiles::PROXY_CONFIG_ANNOTATION) {
+            self.proxy_config_annotation(
+                &format!(
+                    "{at}/annotations/{}",
+                    escape(vmfiles::PROXY_CONFIG_ANNOTATION)
+                ),
+                text,
+            );
+        }
         for (name, port) in &w.ports {
             let p = format!("{at}/ports/{}", escape(name));
             self.report(
@@ -588,16 +598,42 @@ impl Checker {
     }
 
     fn proxy_metadata(&mut self, at: &str, metadata: &BTreeMap<String, String>) {
-        for key in metadata.keys() {
+        for (key, value) in metadata {
+            let p = format!("{at}/{}", escape(key));
             if let Err(reason) = names::env_name(key) {
                 self.problems.push(
-                    Problem::new(
-                        &format!("{at}/{}", escape(key)),
-                        format!("proxy metadata key {key:?} {reason}"),
-                    )
-                    .hint("such as `ISTIO_META_DNS_AUTO_ALLOCATE`")
-                    .at_key(),
+                    Problem::new(&p, format!("proxy metadata key {key:?} {reason}"))
+                        .hint("such as `ISTIO_META_DNS_AUTO_ALLOCATE`")
+                        .at_key(),
                 );
+            }
+            if value.contains('\0') {
+                self.problems.push(nul_in_metadata(&p, key));
+            }
+        }
+    }
+
+    /// The `proxy.istio.io/config` annotation is ProxyConfig YAML that the VM files are made
+    /// from: check it here as they read it, so that a valid fleet always renders.
+    fn proxy_config_annotation(&mut self, at: &str, text: &str) {
+        let hint = "the annotation holds ProxyConfig YAML, such as `proxyMetadata: {ISTIO_META_DNS_AUTO_ALLOCATE: \"true\"}`";
+        let config = match vmfiles::read_proxy_config_annotation(text) {
+            Ok(config) => config,
+            Err(message) => {
+                self.problems.push(
+                    Problem::new(at, format!("not a valid ProxyConfig: {message}")).hint(hint),
+                );
+                return;
+            }
+        };
+        for (key, value) in config.proxy_metadata() {
+            if let Err(reason) = names::env_name(&key) {
+                self.problems.push(
+                    Problem::new(at, format!("proxyMetadata key {key:?} {reason}")).hint(hint),
+                );
+            }
+            if value.as_str().is_some_and(|v| v.contains('\0')) {
+                self.problems.push(nul_in_metadata(at, &key));
             }
         }
     }
@@ -609,6 +645,14 @@ impl Checker {
             );
         }
     }
+}
+
+fn nul_in_metadata(at: &str, key: &str) -> Problem {
+    Problem::new(
+        at,
+        format!("proxy metadata {key} holds a NUL character, which no environment variable can"),
+    )
+    .hint("remove the `\\0` from the value")
 }
 
 fn escape(key: &str) -> String {

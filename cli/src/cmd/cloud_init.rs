@@ -1,0 +1,371 @@
+//! `meshvm cloud-init <vm>`: the user-data that joins one VM to the mesh at first boot.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use meshvm::cloudinit::{self, Provider, Templates};
+use meshvm::{utc, vmfiles};
+
+use super::FleetArg;
+use crate::exit::{CliError, CmdResult};
+
+/// Largest token file read; ServiceAccount tokens are about 1 KiB.
+const MAX_TOKEN_FILE: u64 = 64 * 1024;
+
+/// Write the cloud-init user-data that joins a VM to the mesh.
+///
+/// The document (`#cloud-config`) carries the VM's mesh files base64-encoded (root-cert.pem,
+/// istio-token, cluster.env, the mesh config), and one step that downloads the istio-sidecar
+/// package of the fleet (`sidecar:` version, format, arch, or its mirror `url`), checks its
+/// sha256 and installs it, then hands the files to istio-proxy, adds the istiod hosts entry
+/// (once, also when cloud-init runs again) and runs `systemctl enable --now istio`.
+///
+/// The token is checked first: a ServiceAccount token of the VM's group, audience istio-ca,
+/// valid for at least --min-token-validity. Make one with
+/// `kubectl create token <serviceAccount> -n <namespace> --audience istio-ca --duration 1h`.
+/// It is read from a file or standard input, never from the command line, and never printed
+/// in messages. The user-data holds it: keep the output out of Git (writing it inside a Git
+/// work tree is refused) and launch the VM before the token expires.
+///
+/// The size of the user-data is reported on stderr; with --provider, a document over that
+/// cloud's limit is an error (use --gzip).
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("token").required(true).args(["token_file", "token_stdin"])))]
+pub struct Args {
+    /// The VM, by its name in the fleet (`workloads[].instances[].name`).
+    #[arg(value_name = "VM")]
+    vm: String,
+    #[command(flatten)]
+    fleet: FleetArg,
+    /// Read the istio-token from this file.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Read the istio-token from standard input.
+    #[arg(long)]
+    token_stdin: bool,
+    /// The mesh's root certificate (PEM), instead of the fleet's `mesh.rootCert`.
+    #[arg(long, value_name = "FILE")]
+    root_cert: Option<PathBuf>,
+    /// Write the user-data to FILE, created with mode 0600 (default: standard output).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Compress the user-data with gzip (cloud-init accepts it; it fits smaller limits).
+    #[arg(long)]
+    gzip: bool,
+    /// The cloud the VM runs on: a user-data over its size limit is an error.
+    #[arg(long, value_enum, default_value = "none")]
+    provider: ProviderArg,
+    /// A directory with your own `user-data.yaml.hbs` and/or `join.sh.hbs` (handlebars), each
+    /// replacing the embedded one; values must go through the `yaml`, `yaml-block` or `sh`
+    /// helper.
+    #[arg(long, value_name = "DIR")]
+    template: Option<PathBuf>,
+    /// The least time the token must still be valid, such as 15m, 1h or 90s.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
+    min_token_validity: Duration,
+    /// Allow writing the output inside a Git work tree (it holds a bearer token).
+    #[arg(long)]
+    allow_in_repo: bool,
+    /// Also validate the document against this cloud-init JSON schema
+    /// (schema-cloud-config-v1.json).
+    #[arg(long, value_name = "FILE")]
+    schema: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ProviderArg {
+    Aws,
+    Azure,
+    Gcp,
+    Openstack,
+    None,
+}
+
+impl From<ProviderArg> for Provider {
+    fn from(p: ProviderArg) -> Provider {
+        match p {
+            ProviderArg::Aws => Provider::Aws,
+            ProviderArg::Azure => Provider::Azure,
+            ProviderArg::Gcp => Provider::Gcp,
+            ProviderArg::Openstack => Provider::Openstack,
+            ProviderArg::None => Provider::None,
+        }
+    }
+}
+
+pub fn run(args: Args) -> CmdResult {
+    // Checked before anything is rendered, so no token is read for an output that is refused.
+    if let Some(output) = &args.output {
+        refuse_git_work_tree(output, args.allow_in_repo)?;
+    }
+    let source = args.fleet.load()?;
+    let fleet_file = args.fleet.file.display();
+    let root_cert = match &args.root_cert {
+        Some(path) => Some(read_text(path, "the root certificate")?),
+        None => source.root_cert.clone(),
+    };
+    let Some(root_cert) = root_cert else {
+        return Err(CliError::invalid(format!(
+            "{fleet_file}: the VM needs the mesh's root certificate\n  hint: give --root-cert FILE, or set mesh.rootCert in the fleet (the `root-cert.pem` of the istio-ca-root-cert ConfigMap)"
+        )));
+    };
+    let files = vmfiles::vm_files(&source.fleet, Some(&root_cert), &args.vm)
+        .map_err(|e| CliError::invalid(format!("{fleet_file}: {e}")))?;
+    let templates = load_templates(args.template.as_deref())?;
+    let token = read_token(&args)?;
+    let now = SystemTime::now();
+    let request = cloudinit::Request {
+        fleet: &source.fleet,
+        vm: &args.vm,
+        files: &files,
+        token: &token,
+        now,
+        min_token_validity: args.min_token_validity,
+    };
+    let user_data = cloudinit::render(&request, &templates)
+        .map_err(|e| CliError::invalid(format!("VM {}: {e}", args.vm)))?;
+    if let Some(path) = &args.schema {
+        check_schema(&user_data.document, path)?;
+    }
+    for warning in &user_data.warnings {
+        eprintln!("warning: VM {}: {warning}", args.vm);
+    }
+
+    let bytes = cloudinit::encode(&user_data.document, args.gzip);
+    let provider = Provider::from(args.provider);
+    cloudinit::check_size(provider, bytes.len(), args.gzip)
+        .map_err(|e| CliError::invalid(format!("VM {}: {e}", args.vm)))?;
+    match &args.output {
+        Some(path) => write_private(path, &bytes)?,
+        None => {
+            if args.gzip && std::io::stdout().is_terminal() {
+                return Err(CliError::usage(
+                    "gzip-compressed user-data is binary: write it with -o FILE or pipe it",
+                ));
+            }
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)
+                .and_then(|()| out.flush())
+                .map_err(|e| CliError::invalid(format!("cannot write the user-data: {e}")))?;
+        }
+    }
+
+    let expires = user_data.token_expires_at;
+    let remaining = Duration::from_secs((expires - utc::unix_seconds(now)).max(0) as u64);
+    eprintln!(
+        "meshvm: user-data of VM {}: {} bytes{}{}{}; the token in it expires at {} (in {})",
+        args.vm,
+        bytes.len(),
+        if args.gzip { " (gzip)" } else { "" },
+        match provider.limit() {
+            Some(limit) => format!(", {} limit {limit}", provider.name()),
+            None => String::new(),
+        },
+        match &args.output {
+            Some(path) => format!(", written to {} (mode 0600)", path.display()),
+            None => String::new(),
+        },
+        utc::rfc3339(expires),
+        utc::human_duration(remaining),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The token from its file or stdin. Errors name where it came from, never what it holds.
+fn read_token(args: &Args) -> Result<String, CliError> {
+    let (what, bytes) = match &args.token_file {
+        Some(path) => {
+            let file = std::fs::File::open(path).map_err(|e| {
+                CliError::invalid(format!(
+                    "cannot read the token file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let mut bytes = Vec::new();
+            file.take(MAX_TOKEN_FILE + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| {
+                    CliError::invalid(format!(
+                        "cannot read the token file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            (format!("the token file {}", path.display()), bytes)
+        }
+        None => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .lock()
+                .take(MAX_TOKEN_FILE + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| CliError::invalid(format!("cannot read the token from stdin: {e}")))?;
+            ("the token on stdin".to_owned(), bytes)
+        }
+    };
+    if bytes.len() as u64 > MAX_TOKEN_FILE {
+        return Err(CliError::invalid(format!(
+            "{what} is larger than {MAX_TOKEN_FILE} bytes; it should hold one token"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| CliError::invalid(format!("{what} is not text")))
+}
+
+fn read_text(path: &Path, what: &str) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::invalid(format!("cannot read {what} {}: {e}", path.display())))
+}
+
+/// The embedded templates, with the ones found in `dir` instead. Any other file in `dir` is an
+/// error, so that a misnamed template is not silently ignored.
+fn load_templates(dir: Option<&Path>) -> Result<Templates, CliError> {
+    let mut templates = Templates::default();
+    let Some(dir) = dir else {
+        return Ok(templates);
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        CliError::invalid(format!(
+            "cannot read the template directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|e| CliError::invalid(format!("{}: {e}", dir.display())))?;
+        let name = entry.file_name();
+        let slot = match name.to_str() {
+            Some(cloudinit::USER_DATA_TEMPLATE_NAME) => &mut templates.user_data,
+            Some(cloudinit::JOIN_TEMPLATE_NAME) => &mut templates.join,
+            _ => {
+                return Err(CliError::invalid(format!(
+                    "{}: {:?} is not a meshvm template\n  hint: a template directory holds {} and/or {}",
+                    dir.display(),
+                    name,
+                    cloudinit::USER_DATA_TEMPLATE_NAME,
+                    cloudinit::JOIN_TEMPLATE_NAME
+                )));
+            }
+        };
+        *slot = read_text(&entry.path(), "the template")?;
+    }
+    Ok(templates)
+}
+
+fn check_schema(document: &str, path: &Path) -> Result<(), CliError> {
+    let schema: serde_json::Value = serde_json::from_str(&read_text(path, "the schema")?)
+        .map_err(|e| CliError::invalid(format!("{}: not JSON: {e}", path.display())))?;
+    let problems = cloudinit::schema_problems(document, &schema)
+        .map_err(|e| CliError::invalid(format!("{}: {e}", path.display())))?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::invalid(format!(
+        "the user-data does not validate against {}:\n  {}",
+        path.display(),
+        problems.join("\n  ")
+    )))
+}
+
+/// A user-data file holds a bearer token: refuse to write it where `git add` would pick it up.
+fn refuse_git_work_tree(output: &Path, allowed: bool) -> Result<(), CliError> {
+    if allowed {
+        return Ok(());
+    }
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let dir = parent.canonicalize().map_err(|e| {
+        CliError::invalid(format!(
+            "cannot write {}: {}: {e}",
+            output.display(),
+            parent.display()
+        ))
+    })?;
+    if let Some(top) = dir.ancestors().find(|d| d.join(".git").exists()) {
+        return Err(CliError::invalid(format!(
+            "{} is inside the Git work tree {}, and the user-data holds a bearer token\n  hint: write it outside the repository, or pass --allow-in-repo (and keep it out of commits)",
+            output.display(),
+            top.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes `bytes` as `path` with mode 0600 from the start: a temporary file beside it (created
+/// 0600) renamed over it, so the file is never readable by others, even when it existed.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    let fail =
+        |e: std::io::Error| CliError::invalid(format!("cannot write {}: {e}", path.display()));
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix(".meshvm-user-data-")
+        .tempfile_in(dir)
+        .map_err(fail)?;
+    file.write_all(bytes).map_err(fail)?;
+    file.as_file().sync_all().map_err(fail)?;
+    file.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
+/// `90s`, `15m`, `1h30m`, `2d`, or `0`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as 90s, 15m, 1h30m or 2d");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() || text.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        for (text, secs) in [
+            ("0", 0),
+            ("90s", 90),
+            ("15m", 900),
+            ("1h30m", 5400),
+            ("2d", 172_800),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        for bad in ["", "15", "m", "1x", "-1m", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The mesh's root certificate (root-cert.pem) as a VM receives it: the CA certificate(s) the
+//! VM's sidecar trusts istiod with. One or more PEM `CERTIFICATE` blocks (several while a root
+//! is being rotated), each a CA certificate valid now.
+
+use std::time::SystemTime;
+
+use x509_parser::pem::Pem;
+
+use crate::utc;
+
+/// What the check found: one entry per certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootCert {
+    pub subject: String,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RootCertError {
+    #[error("the root certificate has no PEM `-----BEGIN CERTIFICATE-----` block")]
+    NoCertificate,
+    #[error("the root certificate's PEM block {index} is damaged: {reason}")]
+    Pem { index: usize, reason: String },
+    #[error("the root certificate's PEM block {index} is a {label}, not a CERTIFICATE")]
+    NotCertificate { index: usize, label: String },
+    #[error("the root certificate's block {index} is not an X.509 certificate: {reason}")]
+    X509 { index: usize, reason: String },
+    #[error(
+        "the root certificate `{subject}` is not a CA certificate (basicConstraints CA:TRUE is missing)"
+    )]
+    NotCa { subject: String },
+    #[error("the root certificate `{subject}` expired at {}", utc::rfc3339(*.not_after))]
+    Expired { subject: String, not_after: i64 },
+    #[error("the root certificate `{subject}` is not valid before {}", utc::rfc3339(*.not_before))]
+    NotYetValid { subject: String, not_before: i64 },
+}
+
+/// Checks `pem` as a mesh root certificate at `now`.
+pub fn check(pem: &str, now: SystemTime) -> Result<Vec<RootCert>, RootCertError> {
+    let now = utc::unix_seconds(now);
+    let mut certs = Vec::new();
+    for (i, block) in Pem::iter_from_buffer(pem.as_bytes()).enumerate() {
+        let index = i + 1;
+        let block = block.map_err(|e| RootCertError::Pem {
+            index,
+            reason: e.to_string(),
+        })?;
+        if block.label != "CERTIFICATE" {
+            return Err(RootCertError::NotCertificate {
+                index,
+                label: block.label,
+            });
+        }
+        let cert = block.parse_x509().map_err(|e| RootCertError::X509 {
+            index,
+            reason: e.to_string(),
+        })?;
+        let subject = cert.subject().to_string();
+        let validity = cert.validity();
+        let not_after = validity.not_after.timestamp();
+        let not_before = validity.not_before.timestamp();
+        if !cert.is_ca() {
+            return Err(RootCertError::NotCa { subject });
+        }
+        if not_after <= now {
+            return Err(RootCertError::Expired { subject, not_after });
+        }
+        if not_before > now {
+            return Err(RootCertError::NotYetValid {
+                subject,
+                not_before,
+            });
+        }
+        certs.push(RootCert { subject, not_after });
+    }
+    if certs.is_empty() {
+        return Err(RootCertError::NoCertificate);
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const CA: &str = include_str!("../../fixtures/certs/test-root-cert.pem");
+    const LEAF: &str = include_str!("../../fixtures/certs/test-leaf-cert.pem");
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// Well inside the fixture CA's validity (2026-11-26 to 2126-11-02).
+    const NOW: u64 = 1_900_000_000;
+
+    #[test]
+    fn accepts_the_fixture_ca_and_a_bundle() {
+        let certs = check(CA, at(NOW)).unwrap();
+        assert_eq!(certs.len(), 1);
+        assert!(certs[0].subject.contains("meshvm test root CA"));
+        let bundle = format!("{CA}{CA}");
+        assert_eq!(check(&bundle, at(NOW)).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn rejects_what_a_vm_could_not_use() {
+        let cases: Vec<(String, u64, &str)> = vec![
+            (String::new(), NOW, "no PEM"),
+            ("hello".into(), NOW, "no PEM"),
+            (LEAF.into(), NOW, "is not a CA certificate"),
+            (CA.into(), 5_000_000_000, "expired at 2126-11-02T"),
+            (CA.into(), 1_700_000_000, "is not valid before 2026-11-26T"),
+            (
+                CA.replace("CERTIFICATE", "PRIVATE KEY"),
+                NOW,
+                "block 1 is a PRIVATE KEY, not a CERTIFICATE",
+            ),
+            (
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+                NOW,
+                "block 1 is not an X.509 certificate",
+            ),
+            (
+                format!("{CA}-----BEGIN CERTIFICATE-----\nMIIB"),
+                NOW,
+                "PEM block 2 is damaged",
+            ),
+        ];
+        for (pem, now, expected) in cases {
+            let err = check(&pem, at(now)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+    }
+}
