@@ -190,9 +190,12 @@ fn write_pack(from: &Odb<'_>, to: &Odb<'_>, ids: Vec<Oid>) -> Result<(), GitErro
         u32::try_from(ids.len()).map_err(|_| GitError::Invalid("too many objects".into()))?;
     let mut out = to.packwriter().map_err(GitError::git("writing the pack"))?;
     let mut sum = Sha1::new();
+    // git2's `Write` for the pack writer says only "Write error"; libgit2's own error says
+    // why (such as "No space left on device").
+    let written = |_| GitError::git("writing the pack")(git2::Error::last_error(-1));
     let mut put = |bytes: &[u8]| -> Result<(), GitError> {
         sum.update(bytes);
-        out.write_all(bytes).map_err(io)
+        out.write_all(bytes).map_err(written)
     };
     put(b"PACK")?;
     put(&2u32.to_be_bytes())?;
@@ -219,7 +222,7 @@ fn write_pack(from: &Odb<'_>, to: &Odb<'_>, ids: Vec<Oid>) -> Result<(), GitErro
         put(&entries.concat())?;
     }
     let trailer = sum.finalize();
-    out.write_all(&trailer).map_err(io)?;
+    out.write_all(&trailer).map_err(written)?;
     out.commit().map_err(GitError::git("indexing the pack"))?;
     Ok(())
 }
