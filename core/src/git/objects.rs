@@ -181,9 +181,10 @@ const PACK_CHUNK: usize = 4096;
 /// else a cold sync of 10,000 VMs does. The pack is larger than a delta-compressed one;
 /// `git gc` finds the deltas later, and a push builds its own pack anyway.
 fn write_pack(from: &Odb<'_>, to: &Odb<'_>, ids: Vec<Oid>) -> Result<(), GitError> {
-    // git2's `Write` for the pack writer says only "Write error"; libgit2's own error says
-    // why (such as "No space left on device").
-    let io = |_: std::io::Error| GitError::git("writing the pack")(git2::Error::last_error(-1));
+    let compressing = |source| GitError::Io {
+        context: "compressing the pack".into(),
+        source,
+    };
     let mut seen = std::collections::HashSet::new();
     let ids: Vec<Oid> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
     let count =
@@ -217,7 +218,7 @@ fn write_pack(from: &Odb<'_>, to: &Odb<'_>, ids: Vec<Oid>) -> Result<(), GitErro
                 |z, (kind, data)| pack_entry(z, *kind, data),
             )
             .collect::<Result<_, _>>()
-            .map_err(io)?;
+            .map_err(compressing)?;
         // One append per chunk: the indexer maps and unmaps its window on every append.
         put(&entries.concat())?;
     }
