@@ -322,7 +322,17 @@ esac
             corpus = corpus.display()
         );
         let path = dir.join("meshvm");
-        std::fs::write(&path, script).unwrap();
+        // Written by a child process: a descriptor of ours open for writing would be inherited
+        // by the other test's concurrent forks, and executing the stub would then fail with
+        // "Text file busy".
+        let mut writer = Command::new("sh")
+            .args(["-c", "cat > \"$1\"", "sh"])
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut writer.stdin.take().unwrap(), script.as_bytes()).unwrap();
+        assert!(writer.wait().unwrap().success());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path
     }
