@@ -591,10 +591,15 @@ impl Sample {
 
 /// Runs a child to its end; its wall time and peak RSS (`wait4`'s rusage, which also covers
 /// its own children). Fails unless it exits with one of `ok`.
+///
+/// The page cache is flushed first, untimed: otherwise the write-back of one step's tens of
+/// thousands of files (the baseline's work tree and loose objects) lands on the next step.
 fn child(cmd: &mut Command, ok: &[i32]) -> Result<Sample, String> {
     let what = format!("{cmd:?}");
     let stderr = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
     let err_file = stderr.reopen().map_err(|e| e.to_string())?;
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
     let start = Instant::now();
     let spawned = cmd
         .stdin(Stdio::null())
