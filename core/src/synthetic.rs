@@ -127,4 +127,14 @@ mod tests {
         assert_eq!(parsed, fleet);
         assert_eq!(super::fleet(1234), fleet);
     }
+
+    /// The loader's limits (file size, nodes after aliases) leave room for the largest fleets
+    /// meshvm is built for: each node is counted once, however deep it sits.
+    #[test]
+    fn a_fleet_of_50_000_vms_loads() {
+        let fleet = super::fleet(50_000);
+        let yaml = crate::yaml::to_string(&fleet);
+        let parsed = crate::spec::load_fleet_str(&yaml, "synthetic.yaml".as_ref()).unwrap();
+        assert_eq!(parsed.vms().count(), 50_000);
+    }
 }

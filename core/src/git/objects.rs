@@ -62,6 +62,8 @@ pub struct Writer<'r> {
     /// The repository itself, when `repo` is a separate in-memory object database.
     source: Option<&'r Repository>,
     created: RefCell<Vec<Oid>>,
+    /// For a pack: the new blobs' contents, kept rather than read back for packing.
+    blobs: RefCell<Vec<(Oid, Vec<u8>)>>,
 }
 
 impl Writer<'_> {
@@ -108,7 +110,11 @@ impl Writer<'_> {
             .repo
             .blob(data)
             .map_err(GitError::git("writing a file"))?;
-        self.created(id);
+        if self.source.is_some() {
+            self.blobs.borrow_mut().push((id, data.to_vec()));
+        } else {
+            self.created(id);
+        }
         Ok(id)
     }
 
@@ -138,6 +144,7 @@ pub fn write_objects<T>(
             repo: &repo,
             source: None,
             created: RefCell::default(),
+            blobs: RefCell::default(),
         }),
         Sink::Discard => {
             // Higher priority than the loose and pack backends, so that new objects land here.
@@ -146,6 +153,7 @@ pub fn write_objects<T>(
                 repo: &repo,
                 source: None,
                 created: RefCell::default(),
+                blobs: RefCell::default(),
             });
             mempack
                 .reset()
@@ -160,11 +168,12 @@ pub fn write_objects<T>(
                 repo: &scratch,
                 source: Some(&repo),
                 created: RefCell::default(),
+                blobs: RefCell::default(),
             };
             let result = f(&writer)?;
-            let created = writer.created.take();
-            if !created.is_empty() {
-                write_pack(&scratch_odb, &odb, created)?;
+            let (created, blobs) = (writer.created.take(), writer.blobs.take());
+            if !created.is_empty() || !blobs.is_empty() {
+                write_pack(&scratch_odb, &odb, created, blobs)?;
             }
             Ok(result)
         }
@@ -174,21 +183,38 @@ pub fn write_objects<T>(
 /// Objects read, compressed and written per round: bounds the memory a large pack takes.
 const PACK_CHUNK: usize = 4096;
 
-/// Writes the objects `ids` of `from` into `to` as one pack, and has libgit2 index it.
+/// Writes the objects `ids` of `from`, and `blobs`, into `to` as one pack, and has libgit2
+/// index it.
 ///
 /// Whole objects, each zlib-compressed on all cores, without a search for deltas: libgit2's
 /// packbuilder spent more time comparing 50,000 small files with each other than everything
 /// else a cold sync of 10,000 VMs does. The pack is larger than a delta-compressed one;
 /// `git gc` finds the deltas later, and a push builds its own pack anyway.
-fn write_pack(from: &Odb<'_>, to: &Odb<'_>, ids: Vec<Oid>) -> Result<(), GitError> {
+fn write_pack(
+    from: &Odb<'_>,
+    to: &Odb<'_>,
+    ids: Vec<Oid>,
+    blobs: Vec<(Oid, Vec<u8>)>,
+) -> Result<(), GitError> {
     let compressing = |source| GitError::Io {
         context: "compressing the pack".into(),
         source,
     };
+    // Each object once (many files share their bytes), in a fixed order.
     let mut seen = std::collections::HashSet::new();
-    let ids: Vec<Oid> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
+    let mut objects: Vec<(Oid, Option<Vec<u8>>)> = Vec::new();
+    for (id, data) in blobs {
+        if seen.insert(id) {
+            objects.push((id, Some(data)));
+        }
+    }
+    for id in ids {
+        if seen.insert(id) {
+            objects.push((id, None));
+        }
+    }
     let count =
-        u32::try_from(ids.len()).map_err(|_| GitError::Invalid("too many objects".into()))?;
+        u32::try_from(objects.len()).map_err(|_| GitError::Invalid("too many objects".into()))?;
     let mut out = to.packwriter().map_err(GitError::git("writing the pack"))?;
     let mut sum = Sha1::new();
     // git2's `Write` for the pack writer says only "Write error"; libgit2's own error says
@@ -201,16 +227,18 @@ fn write_pack(from: &Odb<'_>, to: &Odb<'_>, ids: Vec<Oid>) -> Result<(), GitErro
     put(b"PACK")?;
     put(&2u32.to_be_bytes())?;
     put(&count.to_be_bytes())?;
-    for chunk in ids.chunks(PACK_CHUNK) {
-        let objects = chunk
-            .iter()
-            .map(|id| {
-                let object = from.read(*id)?;
-                Ok((object.kind(), object.data().to_vec()))
+    let mut objects = objects.into_iter().peekable();
+    while objects.peek().is_some() {
+        let chunk = objects
+            .by_ref()
+            .take(PACK_CHUNK)
+            .map(|(id, data)| match data {
+                Some(data) => Ok((ObjectType::Blob, data)),
+                None => from.read(id).map(|o| (o.kind(), o.data().to_vec())),
             })
             .collect::<Result<Vec<_>, git2::Error>>()
             .map_err(GitError::git("reading a new object"))?;
-        let entries: Vec<Vec<u8>> = objects
+        let entries: Vec<Vec<u8>> = chunk
             .par_iter()
             // A compressor's state is large: one per thread, reset for each object.
             .map_init(

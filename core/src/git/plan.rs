@@ -204,19 +204,31 @@ pub fn tree_id(files: &Files) -> Result<Oid, GitError> {
         files: Vec<(&'a str, Oid, i32)>,
         dirs: BTreeMap<&'a str, Dir<'a>>,
     }
+    const TREE: i32 = 0o040000;
     fn hash(dir: &Dir<'_>) -> Result<Oid, GitError> {
-        // Git sorts a tree's entries by name, a directory's name as if it ended in `/`.
-        let mut entries: Vec<(String, &str, Oid, i32)> = Vec::new();
+        let mut entries: Vec<(&str, Oid, i32)> =
+            Vec::with_capacity(dir.dirs.len() + dir.files.len());
         for (name, sub) in &dir.dirs {
-            entries.push((format!("{name}/"), name, hash(sub)?, 0o040000));
+            entries.push((name, hash(sub)?, TREE));
         }
-        for &(name, id, mode) in &dir.files {
-            entries.push((name.to_owned(), name, id, mode));
+        entries.extend_from_slice(&dir.files);
+        // Git sorts a tree's entries by name, a directory's name as if it ended in `/`.
+        fn key<'n>(name: &'n str, mode: i32) -> impl Iterator<Item = u8> + 'n {
+            name.bytes().chain((mode == TREE).then_some(b'/'))
         }
-        entries.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        entries.sort_unstable_by(|x, y| key(x.0, x.2).cmp(key(y.0, y.2)));
         let mut bytes = Vec::with_capacity(entries.len() * 48);
-        for (_, name, id, mode) in entries {
-            bytes.extend_from_slice(format!("{mode:o} {name}\0").as_bytes());
+        for (name, id, mode) in entries {
+            let mode = match mode {
+                TREE => "40000",
+                0o100644 => "100644",
+                0o100755 => "100755",
+                _ => return Err(GitError::Invalid(format!("file mode {mode:o} of {name}"))),
+            };
+            bytes.extend_from_slice(mode.as_bytes());
+            bytes.push(b' ');
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.push(0);
             bytes.extend_from_slice(id.as_bytes());
         }
         Oid::hash_object(ObjectType::Tree, &bytes).map_err(GitError::git("hashing a tree"))

@@ -543,7 +543,7 @@ impl NodeBuilder {
                 if anchor > 0 {
                     self.anchors.insert(anchor, node.clone());
                 }
-                self.push(node)?;
+                self.push(node, 1)?;
             }
             Event::Alias(id) => {
                 let Some(node) = self.anchors.get(&id) else {
@@ -557,7 +557,8 @@ impl NodeBuilder {
                 }
                 let mut node = node.clone();
                 node.pos = pos;
-                self.push(node)?;
+                let size = node.size;
+                self.push(node, size)?;
             }
             Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
                 // A tag on a collection would be silently dropped; unsafe YAML loaders run
@@ -593,7 +594,7 @@ impl NodeBuilder {
                 if anchor > 0 {
                     self.anchors.insert(anchor, node.clone());
                 }
-                self.push(node)?;
+                self.push(node, 1)?;
             }
             _ => {}
         }
@@ -611,8 +612,11 @@ impl NodeBuilder {
         )]
     }
 
-    fn push(&mut self, node: Node) -> Result<(), Vec<(Pos, Problem)>> {
-        self.nodes += node.size;
+    /// Adds a finished node to its parent; `created` is how many nodes it adds to the
+    /// document (a collection's children were counted as they were pushed; an alias copies
+    /// its whole anchor).
+    fn push(&mut self, node: Node, created: usize) -> Result<(), Vec<(Pos, Problem)>> {
+        self.nodes += created;
         if self.nodes > MAX_NODES {
             return Err(vec![(
                 node.pos,
