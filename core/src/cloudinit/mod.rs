@@ -22,7 +22,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use handlebars::template::{Parameter, Template, TemplateElement};
 use handlebars::{
-    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
+    Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderError,
     RenderErrorReason,
 };
 use serde_json::{Value, json};
@@ -399,9 +399,9 @@ fn registry(templates: &Templates) -> Result<Handlebars<'static>, CloudInitError
     hb.set_strict_mode(true);
     // Values are quoted by the helpers, for YAML or the shell; HTML escaping would corrupt them.
     hb.register_escape_fn(handlebars::no_escape);
-    hb.register_helper("yaml", Box::new(yaml_helper));
-    hb.register_helper("yaml-block", Box::new(yaml_block_helper));
-    hb.register_helper("sh", Box::new(sh_helper));
+    hb.register_helper("yaml", Box::new(TextHelper(yaml_text)));
+    hb.register_helper("yaml-block", Box::new(TextHelper(yaml_block_text)));
+    hb.register_helper("sh", Box::new(TextHelper(sh_text)));
     for (name, source) in [
         (USER_DATA_TEMPLATE_NAME, &templates.user_data),
         (JOIN_TEMPLATE_NAME, &templates.join),
@@ -512,30 +512,35 @@ fn scalar_param(h: &Helper<'_>, helper: &'static str) -> Result<String, RenderEr
     }
 }
 
-fn yaml_helper(
-    h: &Helper<'_>,
-    _: &Handlebars<'_>,
-    _: &Context,
-    _: &mut RenderContext<'_, '_>,
-    out: &mut dyn Output,
-) -> HelperResult {
-    let text = match h.param(0).map(|p| p.value()) {
+/// A helper that writes the text a function makes of the helper's parameters.
+struct TextHelper(fn(&Helper<'_>) -> Result<String, RenderError>);
+
+impl HelperDef for TextHelper {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        out.write(&(self.0)(h)?)?;
+        Ok(())
+    }
+}
+
+/// `{{yaml value}}`: a YAML scalar, quoted where YAML 1.1 or 1.2 would read it otherwise.
+fn yaml_text(h: &Helper<'_>) -> Result<String, RenderError> {
+    Ok(match h.param(0).map(|p| p.value()) {
         // Numbers and booleans are YAML scalars already.
         Some(Value::Number(n)) => n.to_string(),
         Some(Value::Bool(b)) => b.to_string(),
         _ => yaml_scalar(&scalar_param(h, "yaml")?),
-    };
-    out.write(&text)?;
-    Ok(())
+    })
 }
 
-fn yaml_block_helper(
-    h: &Helper<'_>,
-    _: &Handlebars<'_>,
-    _: &Context,
-    _: &mut RenderContext<'_, '_>,
-    out: &mut dyn Output,
-) -> HelperResult {
+/// `{{yaml-block value indent=N}}`: a literal block scalar whose lines start at column N.
+fn yaml_block_text(h: &Helper<'_>) -> Result<String, RenderError> {
     let text = scalar_param(h, "yaml-block")?;
     let indent = h
         .hash_get("indent")
@@ -545,23 +550,15 @@ fn yaml_block_helper(
                 "`yaml-block` needs indent=N, the column of the block's lines".into(),
             )
         })?;
-    out.write(&yaml_block(&text, indent as usize))?;
-    Ok(())
+    Ok(yaml_block(&text, indent as usize))
 }
 
-fn sh_helper(
-    h: &Helper<'_>,
-    _: &Handlebars<'_>,
-    _: &Context,
-    _: &mut RenderContext<'_, '_>,
-    out: &mut dyn Output,
-) -> HelperResult {
+/// `{{sh value}}`: one shell word.
+fn sh_text(h: &Helper<'_>) -> Result<String, RenderError> {
     let text = scalar_param(h, "sh")?;
-    let word = shell_word(&text).ok_or_else(|| {
+    Ok(shell_word(&text).ok_or_else(|| {
         RenderErrorReason::Other("`sh`: a value with a NUL byte cannot be a shell word".into())
-    })?;
-    out.write(&word)?;
-    Ok(())
+    })?)
 }
 
 #[cfg(test)]
