@@ -38,27 +38,40 @@ enum Kind {
     Opaque,
 }
 
+/// A field, by its JSON name; its proto name is the same in snake case.
 struct Field {
     json: &'static str,
-    proto: &'static str,
     kind: Kind,
     /// Member of a `oneof`: written whenever set, even at its zero value.
     oneof: bool,
 }
 
-const fn f(json: &'static str, proto: &'static str, kind: Kind) -> Field {
+impl Field {
+    /// Whether `name` is this field's proto name: its JSON name in snake case
+    /// (`k8sSaJwtPath` is `k8s_sa_jwt_path`).
+    fn has_proto_name(&self, name: &str) -> bool {
+        let mut name = name.bytes();
+        self.json.bytes().all(|c| {
+            if c.is_ascii_uppercase() {
+                name.next() == Some(b'_') && name.next() == Some(c.to_ascii_lowercase())
+            } else {
+                name.next() == Some(c)
+            }
+        }) && name.next().is_none()
+    }
+}
+
+const fn f(json: &'static str, kind: Kind) -> Field {
     Field {
         json,
-        proto,
         kind,
         oneof: false,
     }
 }
 
-const fn one(json: &'static str, proto: &'static str, kind: Kind) -> Field {
+const fn one(json: &'static str, kind: Kind) -> Field {
     Field {
         json,
-        proto,
         kind,
         oneof: true,
     }
@@ -87,187 +100,114 @@ const XFCC: &[(&str, i64)] = &[
     ("ALWAYS_FORWARD_ONLY", 5),
 ];
 
-const ADDRESS_ONLY: &[Field] = &[f("address", "address", Kind::Str)];
+const ADDRESS_ONLY: &[Field] = &[f("address", Kind::Str)];
 
 const TRACING: &[Field] = &[
-    one("zipkin", "zipkin", Kind::Msg(ADDRESS_ONLY)),
+    one("zipkin", Kind::Msg(ADDRESS_ONLY)),
     one(
         "lightstep",
-        "lightstep",
-        Kind::Msg(&[
-            f("address", "address", Kind::Str),
-            f("accessToken", "access_token", Kind::Str),
-        ]),
+        Kind::Msg(&[f("address", Kind::Str), f("accessToken", Kind::Str)]),
     ),
-    one("datadog", "datadog", Kind::Msg(ADDRESS_ONLY)),
-    one("stackdriver", "stackdriver", Kind::Opaque),
-    f("customTags", "custom_tags", Kind::Opaque),
-    f("maxPathTagLength", "max_path_tag_length", Kind::Uint),
-    f("sampling", "sampling", Kind::Double),
-    f("tlsSettings", "tls_settings", Kind::Opaque),
+    one("datadog", Kind::Msg(ADDRESS_ONLY)),
+    one("stackdriver", Kind::Opaque),
+    f("customTags", Kind::Opaque),
+    f("maxPathTagLength", Kind::Uint),
+    f("sampling", Kind::Double),
+    f("tlsSettings", Kind::Opaque),
     one(
         "openCensusAgent",
-        "open_census_agent",
         Kind::Msg(&[
-            f("address", "address", Kind::Str),
-            f("context", "context", Kind::EnumList(TRACE_CONTEXT)),
+            f("address", Kind::Str),
+            f("context", Kind::EnumList(TRACE_CONTEXT)),
         ]),
     ),
 ];
 
 const REMOTE_SERVICE: &[Field] = &[
-    f("address", "address", Kind::Str),
-    f("tlsSettings", "tls_settings", Kind::Opaque),
-    f("tcpKeepalive", "tcp_keepalive", Kind::Opaque),
+    f("address", Kind::Str),
+    f("tlsSettings", Kind::Opaque),
+    f("tcpKeepalive", Kind::Opaque),
 ];
 
 /// `istio.networking.v1alpha3.ReadinessProbe`, the WorkloadGroup's `probe`.
 const READINESS_PROBE: &[Field] = &[
-    f("initialDelaySeconds", "initial_delay_seconds", Kind::Int),
-    f("timeoutSeconds", "timeout_seconds", Kind::Int),
-    f("periodSeconds", "period_seconds", Kind::Int),
-    f("successThreshold", "success_threshold", Kind::Int),
-    f("failureThreshold", "failure_threshold", Kind::Int),
+    f("initialDelaySeconds", Kind::Int),
+    f("timeoutSeconds", Kind::Int),
+    f("periodSeconds", Kind::Int),
+    f("successThreshold", Kind::Int),
+    f("failureThreshold", Kind::Int),
     one(
         "httpGet",
-        "http_get",
         Kind::Msg(&[
-            f("path", "path", Kind::Str),
-            f("port", "port", Kind::Uint),
-            f("host", "host", Kind::Str),
-            f("scheme", "scheme", Kind::Str),
-            f("httpHeaders", "http_headers", Kind::Opaque),
+            f("path", Kind::Str),
+            f("port", Kind::Uint),
+            f("host", Kind::Str),
+            f("scheme", Kind::Str),
+            f("httpHeaders", Kind::Opaque),
         ]),
     ),
     one(
         "tcpSocket",
-        "tcp_socket",
-        Kind::Msg(&[f("host", "host", Kind::Str), f("port", "port", Kind::Uint)]),
+        Kind::Msg(&[f("host", Kind::Str), f("port", Kind::Uint)]),
     ),
-    one(
-        "exec",
-        "exec",
-        Kind::Msg(&[f("command", "command", Kind::StrList)]),
-    ),
+    one("exec", Kind::Msg(&[f("command", Kind::StrList)])),
 ];
 
 /// `istio.mesh.v1alpha1.ProxyConfig`.
 const PROXY_CONFIG: &[Field] = &[
-    f("configPath", "config_path", Kind::Str),
-    f("binaryPath", "binary_path", Kind::Str),
-    one("serviceCluster", "service_cluster", Kind::Str),
-    f("drainDuration", "drain_duration", Kind::Duration),
-    f(
-        "parentShutdownDuration",
-        "parent_shutdown_duration",
-        Kind::Duration,
-    ),
-    f("discoveryAddress", "discovery_address", Kind::Str),
-    f(
-        "discoveryRefreshDelay",
-        "discovery_refresh_delay",
-        Kind::Duration,
-    ),
-    f("zipkinAddress", "zipkin_address", Kind::Str),
-    f("statsdUdpAddress", "statsd_udp_address", Kind::Str),
-    f("proxyAdminPort", "proxy_admin_port", Kind::Int),
-    f("availabilityZone", "availability_zone", Kind::Str),
-    f(
-        "controlPlaneAuthPolicy",
-        "control_plane_auth_policy",
-        Kind::Enum(AUTH_POLICY),
-    ),
-    f("customConfigFile", "custom_config_file", Kind::Str),
-    f("statNameLength", "stat_name_length", Kind::Int),
-    f("concurrency", "concurrency", Kind::WrapInt),
-    f(
-        "proxyBootstrapTemplatePath",
-        "proxy_bootstrap_template_path",
-        Kind::Str,
-    ),
-    f(
-        "interceptionMode",
-        "interception_mode",
-        Kind::Enum(INTERCEPTION),
-    ),
-    f("tracing", "tracing", Kind::Msg(TRACING)),
-    f(
-        "envoyMetricsServiceAddress",
-        "envoy_metrics_service_address",
-        Kind::Str,
-    ),
+    f("configPath", Kind::Str),
+    f("binaryPath", Kind::Str),
+    one("serviceCluster", Kind::Str),
+    f("drainDuration", Kind::Duration),
+    f("parentShutdownDuration", Kind::Duration),
+    f("discoveryAddress", Kind::Str),
+    f("discoveryRefreshDelay", Kind::Duration),
+    f("zipkinAddress", Kind::Str),
+    f("statsdUdpAddress", Kind::Str),
+    f("proxyAdminPort", Kind::Int),
+    f("availabilityZone", Kind::Str),
+    f("controlPlaneAuthPolicy", Kind::Enum(AUTH_POLICY)),
+    f("customConfigFile", Kind::Str),
+    f("statNameLength", Kind::Int),
+    f("concurrency", Kind::WrapInt),
+    f("proxyBootstrapTemplatePath", Kind::Str),
+    f("interceptionMode", Kind::Enum(INTERCEPTION)),
+    f("tracing", Kind::Msg(TRACING)),
+    f("envoyMetricsServiceAddress", Kind::Str),
     f(
         "sds",
-        "sds",
-        Kind::Msg(&[
-            f("enabled", "enabled", Kind::Bool),
-            f("k8sSaJwtPath", "k8s_sa_jwt_path", Kind::Str),
-        ]),
+        Kind::Msg(&[f("enabled", Kind::Bool), f("k8sSaJwtPath", Kind::Str)]),
     ),
-    f(
-        "envoyAccessLogService",
-        "envoy_access_log_service",
-        Kind::Msg(REMOTE_SERVICE),
-    ),
-    f(
-        "envoyMetricsService",
-        "envoy_metrics_service",
-        Kind::Msg(REMOTE_SERVICE),
-    ),
-    f("proxyMetadata", "proxy_metadata", Kind::StrMap),
-    f("statusPort", "status_port", Kind::Int),
-    f("extraStatTags", "extra_stat_tags", Kind::StrList),
+    f("envoyAccessLogService", Kind::Msg(REMOTE_SERVICE)),
+    f("envoyMetricsService", Kind::Msg(REMOTE_SERVICE)),
+    f("proxyMetadata", Kind::StrMap),
+    f("statusPort", Kind::Int),
+    f("extraStatTags", Kind::StrList),
     f(
         "gatewayTopology",
-        "gateway_topology",
         Kind::Msg(&[
-            f("numTrustedProxies", "num_trusted_proxies", Kind::Uint),
-            f(
-                "forwardClientCertDetails",
-                "forward_client_cert_details",
-                Kind::Enum(XFCC),
-            ),
-            f("proxyProtocol", "proxy_protocol", Kind::Opaque),
+            f("numTrustedProxies", Kind::Uint),
+            f("forwardClientCertDetails", Kind::Enum(XFCC)),
+            f("proxyProtocol", Kind::Opaque),
         ]),
     ),
-    f(
-        "terminationDrainDuration",
-        "termination_drain_duration",
-        Kind::Duration,
-    ),
-    f("meshId", "mesh_id", Kind::Str),
-    f(
-        "readinessProbe",
-        "readiness_probe",
-        Kind::Msg(READINESS_PROBE),
-    ),
+    f("terminationDrainDuration", Kind::Duration),
+    f("meshId", Kind::Str),
+    f("readinessProbe", Kind::Msg(READINESS_PROBE)),
     f(
         "proxyStatsMatcher",
-        "proxy_stats_matcher",
         Kind::Msg(&[
-            f("inclusionPrefixes", "inclusion_prefixes", Kind::StrList),
-            f("inclusionSuffixes", "inclusion_suffixes", Kind::StrList),
-            f("inclusionRegexps", "inclusion_regexps", Kind::StrList),
+            f("inclusionPrefixes", Kind::StrList),
+            f("inclusionSuffixes", Kind::StrList),
+            f("inclusionRegexps", Kind::StrList),
         ]),
     ),
-    f(
-        "holdApplicationUntilProxyStarts",
-        "hold_application_until_proxy_starts",
-        Kind::WrapBool,
-    ),
-    f("caCertificatesPem", "ca_certificates_pem", Kind::StrList),
-    f(
-        "image",
-        "image",
-        Kind::Msg(&[f("imageType", "image_type", Kind::Str)]),
-    ),
-    one(
-        "tracingServiceName",
-        "tracing_service_name",
-        Kind::Enum(TRACING_SERVICE_NAME),
-    ),
-    f("runtimeValues", "runtime_values", Kind::StrMap),
-    f("privateKeyProvider", "private_key_provider", Kind::Opaque),
+    f("holdApplicationUntilProxyStarts", Kind::WrapBool),
+    f("caCertificatesPem", Kind::StrList),
+    f("image", Kind::Msg(&[f("imageType", Kind::Str)])),
+    one("tracingServiceName", Kind::Enum(TRACING_SERVICE_NAME)),
+    f("runtimeValues", Kind::StrMap),
+    f("privateKeyProvider", Kind::Opaque),
 ];
 
 /// A type error in a ProxyConfig document: where (`statusPort`, `tracing.sampling`) and what.
@@ -411,9 +351,12 @@ fn normalize_message(
     let mut out = Map::new();
     // Proto names first, so that the JSON name wins when both are given, as in jsonpb.
     let mut entries: Vec<(&String, &Value)> = input.iter().collect();
-    entries.sort_by_key(|(k, _)| !fields.iter().any(|f| f.proto == k.as_str() && f.json != *k));
+    entries.sort_by_key(|(k, _)| !fields.iter().any(|f| f.json != *k && f.has_proto_name(k)));
     for (key, raw) in entries {
-        let Some(field) = fields.iter().find(|f| f.json == key || f.proto == key) else {
+        let Some(field) = fields
+            .iter()
+            .find(|f| f.json == key || f.has_proto_name(key))
+        else {
             if !raw.is_null() {
                 out.insert(key.clone(), raw.clone());
             }
@@ -562,6 +505,23 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn proto_names_are_json_names_in_snake_case() {
+        let field = f("k8sSaJwtPath", Kind::Str);
+        assert!(field.has_proto_name("k8s_sa_jwt_path"));
+        for other in [
+            "k8sSaJwtPath",
+            "k8s_sa_jwt_pat",
+            "k8s_sa_jwt_path_",
+            "k8ssajwtpath",
+            "",
+        ] {
+            assert!(!field.has_proto_name(other), "{other}");
+        }
+        assert!(f("meshId", Kind::Str).has_proto_name("mesh_id"));
+        assert!(f("image", Kind::Str).has_proto_name("image"));
+    }
 
     #[test]
     fn normalizes_like_jsonpb() {
