@@ -9,6 +9,7 @@ use git2::{FileMode, Oid, Repository, Signature};
 use meshvm::FileTree;
 use meshvm::git::{self, Event, GitError, Input, Options, PushOutcome, Target};
 use meshvm::layout;
+use testkit::git;
 
 const PATH: &str = "clusters/c1";
 const SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -112,21 +113,6 @@ fn human_commit(repo: &Repository, branch: &str, files: &[(&str, Option<&str>)])
     let parents: Vec<_> = parents.iter().collect();
     repo.commit(Some(&refname), &sig, &sig, "human change", &tree, &parents)
         .unwrap()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 struct Fixture {
@@ -385,19 +371,7 @@ fn a_checked_out_branch_is_never_moved_and_other_branches_leave_the_checkout_alo
     git(&work, &["init", "-q", "-b", "main"]);
     std::fs::write(work.join("app.txt"), "mine\n").unwrap();
     git(&work, &["add", "app.txt"]);
-    git(
-        &work,
-        &[
-            "-c",
-            "user.name=H",
-            "-c",
-            "user.email=h@x",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    );
+    git(&work, &["commit", "-q", "-m", "init"]);
     let tree = fleet_tree(&[("vm-1", "10.0.0.1")]);
     let err = run(&tree, &options(Target::Path(work.clone()), &f.cache)).unwrap_err();
     assert!(matches!(err, GitError::CheckedOut { .. }), "{err}");

@@ -1,31 +1,16 @@
 //! The GitOps tree (`meshvm::render`): snapshots of whole trees, and its invariants.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use meshvm::kustomize::{self, Kustomization};
 use meshvm::layout;
 use meshvm::render::{Rendered, render};
 use meshvm::spec::{Engine, Fleet, Instance};
-
-/// Every fixture fleet (`fixtures/fleets/<name>/meshvm.yaml`), by name: a new fixture is
-/// covered without being listed.
-fn fixture_names() -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/fleets");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert!(names.len() >= 8, "fixture fleets in {}", dir.display());
-    names
-}
+use testkit::fixture_fleets;
 
 fn fixture_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/fleets")
-        .join(name)
-        .join("meshvm.yaml")
+    testkit::fixture(&format!("fleets/{name}/meshvm.yaml"))
 }
 
 fn load(name: &str) -> meshvm::spec::SourceFile {
@@ -60,7 +45,7 @@ fn listing(r: &Rendered) -> String {
 
 #[test]
 fn snapshots_of_the_fixture_trees() {
-    for name in &fixture_names() {
+    for name in &fixture_fleets() {
         let source = load(name);
         let r = render(&source.fleet, source.root_cert.as_deref()).unwrap();
         insta::assert_snapshot!(format!("tree-{name}"), listing(&r));
@@ -69,7 +54,7 @@ fn snapshots_of_the_fixture_trees() {
 
 #[test]
 fn same_fleet_same_bytes_whatever_the_order_of_the_file() {
-    for name in &fixture_names() {
+    for name in &fixture_fleets() {
         let fleet = load(name).fleet;
         let first = render_ok(&fleet);
         assert_eq!(
@@ -106,7 +91,7 @@ fn diff(a: &Rendered, b: &Rendered) -> (BTreeSet<String>, BTreeSet<String>, BTre
 
 #[test]
 fn adding_a_vm_adds_its_files_and_touches_only_its_group_listing() {
-    for name in &fixture_names() {
+    for name in &fixture_fleets() {
         let fleet = load(name).fleet;
         for (gi, w) in fleet.workloads.iter().enumerate() {
             let mut bigger = fleet.clone();
@@ -201,7 +186,7 @@ fn engine_roots(r: &Rendered, engine: Engine) -> Vec<String> {
 
 #[test]
 fn every_applied_object_belongs_to_exactly_one_application_or_kustomization() {
-    for name in &fixture_names() {
+    for name in &fixture_fleets() {
         let r = render_ok(&load(name).fleet);
         // What the engines apply: everything but the install files and the engines' own.
         let applied: BTreeSet<&str> = r
@@ -232,7 +217,7 @@ fn every_applied_object_belongs_to_exactly_one_application_or_kustomization() {
 
 #[test]
 fn objects_are_unique_and_managed_by_meshvm() {
-    for name in &fixture_names() {
+    for name in &fixture_fleets() {
         let r = render_ok(&load(name).fleet);
         let mut ids = BTreeSet::new();
         for path in &r.objects {
@@ -254,7 +239,7 @@ fn objects_are_unique_and_managed_by_meshvm() {
 
 #[test]
 fn kustomizations_use_kustomize_v5_fields_only() {
-    for name in &fixture_names() {
+    for name in &fixture_fleets() {
         let r = render_ok(&load(name).fleet);
         for (path, file) in r.files.iter() {
             if path.ends_with(kustomize::FILE_NAME) {
@@ -274,7 +259,7 @@ fn kustomizations_use_kustomize_v5_fields_only() {
 
 #[test]
 fn each_vm_has_its_overlay_unless_auto_registered_and_its_bootstrap_files() {
-    for name in &fixture_names() {
+    for name in &fixture_fleets() {
         let source = load(name);
         let fleet = &source.fleet;
         let r = render(fleet, source.root_cert.as_deref()).unwrap();
@@ -398,7 +383,7 @@ fn a_parallel_render_equals_a_single_threaded_one_byte_for_byte() {
             .unwrap()
             .install(|| render_ok(fleet))
     };
-    let mut fleets: Vec<Fleet> = fixture_names()
+    let mut fleets: Vec<Fleet> = fixture_fleets()
         .iter()
         .map(|name| load(name).fleet)
         .collect();

@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use meshvm::istioctl::{self, ConfigureOptions};
 use meshvm::vmfiles::{self, VmFilesError};
 use serde_json::Value;
+use testkit::source_with_sh;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
@@ -163,30 +163,6 @@ fn bad_proxy_config_annotation_is_an_error() {
         err.to_string(),
         "annotation proxy.istio.io/config in spec.metadata.annotations: statusPort: expected an integer, found a list"
     );
-}
-
-/// Sources `cluster.env` with `sh` in an empty environment and returns what it set.
-pub fn source_with_sh(dir: &Path) -> BTreeMap<String, String> {
-    let out = Command::new("sh")
-        .current_dir(dir)
-        .env_clear()
-        .args(["-c", "set -a; . ./cluster.env; exec env -0"])
-        .output()
-        .expect("sh runs (Debian: apt-get install dash)");
-    assert!(
-        out.status.success(),
-        "sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut vars = BTreeMap::new();
-    for entry in out.stdout.split(|b| *b == 0).filter(|e| !e.is_empty()) {
-        let entry = String::from_utf8(entry.to_vec()).unwrap();
-        let (k, v) = entry.split_once('=').unwrap();
-        if !matches!(k, "PWD" | "OLDPWD" | "SHLVL" | "_") {
-            vars.insert(k.to_owned(), v.to_owned());
-        }
-    }
-    vars
 }
 
 #[test]

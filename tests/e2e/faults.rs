@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::hardening::snapshot;
-use crate::servers::{GitDaemon, bare_repo};
-use crate::support::{Run, meshvm, require_tool, run};
+use crate::servers::GitDaemon;
+use crate::support::{Run, bare_repo, git, meshvm, require_tool, run};
 
 const OWNED: &str = "clusters/cluster1";
 
@@ -64,24 +64,14 @@ impl Scratch {
     }
 }
 
-fn git(repo: &Path, args: &[&str]) -> Output {
+/// The git CLI on `repo`, whatever its outcome.
+fn git_output(repo: &Path, args: &[&str]) -> Output {
     Command::new("git")
         .arg("--git-dir")
         .arg(repo)
         .args(args)
         .output()
         .expect("git runs")
-}
-
-fn git_ok(repo: &Path, args: &[&str]) -> String {
-    let out = git(repo, args);
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        repo.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn ok(what: &str, r: &Run) {
@@ -95,7 +85,7 @@ fn ok(what: &str, r: &Run) {
 /// `git fsck --full` finds nothing wrong (dangling objects from an interrupted sync are not
 /// wrong: they are what a crash between writing objects and moving the branch leaves).
 fn assert_fsck_clean(repo: &Path, when: &str) {
-    let out = git(repo, &["fsck", "--full", "--no-progress"]);
+    let out = git_output(repo, &["fsck", "--full", "--no-progress"]);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -148,7 +138,7 @@ fn assert_tree_is_render(repo: &Path, rev: &str, fleet: &Path, scratch: &Scratch
     let committed = scratch.path("committed");
     let _ = std::fs::remove_dir_all(&committed);
     std::fs::create_dir(&committed).unwrap();
-    let archive = git(repo, &["archive", "--format=tar", rev, OWNED]);
+    let archive = git_output(repo, &["archive", "--format=tar", rev, OWNED]);
     assert!(archive.status.success(), "git archive {rev}");
     let mut tar = Command::new("tar")
         .arg("-x")
@@ -186,13 +176,13 @@ fn assert_tree_is_render(repo: &Path, rev: &str, fleet: &Path, scratch: &Scratch
 
 /// No merge commit on `rev`: the history is one line.
 fn assert_linear(repo: &Path, rev: &str) {
-    let merges = git_ok(repo, &["rev-list", "--min-parents=2", rev]);
+    let merges = git(repo, &["rev-list", "--min-parents=2", rev]);
     assert!(merges.is_empty(), "merge commits on {rev}: {merges}");
 }
 
 /// The `Meshvm-Fleet-Sha256` trailers of the commits on `rev`, newest first.
 fn fleet_trailers(repo: &Path, rev: &str) -> Vec<String> {
-    git_ok(repo, &["log", "--format=%B%x00", rev])
+    git(repo, &["log", "--format=%B%x00", rev])
         .split('\0')
         .filter_map(|msg| {
             msg.lines()
@@ -236,7 +226,7 @@ fn a_sync_killed_at_random_points_leaves_a_valid_repository_and_the_next_complet
     let mut killed = 0;
     for round in 1..=ROUNDS {
         let fleet = s.fleet(&format!("fleet-{round}.yaml"), VMS, &format!("mesh{round}"));
-        let before = git_ok(&repo, &["rev-parse", "main"]);
+        let before = git(&repo, &["rev-parse", "main"]);
         let delay = Duration::from_micros(rng.next() % (pace.as_micros() as u64 * 5 / 4 + 1));
         let mut child = s
             .sync(&fleet, repo_arg, &[])
@@ -256,10 +246,10 @@ fn a_sync_killed_at_random_points_leaves_a_valid_repository_and_the_next_complet
         let locks = stale_locks(&repo);
         assert!(locks.is_empty(), "{when}: stale lock files {locks:?}");
         // The branch is the old commit or the new one, never anything else.
-        let after = git_ok(&repo, &["rev-parse", "main"]);
+        let after = git(&repo, &["rev-parse", "main"]);
         if after != before {
             assert_eq!(
-                git_ok(&repo, &["rev-parse", "main^"]),
+                git(&repo, &["rev-parse", "main^"]),
                 before,
                 "{when}: the new commit sits on the old one"
             );
@@ -415,7 +405,7 @@ fn a_full_disk_gives_a_clear_error_and_the_repository_stays_valid() {
     let repo_arg = repo.to_str().unwrap();
     let small = s.fleet("small.yaml", 5, "mesh1");
     ok("first sync", &run(&mut s.sync(&small, repo_arg, &[])));
-    let before = git_ok(&repo, &["rev-parse", "main"]);
+    let before = git(&repo, &["rev-parse", "main"]);
 
     // Fill the disk to the last byte.
     let mut filler = std::fs::File::create(disk.join("filler")).unwrap();
@@ -437,7 +427,7 @@ fn a_full_disk_gives_a_clear_error_and_the_repository_stays_valid() {
         r.stderr
     );
     assert_eq!(
-        git_ok(&repo, &["rev-parse", "main"]),
+        git(&repo, &["rev-parse", "main"]),
         before,
         "the branch did not move"
     );
@@ -450,7 +440,7 @@ fn a_full_disk_gives_a_clear_error_and_the_repository_stays_valid() {
     );
     assert_fsck_clean(&repo, "after the retry");
     assert_tree_is_render(&repo, "main", &big, &s);
-    assert_eq!(git_ok(&repo, &["rev-parse", "main^"]), before);
+    assert_eq!(git(&repo, &["rev-parse", "main^"]), before);
 }
 
 #[test]
@@ -599,7 +589,7 @@ fn a_remote_that_drops_the_connection_mid_push_keeps_the_local_commit_and_a_retr
     let first = s.fleet("first.yaml", 5, "mesh1");
     proxy.cutting.store(false, Ordering::SeqCst);
     ok("first push", &run(&mut s.sync(&first, &url, &["--push"])));
-    let on_server = git_ok(&server, &["rev-parse", "main"]);
+    let on_server = git(&server, &["rev-parse", "main"]);
 
     // A big change: its pack is far over the cut.
     let big = s.fleet("big.yaml", 400, "mesh2");
@@ -620,7 +610,7 @@ fn a_remote_that_drops_the_connection_mid_push_keeps_the_local_commit_and_a_retr
         r.stderr
     );
     assert_eq!(
-        git_ok(&server, &["rev-parse", "main"]),
+        git(&server, &["rev-parse", "main"]),
         on_server,
         "the server did not move"
     );
@@ -633,7 +623,7 @@ fn a_remote_that_drops_the_connection_mid_push_keeps_the_local_commit_and_a_retr
         .collect();
     assert_eq!(clones.len(), 1, "one cache clone: {clones:?}");
     let clone = &clones[0];
-    let local = git_ok(clone, &["rev-parse", "main"]);
+    let local = git(clone, &["rev-parse", "main"]);
     assert_ne!(local, on_server, "the local commit is kept");
     assert_fsck_clean(clone, "in the cache clone after the cut");
     assert_tree_is_render(clone, "main", &big, &s);
@@ -641,7 +631,7 @@ fn a_remote_that_drops_the_connection_mid_push_keeps_the_local_commit_and_a_retr
     proxy.cutting.store(false, Ordering::SeqCst);
     ok("the retry", &run(&mut s.sync(&big, &url, &["--push"])));
     assert_eq!(
-        git_ok(&server, &["rev-parse", "main"]),
+        git(&server, &["rev-parse", "main"]),
         local,
         "the kept commit was pushed"
     );

@@ -5,8 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::servers::{GitDaemon, HttpGit, SshAgent, Sshd, bare_repo, free_port, new_key};
-use crate::support::{Run, fixture, meshvm, run};
+use crate::servers::{GitDaemon, HttpGit, SshAgent, Sshd, free_port, new_key};
+use crate::support::{Run, bare_repo, checked, fixture, git, meshvm, run};
 
 const OWNED: &str = "clusters/cluster1";
 
@@ -79,25 +79,6 @@ impl Scratch {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Human")
-        .env("GIT_AUTHOR_EMAIL", "human@example.org")
-        .env("GIT_COMMITTER_NAME", "Human")
-        .env("GIT_COMMITTER_EMAIL", "human@example.org")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn files(repo: &Path, rev: &str) -> Vec<String> {
     git(repo, &["ls-tree", "-r", "--name-only", rev])
         .lines()
@@ -111,16 +92,7 @@ fn ok(r: &Run) {
 
 /// A human clones `url`, applies `change` to the work tree, commits and pushes.
 fn human_push(url: &str, dir: &Path, change: impl FnOnce(&Path)) {
-    let out = Command::new("git")
-        .args(["clone", "-q", url])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    checked(Command::new("git").args(["clone", "-q", url]).arg(dir));
     change(dir);
     git(dir, &["add", "-A"]);
     git(dir, &["commit", "-q", "-m", "human change"]);
@@ -615,13 +587,12 @@ fn a_local_bare_repository_by_default_and_the_checkout_of_a_work_tree_is_never_t
 
     // A work tree with main checked out: refused on main, fine on another branch.
     let work = s.path().join("work");
-    let out = Command::new("git")
-        .args(["clone", "-q"])
-        .arg(&repo)
-        .arg(&work)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    checked(
+        Command::new("git")
+            .args(["clone", "-q"])
+            .arg(&repo)
+            .arg(&work),
+    );
     let work_s = work.to_str().unwrap();
     let r = run(&mut s.meshvm(&["sync", "--repo", work_s]));
     assert_eq!(r.code, 1, "{}", r.stderr);

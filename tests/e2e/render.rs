@@ -5,20 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{fixture, meshvm, require_tool, run};
-
-/// Every fixture fleet (`fixtures/fleets/<name>/meshvm.yaml`), by name: a new fixture is
-/// covered without being listed.
-fn fixture_names() -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/fleets");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert!(names.len() >= 8, "fixture fleets in {}", dir.display());
-    names
-}
+use crate::support::{checked_text, fixture, meshvm, require_tool, run};
+use testkit::fixture_fleets;
 
 fn render_to(fleet: &Path, out: &Path) {
     let r = run(meshvm()
@@ -62,19 +50,8 @@ fn require_kubectl() {
 
 /// `kubectl kustomize DIR`, as the identities (apiVersion/kind/namespace/name) it builds.
 fn kustomize(dir: &Path) -> Vec<String> {
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(dir)
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {} failed:\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let built = checked_text(Command::new("kubectl").arg("kustomize").arg(dir));
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&built).unwrap();
     docs.iter()
         .filter(|d| !d.is_null())
         .map(|d| {
@@ -97,7 +74,7 @@ fn kustomize(dir: &Path) -> Vec<String> {
 fn every_kustomization_of_every_fixture_builds_with_kubectl() {
     require_kubectl();
     let tmp = tempfile::tempdir().unwrap();
-    for name in &fixture_names() {
+    for name in &fixture_fleets() {
         let out = tmp.path().join(name);
         render_to(&fixture(&format!("fleets/{name}/meshvm.yaml")), &out);
         let dirs: Vec<String> = files(&out)
@@ -117,7 +94,7 @@ fn every_kustomization_of_every_fixture_builds_with_kubectl() {
 fn no_object_is_applied_by_two_applications_or_kustomizations() {
     require_kubectl();
     let tmp = tempfile::tempdir().unwrap();
-    for name in &fixture_names() {
+    for name in &fixture_fleets() {
         let out = tmp.path().join(name);
         render_to(&fixture(&format!("fleets/{name}/meshvm.yaml")), &out);
         // The ApplicationSet's git directories generator: `workloads/*/*`.
@@ -202,7 +179,7 @@ fn a_yaml_1_1_reader_reads_every_file_as_meshvm_meant_it() {
     let tricky = tmp.path().join("meshvm.yaml");
     std::fs::write(&tricky, TRICKY).unwrap();
     let fleets = std::iter::once(tricky).chain(
-        fixture_names()
+        fixture_fleets()
             .into_iter()
             .map(|f| fixture(&format!("fleets/{f}/meshvm.yaml"))),
     );

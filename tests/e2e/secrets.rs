@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
-use crate::servers::{HttpGit, bare_repo};
-use crate::support::{Run, fixture, meshvm, run};
+use crate::servers::HttpGit;
+use crate::support::{Run, bare_repo, fixture, meshvm, run};
 
 /// Every test token ends with this signature, so that the scan finds any of them.
 const SIGNATURE: &str = "bWVzaHZtLXNlY3JldC1zY2FuLXNpZ25hdHVyZS0yOGY3YzE";

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::support::require_tool;
+use crate::support::{checked, require_tool};
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
@@ -49,22 +49,6 @@ fn wait_listening(port: u16, child: &mut Child, what: &str, log: Option<&Path>) 
 fn stop(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
-}
-
-/// `git init --bare` of `root/name`, ready to receive pushes.
-pub fn bare_repo(root: &Path, name: &str) -> PathBuf {
-    let path = root.join(name);
-    let out = Command::new("git")
-        .args(["init", "-q", "--bare", "-b", "main"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
 }
 
 /// `git daemon --enable=receive-pack` serving every repository below `root`.
@@ -357,24 +341,19 @@ pub struct Sshd {
 }
 
 fn keygen(path: &Path, passphrase: &str) {
-    let out = Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-C",
-            "meshvm-test",
-            "-N",
-            passphrase,
-            "-f",
-        ])
-        .arg(path)
-        .output()
-        .expect("ssh-keygen runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    checked(
+        Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-C",
+                "meshvm-test",
+                "-N",
+                passphrase,
+                "-f",
+            ])
+            .arg(path),
     );
 }
 
@@ -511,15 +490,10 @@ impl SshAgent {
             std::thread::sleep(Duration::from_millis(20));
         }
         for key in keys {
-            let out = Command::new("ssh-add")
-                .arg(key)
-                .env("SSH_AUTH_SOCK", &socket)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            checked(
+                Command::new("ssh-add")
+                    .arg(key)
+                    .env("SSH_AUTH_SOCK", &socket),
             );
         }
         SshAgent { child, socket }

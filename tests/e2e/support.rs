@@ -2,21 +2,9 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The workspace root.
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// A fixture file or directory, by its path below `fixtures/`.
-pub fn fixture(rel: &str) -> PathBuf {
-    workspace().join("fixtures").join(rel)
-}
+pub use testkit::{bare_repo, checked, checked_text, fixture, git, require_tool, workspace};
 
 /// The `meshvm` binary under test, with a clean environment for its own variables.
 pub fn meshvm() -> Command {
@@ -43,15 +31,4 @@ pub fn run(cmd: &mut Command) -> Run {
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
     }
-}
-
-/// Fails the test when a tool the test needs is not installed: a test never skips silently.
-pub fn require_tool(tool: &str, install_hint: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` is needed by this test and is not on PATH: {install_hint}"
-    );
 }

@@ -2,12 +2,11 @@
 //! driven through the binary: the files, their modes, istioctl's goldens, bad input, and `sh`
 //! sourcing what was written.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
-use crate::support::{fixture, meshvm, require_tool, run};
+use crate::support::{fixture, meshvm, run};
+use testkit::source_with_sh;
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -401,34 +400,6 @@ fn a_failed_run_leaves_the_previous_files_and_a_foreign_directory_is_refused() {
     assert_eq!(refused.code, 1);
     assert!(refused.stderr.contains("notes.txt"), "{}", refused.stderr);
     assert_eq!(read(&home.join("notes.txt")), "mine");
-}
-
-/// Sources `cluster.env` with `sh` in an empty environment and returns what it set.
-fn source_with_sh(dir: &Path) -> BTreeMap<String, String> {
-    require_tool("sh", "apt-get install dash");
-    require_tool("env", "apt-get install coreutils");
-    let out = Command::new("sh")
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .args(["-c", "set -a; . ./cluster.env; exec env -0"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-        .split(|b| *b == 0)
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            let e = String::from_utf8(e.to_vec()).unwrap();
-            let (k, v) = e.split_once('=').unwrap();
-            (k.to_owned(), v.to_owned())
-        })
-        .filter(|(k, _)| !matches!(k.as_str(), "PWD" | "OLDPWD" | "SHLVL" | "_" | "PATH"))
-        .collect()
 }
 
 #[test]

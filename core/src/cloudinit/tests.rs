@@ -142,15 +142,7 @@ fn join_step_is_one_set_e_script_that_sh_accepts() {
         );
     }
     assert!(script.find("sha256 mismatch").unwrap() < install);
-    let out = std::process::Command::new("sh")
-        .args(["-n", "-c", script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::checked(std::process::Command::new("sh").args(["-n", "-c", script]));
 }
 
 #[test]
