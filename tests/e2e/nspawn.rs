@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::support::require_tool;
+use crate::support::{checked, require_tool};
 
 const SUITE: &str = "bookworm";
 const MIRROR: &str = "http://deb.debian.org/debian";
@@ -104,19 +104,6 @@ fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-cache")
 }
 
-fn run_checked(cmd: &mut Command, what: &str) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what}: {cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The cached Debian root, built on first use (a minute or two; then reused across runs).
 pub fn debian_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
@@ -135,7 +122,7 @@ pub fn debian_root() -> &'static Path {
         let partial = cache_dir().join(format!(".partial-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&partial);
         eprintln!("e2e: building the Debian root {} (once)", root.display());
-        run_checked(
+        checked(
             Command::new("mmdebstrap")
                 .args(["--variant=minbase", "--quiet"])
                 .arg(format!("--include={}", PACKAGES.join(",")))
@@ -143,7 +130,6 @@ pub fn debian_root() -> &'static Path {
                 .arg(&partial)
                 .arg(MIRROR)
                 .stdin(Stdio::null()),
-            "building the Debian root",
         );
         let write = |rel: &str, text: &str, mode: u32| {
             use std::os::unix::fs::PermissionsExt;
@@ -202,12 +188,11 @@ impl Vm {
             .unwrap();
         let copy = persistent.then(|| {
             let root = dir.path().join("root");
-            run_checked(
+            checked(
                 Command::new("cp")
                     .args(["-a", "--reflink=auto"])
                     .arg(image)
                     .arg(&root),
-                "copying the Debian root",
             );
             root
         });
@@ -446,13 +431,12 @@ exec sleep infinity'
     );
     write("var/lib/istio/envoy/sidecar.env", "# stand-in\n", 0o644);
     let deb = dir.path().join("istio-sidecar.deb");
-    run_checked(
+    checked(
         Command::new("dpkg-deb")
             .args(["--root-owner-group", "--build"])
             .arg(&pkg)
             .arg(&deb)
             .stdout(Stdio::null()),
-        "building the stand-in istio-sidecar package",
     );
     std::fs::read(deb).unwrap()
 }
