@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::servers::{GitDaemon, HttpGit, SshAgent, Sshd, free_port, new_key};
-use crate::support::{Run, bare_repo, checked, fixture, git, meshvm, run};
+use crate::support::{Run, bare_repo, checked, files_below, fixture, git, meshvm, run};
 
 const OWNED: &str = "clusters/cluster1";
 
@@ -136,7 +136,7 @@ fn git_daemon_first_sync_no_op_add_remove_and_a_human_commit_meanwhile() {
         .arg("-o")
         .arg(&rendered));
     ok(&r);
-    let mut want: Vec<String> = walkdir(&rendered)
+    let mut want: Vec<String> = files_below(&rendered)
         .iter()
         .map(|p| format!("{OWNED}/{}", p.strip_prefix(&rendered).unwrap().display()))
         .collect();
@@ -402,7 +402,7 @@ fn smart_http_with_a_token_and_wrong_credentials() {
     for line in http.seen.lock().unwrap().iter() {
         assert!(!line.contains(TOKEN), "{line}");
     }
-    for entry in walkdir(&s.cache()) {
+    for entry in files_below(&s.cache()) {
         if let Ok(text) = fs::read_to_string(&entry) {
             assert!(!text.contains(TOKEN), "{}", entry.display());
         }
@@ -415,22 +415,6 @@ fn smart_http_with_a_token_and_wrong_credentials() {
     ]));
     assert_eq!(r.code, 1);
     assert!(!r.stderr.contains(TOKEN), "{}", r.stderr);
-}
-
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -2,10 +2,10 @@
 //! read back by a YAML 1.1 reader (PyYAML).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use crate::support::{checked_text, fixture, meshvm, require_tool, run};
+use crate::support::{checked_text, files_below, fixture, meshvm, require_tool, run};
 use testkit::fixture_fleets;
 
 fn render_to(fleet: &Path, out: &Path) {
@@ -20,25 +20,10 @@ fn render_to(fleet: &Path, out: &Path) {
 
 /// Every file below `root`, relative to it, `/`-separated.
 fn files(root: &Path) -> Vec<String> {
-    let mut out: Vec<String> = walkdir(root)
+    files_below(root)
         .into_iter()
         .map(|p| p.strip_prefix(root).unwrap().to_string_lossy().into_owned())
-        .collect();
-    out.sort();
-    out
-}
-
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walkdir(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
+        .collect()
 }
 
 fn require_kubectl() {

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 use crate::servers::HttpGit;
-use crate::support::{Run, bare_repo, fixture, meshvm, run};
+use crate::support::{Run, bare_repo, checked, files_below, fixture, meshvm, run};
 
 /// Every test token ends with this signature, so that the scan finds any of them.
 const SIGNATURE: &str = "bWVzaHZtLXNlY3JldC1zY2FuLXNpZ25hdHVyZS0yOGY3YzE";
@@ -248,7 +248,7 @@ impl Sandbox {
             check(&stderr, r.stderr.as_bytes(), false);
         }
         let mut files = 0;
-        for entry in walk(self.dir.path()) {
+        for entry in files_below(self.dir.path()) {
             // inputs/ holds the secrets the test gave meshvm.
             if entry.starts_with(self.path("inputs")) {
                 continue;
@@ -260,18 +260,13 @@ impl Sandbox {
         }
         assert!(files > 0, "the scan saw files");
         for repo in self.repositories() {
-            let objects = Command::new("git")
-                .args(["cat-file", "--batch-all-objects", "--batch"])
-                .env("GIT_DIR", &repo)
-                .output()
-                .unwrap();
-            assert!(
-                objects.status.success(),
-                "git cat-file in {}",
-                repo.display()
+            let objects = checked(
+                Command::new("git")
+                    .args(["cat-file", "--batch-all-objects", "--batch"])
+                    .env("GIT_DIR", &repo),
             );
             let place = format!("a Git object in {}", repo.display());
-            check(&place, &objects.stdout, false);
+            check(&place, &objects, false);
         }
         for path in &self.allowed {
             let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
@@ -282,31 +277,13 @@ impl Sandbox {
 
     /// The Git repositories below the sandbox (bare ones, and the .git of work trees).
     pub fn repositories(&self) -> Vec<PathBuf> {
-        walk(self.dir.path())
+        files_below(self.dir.path())
             .into_iter()
             .filter(|e| e.file_name().is_some_and(|n| n == "HEAD"))
             .map(|e| e.parent().unwrap().to_path_buf())
             .filter(|d| d.join("objects").is_dir())
             .collect()
     }
-}
-
-/// Every regular file below `dir`.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let entry = entry.unwrap();
-            let t = entry.file_type().unwrap();
-            if t.is_dir() {
-                stack.push(entry.path());
-            } else if t.is_file() {
-                out.push(entry.path());
-            }
-        }
-    }
-    out
 }
 
 fn os(words: &[&str]) -> Vec<OsString> {

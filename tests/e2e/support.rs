@@ -4,7 +4,9 @@
 
 use std::process::{Command, Output};
 
-pub use testkit::{bare_repo, checked, checked_text, fixture, git, require_tool, workspace};
+pub use testkit::{
+    bare_repo, checked, checked_text, files_below, fixture, git, require_tool, workspace,
+};
 
 /// The `meshvm` binary under test, with a clean environment for its own variables.
 pub fn meshvm() -> Command {

@@ -35,6 +35,18 @@ pub fn fixture_fleets() -> Vec<String> {
     names
 }
 
+/// Every regular file below `dir`, sorted (symbolic links are not followed).
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|entry| entry.unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
+        .filter(|entry| entry.file_type().is_file())
+        .map(walkdir::DirEntry::into_path)
+        .collect();
+    files.sort();
+    files
+}
+
 /// Runs a command that must succeed and returns its stdout; otherwise fails the test with
 /// the command, its exit status and everything it printed.
 pub fn checked(cmd: &mut Command) -> Vec<u8> {
