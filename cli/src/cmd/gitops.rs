@@ -224,26 +224,37 @@ fn git_error(e: GitError) -> CliError {
     CliError::new(exit, e)
 }
 
-fn sync(args: SyncArgs) -> CmdResult {
-    let source = args.repo.fleet.load()?;
+/// Loads and renders the fleet, then syncs it (or, with `dry_run`, plans the sync) with the
+/// options `configure` sets, showing progress on stderr.
+fn sync_fleet(
+    repo: &RepoArgs,
+    configure: impl FnOnce(&mut Options),
+) -> Result<(Report, Options), CliError> {
+    let source = repo.fleet.load()?;
     let tree = rendered_tree(&source)?;
-    let mut opts = args.repo.options(&source)?;
-    opts.push = args.push;
-    opts.force = args.force;
-    opts.dry_run = args.dry_run;
-    opts.diff_text = args.dry_run && args.repo.output == Output::Text;
-    opts.author = args.author.clone();
-    opts.committer = args.committer.clone();
-    opts.max_attempts = args.attempts;
+    let mut opts = repo.options(&source)?;
+    configure(&mut opts);
     let input = git::Input {
         tree: &tree,
         path: &source.fleet.gitops.path,
         fleet_sha256: &source.sha256,
     };
-    let mut progress = Progress::new(args.repo.quiet);
+    let mut progress = Progress::new(repo.quiet);
     let result = git::sync(&input, &opts, &mut |e| progress.event(e));
     progress.finish();
-    let report = result.map_err(git_error)?;
+    Ok((result.map_err(git_error)?, opts))
+}
+
+fn sync(args: SyncArgs) -> CmdResult {
+    let (report, opts) = sync_fleet(&args.repo, |opts| {
+        opts.push = args.push;
+        opts.force = args.force;
+        opts.dry_run = args.dry_run;
+        opts.diff_text = args.dry_run && args.repo.output == Output::Text;
+        opts.author = args.author.clone();
+        opts.committer = args.committer.clone();
+        opts.max_attempts = args.attempts;
+    })?;
     if args.dry_run {
         print_plan(&report, args.repo.output, &opts.target)?;
         if !report.plan.overwrites.is_empty() && !args.force {
@@ -262,19 +273,10 @@ fn sync(args: SyncArgs) -> CmdResult {
 }
 
 fn diff(args: DiffArgs) -> CmdResult {
-    let source = args.repo.fleet.load()?;
-    let tree = rendered_tree(&source)?;
-    let mut opts = args.repo.options(&source)?;
-    opts.diff_text = !args.stat && args.repo.output == Output::Text;
-    let input = git::Input {
-        tree: &tree,
-        path: &source.fleet.gitops.path,
-        fleet_sha256: &source.sha256,
-    };
-    let mut progress = Progress::new(args.repo.quiet);
-    let result = git::diff(&input, &opts, &mut |e| progress.event(e));
-    progress.finish();
-    let report = result.map_err(git_error)?;
+    let (report, opts) = sync_fleet(&args.repo, |opts| {
+        opts.dry_run = true;
+        opts.diff_text = !args.stat && args.repo.output == Output::Text;
+    })?;
     print_plan(&report, args.repo.output, &opts.target)?;
     Ok(changes_exit(&report.plan))
 }
