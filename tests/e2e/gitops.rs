@@ -38,6 +38,15 @@ impl Scratch {
         self.path().join("cache")
     }
 
+    /// A bare `mesh.git` served by `git daemon`: its path, the daemon (serving until
+    /// dropped) and its git:// URL.
+    fn served_repo(&self) -> (PathBuf, GitDaemon, String) {
+        let server = bare_repo(&self.srv(), "mesh.git");
+        let daemon = GitDaemon::start(&self.srv());
+        let url = daemon.url("mesh.git");
+        (server, daemon, url)
+    }
+
     /// Writes the seed fleet with these VMs (name, address) of the `tester` group.
     fn fleet(&self, vms: &[(&str, &str)]) -> PathBuf {
         let seed = fs::read_to_string(fixture("fleets/seed/meshvm.yaml")).unwrap();
@@ -102,9 +111,7 @@ fn human_push(url: &str, dir: &Path, change: impl FnOnce(&Path)) {
 #[test]
 fn git_daemon_first_sync_no_op_add_remove_and_a_human_commit_meanwhile() {
     let s = Scratch::new();
-    let server = bare_repo(&s.srv(), "mesh.git");
-    let daemon = GitDaemon::start(&s.srv());
-    let url = daemon.url("mesh.git");
+    let (server, _daemon, url) = s.served_repo();
 
     // First sync: commit and push; the default identity (no git config in HOME).
     s.fleet(&[("tester-1", "10.0.0.11")]);
@@ -190,9 +197,7 @@ fn git_daemon_first_sync_no_op_add_remove_and_a_human_commit_meanwhile() {
 #[test]
 fn hand_edits_are_refused_with_their_paths_until_forced() {
     let s = Scratch::new();
-    let server = bare_repo(&s.srv(), "mesh.git");
-    let daemon = GitDaemon::start(&s.srv());
-    let url = daemon.url("mesh.git");
+    let (server, _daemon, url) = s.served_repo();
     s.fleet(&[("tester-1", "10.0.0.11")]);
     ok(&run(&mut s.meshvm(&["sync", "--push", "--repo", &url])));
 
@@ -229,7 +234,7 @@ fn hand_edits_are_refused_with_their_paths_until_forced() {
 #[test]
 fn a_pre_receive_hook_rejection_is_an_error_and_keeps_the_local_commit() {
     let s = Scratch::new();
-    let server = bare_repo(&s.srv(), "mesh.git");
+    let (server, _daemon, url) = s.served_repo();
     let hook = server.join("hooks/pre-receive");
     fs::write(
         &hook,
@@ -237,8 +242,6 @@ fn a_pre_receive_hook_rejection_is_an_error_and_keeps_the_local_commit() {
     )
     .unwrap();
     fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let daemon = GitDaemon::start(&s.srv());
-    let url = daemon.url("mesh.git");
     s.fleet(&[("tester-1", "10.0.0.11")]);
 
     let r = run(&mut s.meshvm(&["sync", "--push", "--repo", &url]));
@@ -287,9 +290,7 @@ fn a_pre_receive_hook_rejection_is_an_error_and_keeps_the_local_commit() {
 #[test]
 fn a_push_that_loses_a_race_fetches_rebuilds_and_retries() {
     let s = Scratch::new();
-    let server = bare_repo(&s.srv(), "mesh.git");
-    let daemon = GitDaemon::start(&s.srv());
-    let url = daemon.url("mesh.git");
+    let (server, _daemon, url) = s.served_repo();
     s.fleet(&[("tester-1", "10.0.0.11")]);
     ok(&run(&mut s.meshvm(&["sync", "--push", "--repo", &url])));
 
