@@ -499,14 +499,18 @@ fn ssh_with_an_encrypted_key_a_pinned_host_key_and_known_hosts() {
     // known_hosts: works.
     let kh = s.path().join("known_hosts");
     fs::write(&kh, &sshd.known_hosts_line).unwrap();
-    let mut cmd = s.meshvm(&[
-        "sync",
-        "--push",
-        "--repo",
-        &url,
-        "--known-hosts",
-        kh.to_str().unwrap(),
-    ]);
+    let push = || {
+        let known_hosts = kh.to_str().unwrap();
+        s.meshvm(&[
+            "sync",
+            "--push",
+            "--repo",
+            &url,
+            "--known-hosts",
+            known_hosts,
+        ])
+    };
+    let mut cmd = push();
     with_key(&mut cmd);
     let r = run(&mut cmd);
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, sshd.log());
@@ -521,16 +525,7 @@ fn ssh_with_an_encrypted_key_a_pinned_host_key_and_known_hosts() {
     sshd.authorize(&agent_key);
     let agent = SshAgent::start(s.path(), &[&agent_key]);
     s.fleet(&[("tester-3", "10.0.0.13")]);
-    let r = run(s
-        .meshvm(&[
-            "sync",
-            "--push",
-            "--repo",
-            &url,
-            "--known-hosts",
-            kh.to_str().unwrap(),
-        ])
-        .env("SSH_AUTH_SOCK", &agent.socket));
+    let r = run(push().env("SSH_AUTH_SOCK", &agent.socket));
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, sshd.log());
     assert!(
         files(&server, "main")
@@ -541,16 +536,7 @@ fn ssh_with_an_encrypted_key_a_pinned_host_key_and_known_hosts() {
     // A key the server does not know: an authentication error, not retried.
     let stranger = new_key(s.path(), "stranger", "");
     s.fleet(&[("tester-2", "10.0.0.12")]);
-    let r = run(s
-        .meshvm(&[
-            "sync",
-            "--push",
-            "--repo",
-            &url,
-            "--known-hosts",
-            kh.to_str().unwrap(),
-        ])
-        .env("MESHVM_SSH_KEY", &stranger));
+    let r = run(push().env("MESHVM_SSH_KEY", &stranger));
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("authentication"), "{}", r.stderr);
     assert!(r.stderr.contains("MESHVM_SSH_KEY"), "{}", r.stderr);
