@@ -1,34 +1,27 @@
 //! meshvm's library: everything but the command line.
 //!
-//! The flow is `spec` (read and check a fleet file) → pure rendering into a [`tree::FileTree`]
-//! → an edge that writes it (a directory, a Git commit, a cloud-init document). The library
-//! never prints and never exits; it returns typed errors.
+//! The flow is `spec` (read and check a fleet file) → pure rendering (`render`, `vmfiles`,
+//! `cloudinit`) of `k8s` objects into a [`tree::FileTree`] → an edge that writes it (a
+//! directory, a Git commit). The library never prints and never exits; it returns typed
+//! errors. ARCHITECTURE.md has the map.
 
-pub mod argocd;
-pub mod cloudinit;
-pub mod diagnostic;
-pub mod flux;
-pub mod gateway;
-pub mod git;
-pub mod istio;
-pub mod istio_operator;
-pub mod istioctl;
-pub mod k8s;
-pub mod kustomize;
-pub mod layout;
-pub mod names;
-pub mod objects;
-pub mod render;
-pub mod rootcert;
+// Input: a fleet file becomes a checked fleet.
 pub mod spec;
+// Output types; they depend on nothing else of meshvm.
+pub mod k8s;
+// Pure: checked input → bytes.
+pub mod cloudinit;
+pub mod render;
+pub mod tree;
+pub mod vmfiles;
+// Edges: the only modules that touch the world.
+pub mod disk;
+pub mod git;
+
 #[doc(hidden)]
 pub mod synthetic;
-pub mod token;
-pub mod tree;
 pub mod utc;
-pub mod vmfiles;
-pub mod yaml;
 
-pub use diagnostic::{Diagnostic, Diagnostics, Pos};
 pub use spec::Fleet;
+pub use spec::diagnostic::{Diagnostic, Diagnostics, Pos};
 pub use tree::FileTree;

@@ -122,7 +122,7 @@ mod tests {
     fn synthetic_fleets_are_valid_and_deterministic() {
         let fleet = super::fleet(1234);
         assert_eq!(fleet.vms().count(), 1234);
-        let yaml = crate::yaml::to_string(&fleet);
+        let yaml = crate::k8s::yaml::to_string(&fleet);
         let parsed = crate::spec::load_fleet_str(&yaml, "synthetic.yaml".as_ref()).unwrap();
         assert_eq!(parsed, fleet);
         assert_eq!(super::fleet(1234), fleet);
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn a_fleet_of_50_000_vms_loads() {
         let fleet = super::fleet(50_000);
-        let yaml = crate::yaml::to_string(&fleet);
+        let yaml = crate::k8s::yaml::to_string(&fleet);
         let parsed = crate::spec::load_fleet_str(&yaml, "synthetic.yaml".as_ref()).unwrap();
         assert_eq!(parsed.vms().count(), 50_000);
     }

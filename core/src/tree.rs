@@ -1,13 +1,7 @@
-//! `FileTree`: the rendered output, an ordered map from relative path to bytes, and the one
-//! place that writes such a tree to disk.
+//! `FileTree`: the rendered output, an ordered map from relative path to bytes and mode. Pure;
+//! `crate::disk` writes a tree to disk.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-
-use rayon::prelude::*;
 
 /// Mode of an ordinary file.
 pub const MODE_PUBLIC: u32 = 0o644;
@@ -50,7 +44,9 @@ impl FileTree {
         mode: u32,
     ) {
         let path = path.into();
-        debug_assert!(is_safe_relative_path(&path), "unsafe tree path {path:?}");
+        // Paths are built from checked names; one that could leave the tree is a bug, caught
+        // here in every build, not only in debug ones (the cost is nothing next to a write).
+        assert!(is_safe_relative_path(&path), "unsafe tree path {path:?}");
         self.files.insert(
             path,
             File {
@@ -62,6 +58,10 @@ impl FileTree {
 
     /// Moves every file of `other` under `prefix/`.
     pub fn extend_under(&mut self, prefix: &str, other: FileTree) {
+        assert!(
+            prefix.is_empty() || is_safe_relative_path(prefix),
+            "unsafe tree prefix {prefix:?}"
+        );
         for (path, file) in other.files {
             let path = if prefix.is_empty() {
                 path
@@ -95,82 +95,6 @@ impl FileTree {
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         self.files.keys().map(String::as_str)
     }
-
-    /// Writes the tree as `dir`, replacing what was there, so that `dir` never holds a
-    /// half-written set: the files go to a temporary sibling first, which is then renamed.
-    pub fn write_dir_atomically(&self, dir: &Path) -> io::Result<()> {
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&parent)?;
-        let staging = tempfile::Builder::new()
-            .prefix(".meshvm-staging-")
-            .tempdir_in(&parent)?;
-        self.write_into(staging.path())?;
-        // The staging directory is private by default; the result should look like any
-        // directory the user makes.
-        fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))?;
-        let staged = staging.keep();
-        if dir.exists() {
-            let old = tempfile::Builder::new()
-                .prefix(".meshvm-old-")
-                .tempdir_in(&parent)?
-                .keep();
-            fs::rename(dir, &old).inspect_err(|_| {
-                let _ = fs::remove_dir_all(&staged);
-            })?;
-            if let Err(e) = fs::rename(&staged, dir) {
-                let _ = fs::rename(&old, dir);
-                let _ = fs::remove_dir_all(&staged);
-                return Err(e);
-            }
-            fs::remove_dir_all(&old)?;
-        } else if let Err(e) = fs::rename(&staged, dir) {
-            let _ = fs::remove_dir_all(&staged);
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// Writes every file below `root`, creating directories; files are created with their
-    /// mode from the start, so a secret is never readable by others, even briefly.
-    ///
-    /// Each directory is made once, parents first, and the files are then written on all
-    /// cores: creating files is most of the time a large tree takes.
-    pub fn write_into(&self, root: &Path) -> io::Result<()> {
-        let mut dirs = std::collections::BTreeSet::new();
-        for path in self.files.keys() {
-            let mut p = path.as_str();
-            while let Some((dir, _)) = p.rsplit_once('/') {
-                if !dirs.insert(dir) {
-                    break; // this directory and its parents are in already
-                }
-                p = dir;
-            }
-        }
-        fs::create_dir_all(root)?;
-        // Sorted, so a directory comes before what is inside it.
-        for dir in dirs {
-            let dir = root.join(dir);
-            match fs::create_dir(&dir) {
-                Err(e) if !(e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir()) => {
-                    return Err(e);
-                }
-                _ => {}
-            }
-        }
-        self.files.par_iter().try_for_each(|(path, file)| {
-            let mut out = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(file.mode)
-                .open(root.join(path))?;
-            out.write_all(&file.bytes)?;
-            // The process umask may have narrowed the mode; secrets stay narrow either way.
-            out.set_permissions(fs::Permissions::from_mode(file.mode))
-        })
-    }
 }
 
 impl IntoIterator for FileTree {
@@ -202,28 +126,6 @@ pub fn is_safe_relative_path(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn writes_atomically_and_replaces_old_content() {
-        let tmp = tempfile::tempdir().unwrap();
-        let out = tmp.path().join("out");
-        let mut first = FileTree::new();
-        first.insert("a/old.txt", "old");
-        first.write_dir_atomically(&out).unwrap();
-        let mut second = FileTree::new();
-        second.insert("a/new.txt", "new");
-        second.insert_private("token", "secret");
-        second.write_dir_atomically(&out).unwrap();
-        assert!(!out.join("a/old.txt").exists());
-        assert_eq!(fs::read_to_string(out.join("a/new.txt")).unwrap(), "new");
-        let mode = fs::metadata(out.join("token"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let leftovers: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no staging directories left behind");
-    }
 
     #[test]
     fn safe_paths() {

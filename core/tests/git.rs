@@ -8,7 +8,7 @@ use git2::build::TreeUpdateBuilder;
 use git2::{FileMode, Oid, Repository, Signature};
 use meshvm::FileTree;
 use meshvm::git::{self, Event, GitError, Input, Options, PushOutcome, Target};
-use meshvm::layout;
+use meshvm::render::layout;
 use testkit::git;
 
 const PATH: &str = "clusters/c1";

@@ -12,7 +12,9 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use meshvm::istioctl::{ConfigureOptions, configure, read_mesh_config, read_workload_group};
+use meshvm::vmfiles::istioctl::{
+    ConfigureOptions, configure, read_mesh_config, read_workload_group,
+};
 use meshvm::vmfiles::{CLUSTER_ENV, MESH_YAML};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngSeed, TestRunner};
@@ -274,10 +276,10 @@ fn istioctl_case(s: [&str; 5]) -> Result<Case, String> {
         (format!("x/{key}"), key.to_owned()),
     ]
     .into();
-    let annotation = meshvm::yaml::to_string(&json!({
+    let annotation = meshvm::k8s::yaml::to_string(&json!({
         "proxyMetadata": {"ANNOTATED": annotated},
     }));
-    let group = meshvm::yaml::to_string(&json!({
+    let group = meshvm::k8s::yaml::to_string(&json!({
         "apiVersion": "networking.istio.io/v1",
         "kind": "WorkloadGroup",
         "metadata": {"name": "g", "namespace": "ns", "annotations": {"note/free": annotated}},
@@ -289,7 +291,7 @@ fn istioctl_case(s: [&str; 5]) -> Result<Case, String> {
             "template": {"serviceAccount": "sa", "ports": {"http": 8080}},
         },
     }));
-    let mesh = meshvm::yaml::to_string(&json!({
+    let mesh = meshvm::k8s::yaml::to_string(&json!({
         "trustDomain": "cluster.local",
         "defaultConfig": {"proxyMetadata": {"MESH_VALUE": mesh_value}},
     }));
@@ -358,10 +360,10 @@ fn fleet_case(base: &meshvm::Fleet, s: [&str; 4]) -> Result<Case, String> {
         .insert("GROUP_VALUE".into(), group_value.into());
     w.annotations.insert(
         "proxy.istio.io/config".into(),
-        meshvm::yaml::to_string(&json!({"proxyMetadata": {"ANNOTATED": annotated}})),
+        meshvm::k8s::yaml::to_string(&json!({"proxyMetadata": {"ANNOTATED": annotated}})),
     );
     w.annotations.insert("example.com/note".into(), note.into());
-    let text = meshvm::yaml::to_string(&fleet);
+    let text = meshvm::k8s::yaml::to_string(&fleet);
     let read =
         meshvm::spec::load_fleet_str(&text, "fleet.yaml".as_ref()).map_err(|d| d.to_string())?;
     assert_eq!(read, fleet, "the fleet reads back as written:\n{text}");

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use meshvm::kustomize::{self, Kustomization};
-use meshvm::layout;
+use meshvm::k8s::kustomize::{self, Kustomization};
+use meshvm::render::layout;
 use meshvm::render::{Rendered, render};
 use meshvm::spec::{Engine, Fleet, Instance};
 use testkit::fixture_fleets;

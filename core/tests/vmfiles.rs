@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use meshvm::istioctl::{self, ConfigureOptions};
+use meshvm::vmfiles::istioctl::{self, ConfigureOptions};
 use meshvm::vmfiles::{self, VmFilesError};
 use serde_json::Value;
 use testkit::source_with_sh;
@@ -170,7 +170,7 @@ fn hostile_values_stay_inert_when_sourced_by_sh() {
     let source = meshvm::spec::load_fleet(&fixtures().join("fleets/hostile/meshvm.yaml")).unwrap();
     let tree = vmfiles::vm_files(&source.fleet, None, "victim-1").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    tree.write_into(dir.path()).unwrap();
+    meshvm::disk::write_into(&tree, dir.path()).unwrap();
     let vars = source_with_sh(dir.path());
 
     // What each key must read back as: the proxy metadata as mesh.yaml states it (a second,
@@ -221,7 +221,7 @@ fn istioctl_labels_can_be_hostile_too() {
     let group = istioctl::read_workload_group(wg, Path::new("wg.yaml")).unwrap();
     let tree = istioctl::configure(group, Value::Null, &ConfigureOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    tree.write_into(dir.path()).unwrap();
+    meshvm::disk::write_into(&tree, dir.path()).unwrap();
     let vars = source_with_sh(dir.path());
     assert_eq!(
         vars["CANONICAL_SERVICE"],

@@ -1,6 +1,6 @@
 //! What meshvm writes as YAML reads back the same in a YAML 1.1 reader: PyYAML, the parser
 //! cloud-init itself uses (Debian's python3-yaml). Arbitrary strings, plus the spellings YAML
-//! 1.1 gives other types to, go through `meshvm::yaml` and must come back unchanged.
+//! 1.1 gives other types to, go through `meshvm::k8s::yaml` and must come back unchanged.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -107,7 +107,7 @@ fn strings_round_trip_through_a_yaml_1_1_reader() {
         .enumerate()
         .map(|(i, v)| (format!("k{i:05}"), v.clone()))
         .collect();
-    let yaml = meshvm::yaml::to_string(&doc);
+    let yaml = meshvm::k8s::yaml::to_string(&doc);
 
     let mut child = Command::new(PYTHON)
         .args([

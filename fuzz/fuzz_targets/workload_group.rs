@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshvm::istioctl::{ConfigureOptions, configure, read_workload_group};
+use meshvm::vmfiles::istioctl::{ConfigureOptions, configure, read_workload_group};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {

@@ -29,7 +29,7 @@ fn token_with(overrides: serde_json::Value) -> String {
     for (k, v) in overrides.as_object().unwrap() {
         claims[k] = v.clone();
     }
-    meshvm::token::unsigned_test_token(&claims)
+    meshvm::cloudinit::token::unsigned_test_token(&claims)
 }
 
 fn good_token() -> String {

@@ -40,7 +40,7 @@ impl Scratch {
         let mut fleet = meshvm::synthetic::fleet(vms);
         fleet.mesh.mesh_id = mesh_id.to_owned();
         let path = self.path(name);
-        std::fs::write(&path, meshvm::yaml::to_string(&fleet)).unwrap();
+        std::fs::write(&path, meshvm::k8s::yaml::to_string(&fleet)).unwrap();
         path
     }
 

@@ -429,7 +429,7 @@ fn hostile_values_are_inert_when_sh_sources_cluster_env() {
         .lines()
         .filter(|l| {
             l.split_once('=')
-                .is_some_and(|(k, _)| meshvm::names::env_name(k).is_ok())
+                .is_some_and(|(k, _)| meshvm::spec::names::env_name(k).is_ok())
         })
         .count();
     // One physical line per key, except the one value with newlines (its EVIL line included).

@@ -508,10 +508,10 @@ pub fn prepare(args: PrepareArgs) -> ExitCode {
 fn prepared(args: &PrepareArgs) -> Result<Prepared, String> {
     let fleet = meshvm::synthetic::fleet(args.vms);
     let fleet_file = args.dir.join(FLEET_FILE);
-    write(&fleet_file, meshvm::yaml::to_string(&fleet))?;
+    write(&fleet_file, meshvm::k8s::yaml::to_string(&fleet))?;
     write(
         &args.dir.join(CHANGED_FILE),
-        meshvm::yaml::to_string(&one_vm_changed(&fleet)),
+        meshvm::k8s::yaml::to_string(&one_vm_changed(&fleet)),
     )?;
     // The library, as the binary calls it: on all cores, and on one thread for the ratio.
     let all_cores = pool(0)?;

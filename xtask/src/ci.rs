@@ -165,8 +165,10 @@ fn product_checks(root: &Path, meshvm: &Path, steps: &mut Steps) {
             let out = scratch
                 .path()
                 .join(format!("{label}-{}.user-data", vm.name));
-            let subject =
-                meshvm::token::service_account_subject(&group.namespace, &group.service_account);
+            let subject = meshvm::cloudinit::token::service_account_subject(
+                &group.namespace,
+                &group.service_account,
+            );
             let root_cert = match source.root_cert {
                 Some(_) => None,
                 None => Some(root.join(TEST_ROOT_CERT)),
@@ -199,10 +201,10 @@ fn render_and_validate(meshvm: &Path, fleet: &Path, out: &Path, validator: &Vali
     // kustomizations are inside those builds). install/ holds IstioOperators (istioctl input,
     // no schema in the catalog) and bootstrap/ the VMs' own files: neither is applied.
     let sources: Vec<xtask::kube::Source> = [
-        meshvm::layout::MESH_DIR,
-        meshvm::layout::WORKLOADS_DIR,
-        meshvm::layout::ARGOCD_DIR,
-        meshvm::layout::FLUX_DIR,
+        meshvm::render::layout::MESH_DIR,
+        meshvm::render::layout::WORKLOADS_DIR,
+        meshvm::render::layout::ARGOCD_DIR,
+        meshvm::render::layout::FLUX_DIR,
     ]
     .iter()
     .map(|dir| out.join(dir))
@@ -238,8 +240,8 @@ fn user_data(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let token = meshvm::token::unsigned_test_token(&serde_json::json!({
-        "aud": [meshvm::token::ISTIO_CA_AUDIENCE],
+    let token = meshvm::cloudinit::token::unsigned_test_token(&serde_json::json!({
+        "aud": [meshvm::cloudinit::token::ISTIO_CA_AUDIENCE],
         "sub": subject,
         "iat": now,
         "exp": now + 3600,

@@ -33,9 +33,7 @@ pub fn run(args: Args) -> CmdResult {
         None => print!("{}", rendered.object_stream()),
         Some(dir) => {
             check_replaceable(&dir, &source.path)?;
-            rendered
-                .files
-                .write_dir_atomically(&dir)
+            meshvm::disk::write_dir_atomically(&rendered.files, &dir)
                 .map_err(|e| CliError::invalid(format!("cannot write {}: {e}", dir.display())))?;
             println!(
                 "rendered {} files ({} objects) into {}",
@@ -71,7 +69,8 @@ fn check_replaceable(dir: &Path, fleet_file: &Path) -> Result<(), CliError> {
     if entries.next().is_none() {
         return Ok(());
     }
-    let readme = std::fs::read_to_string(dir.join(meshvm::layout::README)).unwrap_or_default();
+    let readme =
+        std::fs::read_to_string(dir.join(meshvm::render::layout::README)).unwrap_or_default();
     if readme.contains(meshvm::render::README_MARKER) {
         Ok(())
     } else {

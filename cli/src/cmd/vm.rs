@@ -88,7 +88,7 @@ pub(crate) fn add_token(tree: &mut FileTree, path: &Path) -> Result<(), CliError
 /// Writes the VM files as `dir`, atomically, and says where each goes on the VM.
 pub(crate) fn write_files(tree: &FileTree, dir: &Path, what: &str) -> CmdResult {
     refuse_foreign_directory(dir)?;
-    tree.write_dir_atomically(dir)
+    meshvm::disk::write_dir_atomically(tree, dir)
         .map_err(|e| CliError::invalid(format!("cannot write {}: {e}", dir.display())))?;
     println!("wrote the mesh files of {what} to {}:", dir.display());
     for (name, destination) in vmfiles::DESTINATIONS {

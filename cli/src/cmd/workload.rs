@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::ArgAction;
-use meshvm::istioctl::{self, ConfigureOptions, GroupCreate};
 use meshvm::vmfiles;
+use meshvm::vmfiles::istioctl::{self, ConfigureOptions, GroupCreate};
 
 use crate::exit::{CliError, CmdResult};
 

@@ -14,6 +14,7 @@
 //! argument; templates come in as strings; the output is a string.
 
 mod quote;
+pub mod token;
 
 use std::io::Write;
 use std::time::{Duration, SystemTime};
@@ -29,9 +30,9 @@ use serde_json::{Value, json};
 
 pub use quote::{shell_word, yaml_block, yaml_scalar};
 
-use crate::rootcert::{self, RootCert, RootCertError};
+use self::token::{IstioToken, TokenError};
+use crate::spec::root_cert::{self, RootCert, RootCertError};
 use crate::spec::{Fleet, PackageFormat};
-use crate::token::{self, IstioToken, TokenError};
 use crate::tree::FileTree;
 use crate::utc;
 use crate::vmfiles;
@@ -90,7 +91,7 @@ pub struct Request<'a> {
     pub vm: &'a str,
     /// The VM's mesh files: `cluster.env`, `mesh.yaml`, `hosts`, `root-cert.pem`.
     pub files: &'a FileTree,
-    /// The istio-token as the user gave it; checked here (see [`crate::token`]).
+    /// The istio-token as the user gave it; checked here (see [`crate::cloudinit::token`]).
     pub token: &'a str,
     /// The time the checks use.
     pub now: SystemTime,
@@ -164,7 +165,7 @@ pub fn render(req: &Request<'_>, templates: &Templates) -> Result<UserData, Clou
         .files
         .get(ROOT_CERT_FILE)
         .ok_or(CloudInitError::MissingFile(ROOT_CERT_FILE))?;
-    let root_certs = rootcert::check(&String::from_utf8_lossy(&root_pem.bytes), req.now)?;
+    let root_certs = root_cert::check(&String::from_utf8_lossy(&root_pem.bytes), req.now)?;
     let sidecar = &req.fleet.sidecar;
     let url = sidecar.download_url();
     let mut warnings = Vec::new();

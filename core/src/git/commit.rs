@@ -291,7 +291,7 @@ pub fn move_ref(
 mod tests {
     use super::*;
     use crate::git::plan::{self, Files};
-    use crate::layout::vm_dir;
+    use crate::render::layout::vm_dir;
 
     fn files(paths: &[(&str, u8)]) -> Files {
         paths

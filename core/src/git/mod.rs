@@ -391,7 +391,7 @@ fn validate(input: &Input<'_>, opts: &Options) -> Result<(), GitError> {
         ("--remote-branch", opts.remote_branch.as_ref()),
     ] {
         if let Some(b) = b {
-            if let Err(reason) = crate::names::branch(b) {
+            if let Err(reason) = crate::spec::names::branch(b) {
                 return Err(GitError::Invalid(format!("{what} {b:?} {reason}")));
             }
         }

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::GitError;
-use crate::layout::{vm_dir, vm_of_path};
+use crate::render::layout::{vm_dir, vm_of_path};
 use crate::tree::{FileTree, MODE_PRIVATE};
 
 /// Files of a subtree: path relative to the subtree → (blob id, mode).

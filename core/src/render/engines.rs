@@ -14,17 +14,17 @@
 use std::collections::BTreeMap;
 
 use super::Rendered;
-use crate::argocd::{
+use crate::k8s::ObjectMeta;
+use crate::k8s::argocd::{
     self, Application, ApplicationSet, ApplicationSetSpec, ApplicationSetSyncPolicy,
     ApplicationSpec, ApplicationTemplate, Automated, Backoff, GitDirectory, GitGenerator, Retry,
     Source, SyncPolicy,
 };
-use crate::flux::{
+use crate::k8s::flux::{
     self, DependsOn, GitRef, GitRepository, GitRepositorySpec, KustomizationSpec, SourceRef,
 };
-use crate::istio::ObjectMeta;
-use crate::layout::{self, ARGOCD_DIR, FLUX_DIR, MESH_DIR, WORKLOADS_DIR};
-use crate::objects::managed_labels;
+use crate::render::layout::{self, ARGOCD_DIR, FLUX_DIR, MESH_DIR, WORKLOADS_DIR};
+use crate::render::objects::managed_labels;
 use crate::spec::{Engine, Fleet};
 
 pub const ARGOCD_NAMESPACE: &str = "argocd";

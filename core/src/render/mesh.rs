@@ -4,20 +4,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Rendered;
-use crate::gateway::{
+use crate::k8s::istio::NETWORKING_V1;
+use crate::k8s::istio::{
     Destination, Gateway, GatewayPort, GatewaySpec, PortSelector, RouteDestination, Server,
     ServerTls, TlsMatch, TlsRoute, VirtualService, VirtualServiceSpec,
 };
-use crate::istio::{NETWORKING_V1, ObjectMeta};
-use crate::istio_operator::{
+use crate::k8s::istio_operator::{
     Components, DefaultConfig, EnvVar, GatewayComponent, GlobalValues, IstioOperator,
     IstioOperatorSpec, K8sSpec, MeshConfig, MultiCluster, PilotValues, ServicePort, ServiceSpec,
     Values,
 };
-use crate::layout::{self, EAST_WEST_DIR, INSTALL_DIR, MESH_DIR, NAMESPACE_FILE, NAMESPACES_DIR};
-use crate::objects::managed_labels;
+use crate::k8s::{self, ObjectMeta, istio_operator};
+use crate::render::layout::{
+    self, EAST_WEST_DIR, INSTALL_DIR, MESH_DIR, NAMESPACE_FILE, NAMESPACES_DIR,
+};
+use crate::render::objects::managed_labels;
 use crate::spec::{Engine, Fleet, Mesh};
-use crate::{istio_operator, k8s};
 
 /// The label that puts a namespace's (or a gateway's) workloads on a network.
 pub const NETWORK_LABEL: &str = "topology.istio.io/network";

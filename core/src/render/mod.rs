@@ -1,5 +1,5 @@
 //! The GitOps tree: a pure function from a fleet to files (path → bytes), relative to the
-//! fleet's `gitops.path`. See [`crate::layout`] for where everything goes.
+//! fleet's `gitops.path`. See [`crate::render::layout`] for where everything goes.
 //!
 //! Architecture invariants:
 //! - Pure and deterministic: same fleet and root certificate, same bytes. Lists are sorted by
@@ -7,14 +7,16 @@
 //! - Each VM's files are an independent function of (fleet, group, VM) ([`workloads::vm`]):
 //!   adding a VM adds its directory and changes only its group's kustomization; removing
 //!   it removes exactly its directory. This is also the unit of parallel rendering.
-//! - Every object goes through [`crate::yaml`] and carries `app.kubernetes.io/managed-by: meshvm`.
+//! - Every object goes through [`crate::k8s::yaml`] and carries `app.kubernetes.io/managed-by: meshvm`.
 //! - Every object belongs to exactly one thing that applies it: one Argo CD Application
 //!   (`mesh/` or one group directory) and one Flux Kustomization (`mesh/` or `workloads/`);
 //!   `install/`, `argocd/` and `flux/` are applied by people, never by an engine.
 //! - No secret ever enters the tree: a file the VM files mark private (the token) is dropped.
 
 mod engines;
+pub mod layout;
 mod mesh;
+pub mod objects;
 mod readme;
 mod workloads;
 
@@ -23,7 +25,7 @@ use std::collections::BTreeSet;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::kustomize::{self, Kustomization};
+use crate::k8s::kustomize::{self, Kustomization};
 use crate::spec::Fleet;
 use crate::tree::FileTree;
 
@@ -43,7 +45,7 @@ impl Rendered {
     /// Every Kubernetes object of the tree as one multi-document YAML stream, in path order,
     /// each document headed by a `# Source: <path>` comment.
     pub fn object_stream(&self) -> String {
-        crate::yaml::join_documents(self.objects.iter().map(|path| {
+        crate::k8s::yaml::join_documents(self.objects.iter().map(|path| {
             let file = self.files.get(path).expect("objects are files of the tree");
             format!("# Source: {path}\n{}", String::from_utf8_lossy(&file.bytes))
         }))
@@ -51,7 +53,7 @@ impl Rendered {
 
     fn object<T: Serialize>(&mut self, path: String, object: &T) {
         self.files
-            .insert(path.clone(), crate::yaml::to_string(object));
+            .insert(path.clone(), crate::k8s::yaml::to_string(object));
         self.objects.insert(path);
     }
 
@@ -62,7 +64,7 @@ impl Rendered {
     {
         self.files.insert(
             format!("{dir}/{}", kustomize::FILE_NAME),
-            crate::yaml::to_string(&Kustomization::of(resources)),
+            crate::k8s::yaml::to_string(&Kustomization::of(resources)),
         );
     }
 
@@ -89,7 +91,7 @@ pub enum RenderError {
 pub fn render(fleet: &Fleet, root_cert: Option<&str>) -> Result<Rendered, RenderError> {
     let mut out = Rendered::default();
     out.files
-        .insert(crate::layout::README, readme::readme(fleet));
+        .insert(crate::render::layout::README, readme::readme(fleet));
     out.merge(mesh::mesh(fleet));
     out.merge(workloads::workloads(fleet));
     // One independent render per VM, on all cores: a VM's files depend on nothing but its

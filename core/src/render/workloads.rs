@@ -3,8 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{RenderError, Rendered};
-use crate::layout::{self, BOOTSTRAP_DIR, SERVICE_ENTRY_FILE, WORKLOAD_ENTRY_FILE, WORKLOADS_DIR};
-use crate::objects;
+use crate::render::layout::{
+    self, BOOTSTRAP_DIR, SERVICE_ENTRY_FILE, WORKLOAD_ENTRY_FILE, WORKLOADS_DIR,
+};
+use crate::render::objects;
 use crate::spec::{Fleet, Instance, Workload};
 use crate::tree::FileTree;
 use crate::vmfiles;

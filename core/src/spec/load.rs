@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::Fleet;
 use super::validate::{self, Problem};
-use crate::diagnostic::{Diagnostic, Diagnostics, Pos};
+use crate::spec::diagnostic::{Diagnostic, Diagnostics, Pos};
 
 /// Largest fleet file read: far above any real fleet (50,000 VMs take about 5 MiB).
 const MAX_FILE_BYTES: u64 = 64 << 20;

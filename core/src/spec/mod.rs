@@ -4,7 +4,10 @@
 //! JSON Schema derived from them (schemars) reports every structural error of a file at once,
 //! with its position, before the typed read.
 
+pub mod diagnostic;
 mod load;
+pub mod names;
+pub mod root_cert;
 mod validate;
 
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{Fleet, Instance, Probe, Resolution, Service, Workload};
-use crate::names::{self, Check};
+use crate::spec::names::{self, Check};
 use crate::vmfiles;
 
 /// One semantic problem, located by a JSON pointer into the fleet document.

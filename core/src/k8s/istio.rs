@@ -1,60 +1,14 @@
-//! Kubernetes and Istio object types, as meshvm writes and reads them.
-//!
-//! Field order is the order of the struct, so rendered YAML is stable; empty fields are left
-//! out, as `kubectl` and istioctl leave them out.
+//! `networking.istio.io/v1` kinds: WorkloadGroup, WorkloadEntry, ServiceEntry, and the Gateway
+//! and VirtualService that expose istiod on the east-west gateway.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::Object;
+
 pub const NETWORKING_V1: &str = "networking.istio.io/v1";
-
-/// The label every object meshvm renders carries.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "meshvm");
-
-/// A Kubernetes object: `apiVersion`, `kind`, `metadata` and a `spec` of type `S`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Object<S> {
-    pub api_version: String,
-    pub kind: String,
-    pub metadata: ObjectMeta,
-    pub spec: S,
-}
-
-impl<S> Object<S> {
-    pub fn new(api_version: &str, kind: &str, metadata: ObjectMeta, spec: S) -> Object<S> {
-        Object {
-            api_version: api_version.to_owned(),
-            kind: kind.to_owned(),
-            metadata,
-            spec,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectMeta {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-}
-
-impl ObjectMeta {
-    pub fn named(name: &str, namespace: Option<&str>) -> ObjectMeta {
-        ObjectMeta {
-            name: name.to_owned(),
-            namespace: namespace.map(str::to_owned),
-            ..ObjectMeta::default()
-        }
-    }
-}
 
 pub type WorkloadGroup = Object<WorkloadGroupSpec>;
 pub type WorkloadEntry = Object<WorkloadEntrySpec>;
@@ -133,4 +87,88 @@ pub struct ServicePort {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadSelector {
     pub labels: BTreeMap<String, String>,
+}
+
+// Gateway and VirtualService: what meshvm needs of them to expose istiod and the mesh's
+// services on the east-west gateway (TLS passthrough only).
+
+pub type Gateway = Object<GatewaySpec>;
+pub type VirtualService = Object<VirtualServiceSpec>;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Labels of the gateway pods this configuration applies to.
+    pub selector: BTreeMap<String, String>,
+    pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Server {
+    pub port: GatewayPort,
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayPort {
+    pub number: u32,
+    pub name: String,
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerTls {
+    /// `PASSTHROUGH`, `AUTO_PASSTHROUGH`, …
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualServiceSpec {
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<TlsRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsRoute {
+    #[serde(rename = "match")]
+    pub matches: Vec<TlsMatch>,
+    pub route: Vec<RouteDestination>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    pub sni_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteDestination {
+    pub destination: Destination,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Destination {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortSelector>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortSelector {
+    pub number: u32,
 }

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::istio::{Object, ObjectMeta};
+use super::{Object, ObjectMeta};
 
 pub const API_VERSION: &str = "argoproj.io/v1alpha1";
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::istio::Object;
+use super::Object;
 
 pub const API_VERSION: &str = "install.istio.io/v1alpha1";
 pub const KIND: &str = "IstioOperator";

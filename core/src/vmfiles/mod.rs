@@ -4,7 +4,7 @@
 //!
 //! One model, two front ends: [`render`] takes istioctl's inputs ([`Inputs`]: a WorkloadGroup,
 //! the mesh config, the cluster, the addresses and switches); [`vm_files`] derives those inputs
-//! from a fleet, and `crate::istioctl` reads them from istioctl-style files and flags.
+//! from a fleet, and `crate::vmfiles::istioctl` reads them from istioctl-style files and flags.
 //!
 //! Architecture invariant: pure. Same inputs, same bytes; nothing is read or printed here.
 //! Where istioctl is nondeterministic (it joins `ISTIO_INBOUND_PORTS` in Go map order), meshvm
@@ -17,6 +17,7 @@
 //! `/etc/hosts`); ProxyConfig fields unknown to meshvm are kept rather than dropped.
 
 mod go;
+pub mod istioctl;
 mod proxy_config;
 
 use std::collections::BTreeMap;
@@ -24,8 +25,8 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value, json};
 
-use crate::istio::WorkloadGroup;
-use crate::names;
+use crate::k8s::istio::WorkloadGroup;
+use crate::spec::names;
 use crate::spec::{Fleet, Instance, Workload};
 use crate::tree::FileTree;
 
@@ -150,7 +151,7 @@ pub fn insert_token(tree: &mut FileTree, token: &[u8]) -> Result<(), VmFilesErro
 /// without a network of its own is on the cluster's.
 pub fn fleet_inputs(fleet: &Fleet, workload: &Workload, instance: &Instance) -> Inputs {
     let mesh = &fleet.mesh;
-    let mut group = crate::objects::workload_group(workload);
+    let mut group = crate::render::objects::workload_group(workload);
     group
         .spec
         .metadata
@@ -445,7 +446,10 @@ pub fn render(inputs: &Inputs) -> Result<FileTree, VmFilesError> {
 
     let mut tree = FileTree::new();
     tree.insert(CLUSTER_ENV, cluster_env);
-    tree.insert(MESH_YAML, crate::yaml::to_string(&GoYamlOrder(&mesh_yaml)));
+    tree.insert(
+        MESH_YAML,
+        crate::k8s::yaml::to_string(&GoYamlOrder(&mesh_yaml)),
+    );
     tree.insert(HOSTS, hosts);
     Ok(tree)
 }

@@ -14,10 +14,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use crate::istio::{
-    GroupMetadata, NETWORKING_V1, ObjectMeta, WorkloadEntrySpec, WorkloadGroup, WorkloadGroupSpec,
+use crate::k8s::ObjectMeta;
+use crate::k8s::istio::{
+    GroupMetadata, NETWORKING_V1, WorkloadEntrySpec, WorkloadGroup, WorkloadGroupSpec,
 };
-use crate::names;
+use crate::spec::names;
 use crate::tree::FileTree;
 use crate::vmfiles::{self, Inputs, PROXY_CONFIG_ANNOTATION, VmFilesError, WorkloadIp};
 
@@ -447,7 +448,7 @@ pub fn group_create(args: &GroupCreate) -> Result<String, IstioctlError> {
             probe: None,
         },
     );
-    Ok(crate::yaml::to_string(&group))
+    Ok(crate::k8s::yaml::to_string(&group))
 }
 
 /// `key=value` items as istioctl splits them: at the first `=`; no `=`, an empty value.

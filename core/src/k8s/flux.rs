@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::istio::Object;
+use super::Object;
 
 pub const SOURCE_V1: &str = "source.toolkit.fluxcd.io/v1";
 pub const KUSTOMIZE_V1: &str = "kustomize.toolkit.fluxcd.io/v1";

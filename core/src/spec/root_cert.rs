@@ -85,8 +85,8 @@ mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
 
-    const CA: &str = include_str!("../../fixtures/certs/test-root-cert.pem");
-    const LEAF: &str = include_str!("../../fixtures/certs/test-leaf-cert.pem");
+    const CA: &str = include_str!("../../../fixtures/certs/test-root-cert.pem");
+    const LEAF: &str = include_str!("../../../fixtures/certs/test-leaf-cert.pem");
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)

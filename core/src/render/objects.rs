@@ -2,12 +2,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::istio::{
-    GroupMetadata, MANAGED_BY, NETWORKING_V1, ObjectMeta, ServiceEntry, ServiceEntrySpec,
-    ServicePort, WorkloadEntry, WorkloadEntrySpec, WorkloadGroup, WorkloadGroupSpec,
-    WorkloadSelector,
+use crate::k8s::ObjectMeta;
+use crate::k8s::istio::{
+    GroupMetadata, NETWORKING_V1, ServiceEntry, ServiceEntrySpec, ServicePort, WorkloadEntry,
+    WorkloadEntrySpec, WorkloadGroup, WorkloadGroupSpec, WorkloadSelector,
 };
 use crate::spec::{Instance, Mesh, Workload};
+
+/// The label every object meshvm renders carries.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "meshvm");
 
 /// The annotation that lets istiod act on the health of a hand-written WorkloadEntry.
 pub const HEALTH_CHECKS_ANNOTATION: (&str, &str) = ("proxy.istio.io/health-checks-enabled", "true");
