@@ -287,7 +287,7 @@ fn run_quietly(cmd: &mut Command) -> Result<(), String> {
 }
 
 /// Cargo's target directory (CARGO_TARGET_DIR and config honoured).
-fn target_dir(root: &Path) -> Result<PathBuf, String> {
+pub(crate) fn target_dir(root: &Path) -> Result<PathBuf, String> {
     let output = Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .current_dir(root)
