@@ -79,8 +79,9 @@ pub fn run(args: Args) -> ExitCode {
         Action::Up => build(&paths).and_then(|()| up(&paths)),
         Action::Env => print_env(&paths),
         Action::Down => down(&paths),
-        Action::Test { args } => test(&paths, &args).map(|summary| {
+        Action::Test { args } => test(&paths, &args).and_then(|summary| {
             println!("{summary}");
+            summary.check()
         }),
     };
     match result {
@@ -129,6 +130,14 @@ impl std::fmt::Display for Summary {
 }
 
 impl Summary {
+    /// Fails when a test failed or none ran.
+    fn check(&self) -> Result<(), String> {
+        if self.failed > 0 || self.passed == 0 {
+            return Err(format!("the real-cluster tests: {self}"));
+        }
+        Ok(())
+    }
+
     /// Adds libtest's `test result: ok. 3 passed; 1 failed; …` line; other lines are ignored.
     fn add_line(&mut self, line: &str) {
         let Some(counts) = line.strip_prefix("test result: ") else {
@@ -145,8 +154,15 @@ impl Summary {
     }
 }
 
+/// `cargo xtask ci`'s step: the harness built and started (unless one runs), the real-cluster
+/// tests, the harness stopped. Never skipped: without Go it fails, saying so.
+pub fn ci(root: &Path) -> Result<Summary, String> {
+    let paths = Paths::new(root, &crate::ci::target_dir(root)?);
+    let summary = test(&paths, &[])?;
+    summary.check().map(|()| summary)
+}
+
 /// Runs the `mesh` test binary against the running harness, or one started for the run.
-/// Fails when a test fails or none ran.
 pub fn test(paths: &Paths, args: &[String]) -> Result<Summary, String> {
     let started = !cluster::running(paths)?;
     if started {
@@ -157,11 +173,7 @@ pub fn test(paths: &Paths, args: &[String]) -> Result<Summary, String> {
     if started {
         down(paths)?;
     }
-    let summary = result?;
-    if summary.failed > 0 || summary.passed == 0 {
-        return Err(summary.to_string());
-    }
-    Ok(summary)
+    result
 }
 
 fn run_tests(paths: &Paths, args: &[String]) -> Result<Summary, String> {
