@@ -52,7 +52,7 @@ fn istioctl_accepts_every_install_file() {
                     let deployments: Vec<String> = objects
                         .iter()
                         .filter(|o| o["kind"] == "Deployment")
-                        .map(|o| identity(o))
+                        .map(identity)
                         .collect();
                     assert!(!deployments.is_empty(), "{fleet}/{name} installs nothing");
                     for deployment in deployments {

@@ -574,6 +574,37 @@ const VARIATIONS: &[Variation] = &[
         flags: &["--internalIP", "10.0.0.6", "--ingressIP", "203.0.113.10"],
     },
     Variation {
+        name: "many-ports",
+        spec: "template: {serviceAccount: app, ports: {http: 8080, grpc: 9090, admin: 7070, tcp-db: 5432}}\nmetadata: {labels: {app: ports}}",
+        mesh: "trustDomain: cluster.local\ndefaultConfig: {discoveryAddress: istiod.NS.svc:15012}",
+        flags: &["--internalIP", "10.0.0.12", "--ingressIP", "203.0.113.10"],
+    },
+    Variation {
+        name: "exec-probe",
+        spec: "template: {serviceAccount: app, ports: {http: 8080}}\nmetadata: {labels: {app: exec}}\nprobe: {exec: {command: [/bin/check, --quick]}, successThreshold: 1}",
+        mesh: "trustDomain: cluster.local\ndefaultConfig: {discoveryAddress: istiod.NS.svc:15012}",
+        flags: &["--internalIP", "10.0.0.13", "--ingressIP", "203.0.113.10"],
+    },
+    Variation {
+        name: "grpc-probe",
+        spec: "template: {serviceAccount: app, ports: {grpc: 9090}}\nmetadata: {labels: {app: grpc}}\nprobe: {grpc: {port: 9090, service: health}, periodSeconds: 7}",
+        mesh: "trustDomain: cluster.local\ndefaultConfig: {discoveryAddress: istiod.NS.svc:15012}",
+        flags: &["--internalIP", "10.0.0.14", "--ingressIP", "203.0.113.10"],
+    },
+    Variation {
+        name: "ipv6-revisioned-canonical-labels",
+        spec: "template: {serviceAccount: app, ports: {http: 8080}}\nmetadata:\n  labels:\n    app.kubernetes.io/name: shop\n    service.istio.io/canonical-revision: v3",
+        mesh: "trustDomain: td.example\ndefaultConfig: {discoveryAddress: istiod-canary.NS.svc:15012, meshId: m6}",
+        flags: &[
+            "--revision",
+            "canary",
+            "--internalIP",
+            "fd00:20::5",
+            "--ingressIP",
+            "fd00:20::1",
+        ],
+    },
+    Variation {
         name: "autoregister",
         spec: "template: {serviceAccount: app, ports: {http: 8080}}\nmetadata: {labels: {app: auto}}",
         mesh: "trustDomain: cluster.local\ndefaultConfig: {discoveryAddress: istiod.NS.svc:15012}",
