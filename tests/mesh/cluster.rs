@@ -25,14 +25,14 @@ fn harness_var(name: &str) -> PathBuf {
 /// kubectl against the harness.
 pub fn kubectl() -> Command {
     let mut cmd = Command::new("kubectl");
-    cmd.arg("--kubeconfig").arg(harness_var("KUBECONFIG"));
+    cmd.arg("--kubeconfig").arg(harness_var("MESH_KUBECONFIG"));
     cmd
 }
 
 /// The built istioctl against the harness.
 pub fn istioctl() -> Command {
     let mut cmd = Command::new(harness_var("MESH_ISTIOCTL"));
-    cmd.arg("--kubeconfig").arg(harness_var("KUBECONFIG"));
+    cmd.arg("--kubeconfig").arg(harness_var("MESH_KUBECONFIG"));
     cmd
 }
 

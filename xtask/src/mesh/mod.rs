@@ -100,7 +100,12 @@ pub fn env(paths: &Paths) -> Result<Vec<(String, PathBuf)>, String> {
     if !cluster::running(paths)? {
         return Err("no harness is running: start one with `cargo xtask mesh up`".into());
     }
-    let mut vars = vec![("KUBECONFIG".to_string(), paths.kubeconfig())];
+    // MESH_KUBECONFIG is what the tests read: a KUBECONFIG left in a shell for another
+    // cluster never receives their objects.
+    let mut vars = vec![
+        ("KUBECONFIG".to_string(), paths.kubeconfig()),
+        ("MESH_KUBECONFIG".to_string(), paths.kubeconfig()),
+    ];
     vars.extend(
         build::TOOLS
             .iter()
