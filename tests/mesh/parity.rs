@@ -272,7 +272,6 @@ struct Known {
     at: &'static str,
     meshvm: Option<&'static str>,
     istioctl: Option<&'static str>,
-    #[allow(dead_code)] // Read by people: why it differs.
     why: &'static str,
 }
 
@@ -434,9 +433,12 @@ fn istioctl_configures_every_fleet_vm_as_meshvm_does() {
                     .arg(theirs.join("istio-token")),
             );
             let found = differences(&mine, &theirs);
-            let known: Vec<Difference> = KNOWN
+            let known: Vec<&Known> = KNOWN
                 .iter()
                 .filter(|k| k.fleet == fleet && k.vm == vm.name)
+                .collect();
+            let mut expected: Vec<Difference> = known
+                .iter()
                 .map(|k| {
                     (
                         k.at.into(),
@@ -445,12 +447,16 @@ fn istioctl_configures_every_fleet_vm_as_meshvm_does() {
                     )
                 })
                 .collect();
-            let (mut found, mut known) = (found, known);
+            let mut found = found;
             found.sort();
-            known.sort();
-            if found != known {
+            expected.sort();
+            if found != expected {
+                let reasons: Vec<String> = known
+                    .iter()
+                    .map(|k| format!("{}: {}", k.at, k.why))
+                    .collect();
                 mismatches.push(format!(
-                    "{fleet}/{}: found {found:#?}\nexpected {known:#?}",
+                    "{fleet}/{}: found {found:#?}\nknown {expected:#?}\nbecause {reasons:#?}",
                     vm.name
                 ));
             }

@@ -283,7 +283,7 @@ fn user_data(
     }
 }
 
-fn run_quietly(cmd: &mut Command) -> Result<(), String> {
+pub(crate) fn run_quietly(cmd: &mut Command) -> Result<(), String> {
     let shown = format!("{cmd:?}");
     let output = cmd.output().map_err(|e| format!("{shown}: {e}"))?;
     if output.status.success() {

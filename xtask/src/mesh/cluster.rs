@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::Paths;
 use super::build::Tool;
+use crate::ci::run_quietly;
 
 /// The processes `up` starts, in start order (`down` stops them in reverse).
 const PROCESSES: [Tool; 2] = [Tool::Etcd, Tool::KubeApiserver];
@@ -243,37 +244,18 @@ fn curl(url: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// kubectl against the harness; its stdout, or what it said.
-fn kubectl(paths: &Paths, args: &[&str]) -> Result<String, String> {
-    let mut cmd = Command::new("kubectl");
-    cmd.arg("--kubeconfig").arg(paths.kubeconfig()).args(args);
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{cmd:?} exited with {}:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+/// kubectl against the harness; what it said when it fails.
+fn kubectl(paths: &Paths, args: &[&str]) -> Result<(), String> {
+    run_quietly(
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(paths.kubeconfig())
+            .args(args),
+    )
 }
 
 fn openssl(pki: &Path, args: &[&str]) -> Result<(), String> {
-    let mut cmd = Command::new("openssl");
-    cmd.args(args).current_dir(pki);
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{cmd:?}: {e} (install Debian's openssl)"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?} exited with {}:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    run_quietly(Command::new("openssl").args(args).current_dir(pki))
 }
 
 /// The test CA, the serving and admin certificates it signs (valid a week), and the
@@ -390,5 +372,4 @@ fn load_crds(paths: &Paths) -> Result<(), String> {
             "--timeout=60s",
         ],
     )
-    .map(drop)
 }
