@@ -12,4 +12,5 @@
 mod apply;
 mod cluster;
 mod install;
+mod offline;
 mod parity;
