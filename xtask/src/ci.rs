@@ -1,7 +1,7 @@
 //! `cargo xtask ci`: the tools the tests need (`.ci/setup`), format check, clippy with warnings denied, every test, then the product
 //! checked by real validators: every fixture fleet rendered with the built `meshvm` and
-//! validated strictly, and the user-data of every fixture VM validated; last, every fuzz
-//! target for a minute.
+//! validated strictly, and the user-data of every fixture VM validated; the real-cluster
+//! tests against the harness of `cargo xtask mesh`; last, every fuzz target for a minute.
 //!
 //! Every step runs even when an earlier one failed, so one run shows every failure; the run
 //! fails when any step failed, naming it.
@@ -80,6 +80,18 @@ pub fn run() -> ExitCode {
         Ok(target) => product_checks(&root, &target.join("debug/meshvm"), &mut steps),
         Err(why) => steps.record("locate the built meshvm".into(), Outcome::Failed(why)),
     }
+
+    // The real-cluster tests (tests/mesh) against etcd, kube-apiserver and istioctl.
+    let name = "cargo xtask mesh test".to_string();
+    eprintln!("xtask ci: {name}");
+    let outcome = match crate::mesh::ci(&root) {
+        Ok(summary) => {
+            eprintln!("xtask ci: {summary}");
+            Outcome::Ok
+        }
+        Err(why) => Outcome::Failed(why),
+    };
+    steps.record(name, outcome);
 
     // The parsers that read users' files, fuzzed for a bounded time: no input may panic.
     let name = format!("cargo xtask fuzz --seconds {FUZZ_SECONDS}");
@@ -271,7 +283,7 @@ fn user_data(
     }
 }
 
-fn run_quietly(cmd: &mut Command) -> Result<(), String> {
+pub(crate) fn run_quietly(cmd: &mut Command) -> Result<(), String> {
     let shown = format!("{cmd:?}");
     let output = cmd.output().map_err(|e| format!("{shown}: {e}"))?;
     if output.status.success() {
@@ -287,7 +299,7 @@ fn run_quietly(cmd: &mut Command) -> Result<(), String> {
 }
 
 /// Cargo's target directory (CARGO_TARGET_DIR and config honoured).
-fn target_dir(root: &Path) -> Result<PathBuf, String> {
+pub(crate) fn target_dir(root: &Path) -> Result<PathBuf, String> {
     let output = Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .current_dir(root)

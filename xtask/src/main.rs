@@ -6,6 +6,7 @@
 mod bench;
 mod ci;
 mod fuzz;
+mod mesh;
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ enum Command {
     Ci,
     Fuzz(FuzzArgs),
     Bench(bench::Args),
+    /// The real-cluster harness: etcd, kube-apiserver and istioctl built from tests/upstream.
+    Mesh(mesh::Args),
     #[command(hide = true)]
     BenchPrepare(bench::PrepareArgs),
 }
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Fuzz(args) => fuzz::run(&schemas::workspace_root(), args.seconds),
         Command::Bench(args) => bench::run(args),
         Command::BenchPrepare(args) => bench::prepare(args),
+        Command::Mesh(args) => mesh::run(args),
     }
 }
 

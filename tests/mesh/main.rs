@@ -1,0 +1,16 @@
+//! The real-cluster tests: meshvm's output checked by the programs that consume it, a real
+//! kube-apiserver (with etcd and the real Istio, Argo CD and Flux CRDs) and a real istioctl,
+//! all built from the pinned Go module in tests/upstream.
+//!
+//! They need the harness: `cargo xtask mesh test` starts one, runs them and stops it; or
+//! `cargo xtask mesh up` and `eval $(cargo xtask mesh env)` first. Without it they fail.
+//!
+//! No namespace controller runs in the harness (deleted namespaces stay Terminating), so no
+//! test deletes anything: the fleets' own namespaces are shared by the tests that apply fleets
+//! (one fleet at a time, [`cluster::fleet_turn`]); every other test uses namespaces of its own.
+
+mod apply;
+mod cluster;
+mod install;
+mod offline;
+mod parity;

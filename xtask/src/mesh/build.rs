@@ -1,0 +1,124 @@
+//! `go build` of the upstream programs, from the Go module in `tests/upstream/` (its go.mod
+//! pins every version; go.sum is complete, so the build never edits them).
+
+use std::process::Command;
+use std::time::{Instant, SystemTime};
+
+use super::Paths;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tool {
+    Etcd,
+    KubeApiserver,
+    Istioctl,
+    PilotDiscovery,
+    PilotAgent,
+}
+
+pub const TOOLS: [Tool; 5] = [
+    Tool::Etcd,
+    Tool::KubeApiserver,
+    Tool::Istioctl,
+    Tool::PilotDiscovery,
+    Tool::PilotAgent,
+];
+
+impl Tool {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Etcd => "etcd",
+            Tool::KubeApiserver => "kube-apiserver",
+            Tool::Istioctl => "istioctl",
+            Tool::PilotDiscovery => "pilot-discovery",
+            Tool::PilotAgent => "pilot-agent",
+        }
+    }
+
+    /// The Go package, one of go.mod's `tool` lines.
+    fn package(self) -> &'static str {
+        match self {
+            Tool::Etcd => "go.etcd.io/etcd/server/v3",
+            Tool::KubeApiserver => "k8s.io/kubernetes/cmd/kube-apiserver",
+            Tool::Istioctl => "istio.io/istio/istioctl/cmd/istioctl",
+            Tool::PilotDiscovery => "istio.io/istio/pilot/cmd/pilot-discovery",
+            Tool::PilotAgent => "istio.io/istio/pilot/cmd/pilot-agent",
+        }
+    }
+
+    /// The variable the tests find the binary in: MESH_KUBE_APISERVER, MESH_ISTIOCTL, …
+    pub fn env_var(self) -> String {
+        format!("MESH_{}", self.name().replace('-', "_").to_uppercase())
+    }
+}
+
+/// The versions go.mod pins, stamped into the binaries so that they report them (`/version`,
+/// `istioctl version`) and `istioctl manifest generate` names real images, not
+/// `registry.istio.io/testing:latest`. Kept beside go.mod's pins: change both together.
+const LDFLAGS: &str = concat!(
+    "-X k8s.io/component-base/version.gitVersion=v1.36.1",
+    " -X k8s.io/component-base/version.gitMajor=1",
+    " -X k8s.io/component-base/version.gitMinor=36",
+    " -X k8s.io/component-base/version.gitTreeState=clean",
+    // Istio master of 2026-08-27 (commit eed52ebb66ad), the 1.31 development line; its dev
+    // builds are published to gcr.io/istio-testing.
+    " -X istio.io/istio/pkg/version.buildVersion=1.31-alpha.eed52ebb66ad",
+    " -X istio.io/istio/pkg/version.buildGitRevision=eed52ebb66ad",
+    " -X istio.io/istio/pkg/version.buildStatus=Clean",
+    " -X istio.io/istio/pkg/version.buildTag=1.31-alpha.eed52ebb66ad",
+    " -X istio.io/istio/pkg/version.buildHub=gcr.io/istio-testing",
+);
+
+/// Builds every tool into `paths.bin`, unless each binary is newer than go.mod and go.sum.
+pub fn build(paths: &Paths) -> Result<(), String> {
+    let module = paths.root.join("tests/upstream");
+    let pins = newest_mtime(&[module.join("go.mod"), module.join("go.sum")])?;
+    let fresh = TOOLS.iter().all(|tool| {
+        std::fs::metadata(paths.tool(*tool))
+            .and_then(|m| m.modified())
+            .is_ok_and(|built| built > pins)
+    });
+    if fresh {
+        return Ok(());
+    }
+    if xtask::on_path("go").is_none() {
+        return Err("`go` is not on PATH: the real-cluster tests build etcd, kube-apiserver and \
+             istioctl from tests/upstream with Go 1.26 (https://go.dev/dl), install it and run again"
+            .into());
+    }
+    std::fs::create_dir_all(&paths.bin).map_err(|e| format!("{}: {e}", paths.bin.display()))?;
+    let started = Instant::now();
+    eprintln!(
+        "xtask mesh: go build of the upstream programs into {}",
+        paths.bin.display()
+    );
+    // One `go build` per tool: `-o DIR/` would name etcd after its package (`v3`).
+    for tool in TOOLS {
+        let mut cmd = Command::new("go");
+        cmd.args(["build", "-ldflags", LDFLAGS, "-o"])
+            .arg(paths.tool(tool))
+            .arg(tool.package())
+            .current_dir(&module)
+            // Static binaries as upstream ships them; the pinned toolchain only, never a
+            // download; go.mod and go.sum are read, never rewritten.
+            .env("CGO_ENABLED", "0")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=readonly");
+        let status = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
+        if !status.success() {
+            return Err(format!("{cmd:?} exited with {status}"));
+        }
+    }
+    eprintln!("xtask mesh: built in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn newest_mtime(files: &[std::path::PathBuf]) -> Result<SystemTime, String> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .and_then(|m| m.modified())
+                .map_err(|e| format!("{}: {e}", f.display()))
+        })
+        .try_fold(SystemTime::UNIX_EPOCH, |newest, t| Ok(newest.max(t?)))
+}

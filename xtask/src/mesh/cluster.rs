@@ -1,0 +1,375 @@
+//! The harness's control plane: etcd and kube-apiserver on 127.0.0.1, detached from `up`, their
+//! PIDs recorded so that `down` stops exactly them.
+//!
+//! Certificates come from Debian's `openssl`: a test CA, the API server's serving certificate
+//! (localhost, 127.0.0.1), an admin client certificate (O=system:masters) and the
+//! ServiceAccount signing key. openssl is on every Debian machine; a Rust certificate crate
+//! would add a C crypto build to the two shared cores for a few seconds' work.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Paths;
+use super::build::Tool;
+use crate::ci::run_quietly;
+
+/// The processes `up` starts, in start order (`down` stops them in reverse).
+const PROCESSES: [Tool; 2] = [Tool::Etcd, Tool::KubeApiserver];
+
+/// How long the API server and the CRDs may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn pid_file(paths: &Paths, tool: Tool) -> PathBuf {
+    paths.state.join(format!("{}.pid", tool.name()))
+}
+
+/// The PID `up` recorded for `tool`, when that process still runs that program.
+fn live_pid(paths: &Paths, tool: Tool) -> Result<Option<i32>, String> {
+    let file = pid_file(paths, tool);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", file.display())),
+    };
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{}: not a PID: {text:?}", file.display()))?;
+    Ok(runs(pid, &paths.tool(tool)).then_some(pid))
+}
+
+/// Whether `pid` is a live (not zombie) process whose program is `binary`: a PID the kernel
+/// has reused for something else is never signalled.
+fn runs(pid: i32, binary: &Path) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let program = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the parenthesised command name.
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    program == binary.as_os_str().as_encoded_bytes() && !zombie
+}
+
+/// Whether a harness started by `up` runs.
+pub fn running(paths: &Paths) -> Result<bool, String> {
+    for tool in PROCESSES {
+        if live_pid(paths, tool)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Starts the harness and waits until the API server serves the CRDs. Refuses when one runs.
+pub fn up(paths: &Paths) -> Result<(), String> {
+    if running(paths)? {
+        let pids: Vec<String> = PROCESSES
+            .iter()
+            .filter_map(|tool| {
+                let pid = live_pid(paths, *tool).ok().flatten()?;
+                Some(format!("{} (PID {pid})", tool.name()))
+            })
+            .collect();
+        return Err(format!(
+            "a harness is already running: {}; use it (`eval $(cargo xtask mesh env)`) or stop \
+             it with `cargo xtask mesh down`",
+            pids.join(", ")
+        ));
+    }
+    let started = Instant::now();
+    // Leftovers of a harness that died are replaced.
+    remove_state(paths)?;
+    let state = &paths.state;
+    let pki = state.join("pki");
+    std::fs::create_dir_all(&pki).map_err(|e| format!("{}: {e}", pki.display()))?;
+    certificates(&pki)?;
+
+    let [client, peer, secure] = free_ports()?;
+    let etcd_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let data_dir = state.join("etcd-data");
+    let etcd_args = vec![
+        format!("--data-dir={}", data_dir.display()),
+        format!("--listen-client-urls={etcd_url}"),
+        format!("--advertise-client-urls={etcd_url}"),
+        format!("--listen-peer-urls={peer_url}"),
+        format!("--initial-advertise-peer-urls={peer_url}"),
+        format!("--initial-cluster=default={peer_url}"),
+        "--unsafe-no-fsync".into(),
+    ];
+    spawn(paths, Tool::Etcd, &etcd_args)?;
+    wait_for(paths, Tool::Etcd, "etcd /health", || {
+        curl(&format!("{etcd_url}/health")).is_some_and(|body| body.contains("\"health\":\"true\""))
+    })?;
+
+    let file = |name: &str| pki.join(name).display().to_string();
+    let apiserver_args = vec![
+        format!("--etcd-servers={etcd_url}"),
+        "--bind-address=127.0.0.1".into(),
+        // Without it the API server looks for an address on the default route's interface.
+        "--advertise-address=127.0.0.1".into(),
+        format!("--secure-port={secure}"),
+        format!("--cert-dir={}", pki.display()),
+        format!("--tls-cert-file={}", file("apiserver.crt")),
+        format!("--tls-private-key-file={}", file("apiserver.key")),
+        format!("--client-ca-file={}", file("ca.crt")),
+        "--authorization-mode=RBAC".into(),
+        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+        format!("--service-account-key-file={}", file("sa.pub")),
+        format!("--service-account-signing-key-file={}", file("sa.key")),
+        // No controller manager creates the `default` ServiceAccounts this plugin demands.
+        "--disable-admission-plugins=ServiceAccount".into(),
+        "--allow-privileged=true".into(),
+    ];
+    spawn(paths, Tool::KubeApiserver, &apiserver_args)?;
+    write_kubeconfig(paths, secure, &pki)?;
+    wait_for(paths, Tool::KubeApiserver, "kube-apiserver /readyz", || {
+        kubectl(paths, &["get", "--raw", "/readyz"]).is_ok()
+    })?;
+    load_crds(paths)?;
+    eprintln!(
+        "xtask mesh: up in {:.1?}: etcd {etcd_url}, kube-apiserver https://127.0.0.1:{secure}; \
+         `eval $(cargo xtask mesh env)` to use it",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// Stops the recorded processes (SIGTERM, then SIGKILL after 10 s) and removes the state.
+pub fn down(paths: &Paths) -> Result<(), String> {
+    for tool in PROCESSES.iter().rev() {
+        let Some(pid) = live_pid(paths, *tool)? else {
+            continue;
+        };
+        let binary = paths.tool(*tool);
+        // SAFETY: kill(2) on a PID checked just above to be this harness's process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while runs(pid, &binary) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if runs(pid, &binary) {
+            // SAFETY: as above; the process ignored SIGTERM.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        eprintln!("xtask mesh: stopped {} (PID {pid})", tool.name());
+    }
+    remove_state(paths)
+}
+
+fn remove_state(paths: &Paths) -> Result<(), String> {
+    match std::fs::remove_dir_all(&paths.state) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("{}: {e}", paths.state.display())),
+    }
+}
+
+/// Three ports free on 127.0.0.1 now, held together so that they differ.
+fn free_ports() -> Result<[u16; 3], String> {
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+    let port = |i: usize| listeners[i].local_addr().map(|a| a.port());
+    Ok([port(0), port(1), port(2)].map(|p| p.expect("a bound listener has an address")))
+}
+
+/// Starts `tool` in its own process group (so that `up` returns and a Ctrl-C in the shell
+/// does not reach it), its output in `<state>/<tool>.log`, and records its PID.
+fn spawn(paths: &Paths, tool: Tool, args: &[String]) -> Result<(), String> {
+    let log_path = paths.state.join(format!("{}.log", tool.name()));
+    let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let err = log.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(paths.tool(tool));
+    cmd.args(args)
+        .current_dir(&paths.state)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .process_group(0);
+    let child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let file = pid_file(paths, tool);
+    std::fs::write(&file, format!("{}\n", child.id()))
+        .map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// Polls `ready` until it holds; fails with the log's tail when the process exits or time
+/// runs out.
+fn wait_for(
+    paths: &Paths,
+    tool: Tool,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        let alive = live_pid(paths, tool)?.is_some();
+        if !alive || Instant::now() > deadline {
+            let log = paths.state.join(format!("{}.log", tool.name()));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            let why = if alive {
+                "timed out"
+            } else {
+                "the process exited"
+            };
+            let _ = down(paths);
+            return Err(format!(
+                "{what} never became ready ({why}); the end of {}:\n{}",
+                log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn curl(url: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-fsS", "--max-time", "2", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// kubectl against the harness; what it said when it fails.
+fn kubectl(paths: &Paths, args: &[&str]) -> Result<(), String> {
+    run_quietly(
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(paths.kubeconfig())
+            .args(args),
+    )
+}
+
+fn openssl(pki: &Path, args: &[&str]) -> Result<(), String> {
+    run_quietly(Command::new("openssl").args(args).current_dir(pki))
+}
+
+/// The test CA, the serving and admin certificates it signs (valid a week), and the
+/// ServiceAccount token signing key pair (RSA, as the tokens' RS256 expects).
+fn certificates(pki: &Path) -> Result<(), String> {
+    // A fresh P-256 key and a certificate valid for a week: self-signed, or signed by the CA.
+    let certificate =
+        |key: &'static str, crt: &'static str, signed: bool, extra: &[&'static str]| {
+            let mut args = vec!["req", "-x509", "-newkey", "ec", "-pkeyopt"];
+            args.extend(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "7"]);
+            args.extend(["-keyout", key, "-out", crt]);
+            if signed {
+                args.extend(["-CA", "ca.crt", "-CAkey", "ca.key"]);
+            }
+            args.extend(extra);
+            openssl(pki, &args)
+        };
+    certificate("ca.key", "ca.crt", false, &["-subj", "/CN=meshvm-test-ca"])?;
+    certificate(
+        "apiserver.key",
+        "apiserver.crt",
+        true,
+        &[
+            "-subj",
+            "/CN=kube-apiserver",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ],
+    )?;
+    certificate(
+        "admin.key",
+        "admin.crt",
+        true,
+        &[
+            "-subj",
+            "/O=system:masters/CN=meshvm-admin",
+            "-addext",
+            "extendedKeyUsage=clientAuth",
+        ],
+    )?;
+    openssl(
+        pki,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "sa.key",
+        ],
+    )?;
+    openssl(pki, &["pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"])
+}
+
+fn write_kubeconfig(paths: &Paths, port: u16, pki: &Path) -> Result<(), String> {
+    let file = |name: &str| pki.join(name).display().to_string();
+    let text = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: mesh
+  cluster:
+    server: https://127.0.0.1:{port}
+    certificate-authority: {ca}
+users:
+- name: admin
+  user:
+    client-certificate: {crt}
+    client-key: {key}
+contexts:
+- name: mesh
+  context: {{cluster: mesh, user: admin}}
+current-context: mesh
+",
+        ca = file("ca.crt"),
+        crt = file("admin.crt"),
+        key = file("admin.key"),
+    );
+    let path = paths.kubeconfig();
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The CRD files of ../shared/crds loaded server-side (some are too large for the
+/// last-applied annotation of a client-side apply), then waited for until Established.
+fn load_crds(paths: &Paths) -> Result<(), String> {
+    let dir = paths.root.join("../shared/crds");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| {
+            format!(
+                "{}: {e} (the real CRDs of Istio, Argo CD and Flux)",
+                dir.display()
+            )
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    let mut args = vec!["apply", "--server-side", "--field-manager=meshvm-harness"];
+    for file in &files {
+        args.extend(["-f", file.to_str().ok_or("a CRD path is not UTF-8")?]);
+    }
+    kubectl(paths, &args)?;
+    kubectl(
+        paths,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ],
+    )
+}

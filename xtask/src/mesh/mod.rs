@@ -1,0 +1,225 @@
+//! `cargo xtask mesh build|up|env|down|test`: a real control plane for the real-cluster tests
+//! (`tests/mesh/`): etcd and kube-apiserver on 127.0.0.1 with the CRDs meshvm's output uses,
+//! and istioctl, all built with `go build` from the pinned Go module in `tests/upstream/`.
+//!
+//! A test fixture, not a product: one harness per target directory, its state (PIDs, logs,
+//! certificates, kubeconfig, etcd data) in `<target>/mesh/`, its binaries in
+//! `<target>/upstream/bin/`.
+
+mod build;
+mod cluster;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+pub use build::build;
+pub use cluster::{down, up};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// `go build` etcd, kube-apiserver, istioctl, pilot-discovery and pilot-agent from
+    /// tests/upstream into <target>/upstream/bin (skipped when they are newer than go.mod and
+    /// go.sum; Go's caches make a rebuild cheap anyway).
+    Build,
+    /// Build, then start etcd and kube-apiserver on 127.0.0.1 and load the CRDs of
+    /// ../shared/crds. Refuses to start a second harness.
+    Up,
+    /// Print the harness's environment for a shell to `eval`: KUBECONFIG and MESH_* binaries.
+    Env,
+    /// Stop exactly the processes `up` started and remove the harness's state.
+    Down,
+    /// Run the real-cluster tests (the `mesh` test binary) against the running harness, or
+    /// against one started for the run and stopped after it. Ends with `N passed, M failed`.
+    Test {
+        /// Passed to the test binary (a name filter, --nocapture, …).
+        args: Vec<String>,
+    },
+}
+
+/// Where the harness keeps its binaries and state.
+pub struct Paths {
+    pub root: PathBuf,
+    pub bin: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root: &Path, target: &Path) -> Self {
+        Paths {
+            root: root.to_path_buf(),
+            bin: target.join("upstream/bin"),
+            state: target.join("mesh"),
+        }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.state.join("kubeconfig")
+    }
+
+    pub fn tool(&self, tool: build::Tool) -> PathBuf {
+        self.bin.join(tool.name())
+    }
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let root = xtask::schemas::workspace_root();
+    let paths = match crate::ci::target_dir(&root) {
+        Ok(target) => Paths::new(&root, &target),
+        Err(why) => return fail(&why),
+    };
+    let result = match args.command {
+        Action::Build => build(&paths),
+        Action::Up => build(&paths).and_then(|()| up(&paths)),
+        Action::Env => print_env(&paths),
+        Action::Down => down(&paths),
+        Action::Test { args } => test(&paths, &args).and_then(|summary| {
+            println!("{summary}");
+            summary.check()
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => fail(&why),
+    }
+}
+
+fn fail(why: &str) -> ExitCode {
+    eprintln!("xtask mesh: {why}");
+    ExitCode::FAILURE
+}
+
+/// The environment the real-cluster tests read, as `NAME=value` pairs.
+pub fn env(paths: &Paths) -> Result<Vec<(String, PathBuf)>, String> {
+    if !cluster::running(paths)? {
+        return Err("no harness is running: start one with `cargo xtask mesh up`".into());
+    }
+    // MESH_KUBECONFIG is what the tests read: a KUBECONFIG left in a shell for another
+    // cluster never receives their objects.
+    let mut vars = vec![
+        ("KUBECONFIG".to_string(), paths.kubeconfig()),
+        ("MESH_KUBECONFIG".to_string(), paths.kubeconfig()),
+    ];
+    vars.extend(
+        build::TOOLS
+            .iter()
+            .map(|tool| (tool.env_var(), paths.tool(*tool))),
+    );
+    Ok(vars)
+}
+
+fn print_env(paths: &Paths) -> Result<(), String> {
+    for (name, value) in env(paths)? {
+        println!("export {name}={}", value.display());
+    }
+    Ok(())
+}
+
+/// The test run's summary line, `N passed, M failed`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} passed, {} failed", self.passed, self.failed)
+    }
+}
+
+impl Summary {
+    /// Fails when a test failed or none ran.
+    fn check(&self) -> Result<(), String> {
+        if self.failed > 0 || self.passed == 0 {
+            return Err(format!("the real-cluster tests: {self}"));
+        }
+        Ok(())
+    }
+
+    /// Adds libtest's `test result: ok. 3 passed; 1 failed; …` line; other lines are ignored.
+    fn add_line(&mut self, line: &str) {
+        let Some(counts) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in counts.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            match (words.next().map(str::parse::<usize>), words.next()) {
+                (Some(Ok(n)), Some("passed")) => self.passed += n,
+                (Some(Ok(n)), Some("failed")) => self.failed += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `cargo xtask ci`'s step: the harness built and started (unless one runs), the real-cluster
+/// tests, the harness stopped. Never skipped: without Go it fails, saying so.
+pub fn ci(root: &Path) -> Result<Summary, String> {
+    let paths = Paths::new(root, &crate::ci::target_dir(root)?);
+    let summary = test(&paths, &[])?;
+    summary.check().map(|()| summary)
+}
+
+/// Runs the `mesh` test binary against the running harness, or one started for the run.
+pub fn test(paths: &Paths, args: &[String]) -> Result<Summary, String> {
+    let started = !cluster::running(paths)?;
+    if started {
+        build(paths)?;
+        up(paths)?;
+    }
+    let result = run_tests(paths, args);
+    if started {
+        down(paths)?;
+    }
+    result
+}
+
+fn run_tests(paths: &Paths, args: &[String]) -> Result<Summary, String> {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["test", "--package", "meshvm", "--features", "system-tests"])
+        .args(["--test", "mesh", "--"])
+        .args(args)
+        .current_dir(&paths.root)
+        .envs(env(paths)?)
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let mut summary = Summary::default();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| format!("reading the test output: {e}"))?;
+        println!("{line}");
+        summary.add_line(&line);
+    }
+    let status = child.wait().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !status.success() && summary == Summary::default() {
+        return Err(format!(
+            "the mesh tests did not run: {cmd:?} exited with {status}"
+        ));
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_adds_libtests_result_lines() {
+        let mut summary = Summary::default();
+        for line in [
+            "running 4 tests",
+            "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 9.1s",
+            "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out",
+        ] {
+            summary.add_line(line);
+        }
+        assert_eq!(summary.to_string(), "5 passed, 1 failed");
+    }
+}
