@@ -13,4 +13,5 @@ mod hardening;
 mod nspawn;
 mod render;
 mod secrets;
+mod stdout;
 mod vm_files;
