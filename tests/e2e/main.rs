@@ -10,6 +10,7 @@ mod cloud_init;
 mod faults;
 mod gitops;
 mod hardening;
+mod kept_commit;
 mod nspawn;
 mod render;
 mod secrets;

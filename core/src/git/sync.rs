@@ -314,7 +314,7 @@ impl Sync<'_> {
     /// Attempts until one is done, a step fails, or the attempts run out. Once the local
     /// branch holds a commit that is not on the remote, every failure says so.
     fn retry(&self, on_event: &mut dyn FnMut(Event<'_>)) -> Result<Report, GitError> {
-        let mut kept = None;
+        let mut kept = self.unpushed_commit();
         let mut attempt = 1;
         loop {
             let reason = match self.attempt(attempt, &mut kept, on_event) {
@@ -570,6 +570,17 @@ impl Sync<'_> {
             head,
             push,
         })
+    }
+
+    /// The local branch's tip when it is a meshvm commit the remote (as last fetched) lacks:
+    /// one kept by an earlier sync that committed without pushing, or failed to push.
+    fn unpushed_commit(&self) -> Option<Oid> {
+        let spec = self.ws.push_remote(self.opts)?;
+        let local = ref_target(self.repo, &self.refname)?;
+        let on_remote = ref_target(self.repo, &spec.tracking_ref()).is_some_and(|pushed| {
+            pushed == local || self.repo.graph_descendant_of(pushed, local) == Ok(true)
+        });
+        (!on_remote && commit::is_meshvm_commit(self.repo, local, self.input.path)).then_some(local)
     }
 
     /// `e`, saying that `kept` stays on the local branch and how to push it by hand.
