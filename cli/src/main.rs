@@ -1,8 +1,8 @@
 //! `meshvm`: the command line. Thin: it parses arguments, calls the library, prints, and maps
-//! errors to the documented exit codes (see `exit.rs`).
+//! errors to the documented exit codes (see `command_error.rs`).
 
 mod cmd;
-mod exit;
+mod command_error;
 
 use std::process::ExitCode;
 
@@ -22,7 +22,7 @@ use clap::{CommandFactory, Parser, Subcommand};
     propagate_version = true,
     max_term_width = 100
 )]
-#[command(after_long_help = exit::EXIT_CODES_HELP)]
+#[command(after_long_help = command_error::EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -18,10 +18,14 @@ pub mod vmfiles;
 pub mod disk;
 pub mod git;
 
+// What kind of failure an error is, across the modules.
+pub mod error;
+
 #[doc(hidden)]
 pub mod synthetic;
 pub mod utc;
 
+pub use error::ErrorKind;
 pub use spec::Fleet;
 pub use spec::diagnostic::{Diagnostic, Diagnostics, Pos};
 pub use tree::FileTree;

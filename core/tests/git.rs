@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use git2::build::TreeUpdateBuilder;
 use git2::{FileMode, Oid, Repository, Signature};
+use meshvm::ErrorKind;
 use meshvm::FileTree;
-use meshvm::git::{self, Event, GitError, Input, Options, PushOutcome, Target};
+use meshvm::git::{
+    self, BranchRole, Event, GitError, Input, Mode, OnHandEdits, Options, PushOutcome, Target,
+};
 use meshvm::render::layout;
 use testkit::git;
 
@@ -288,12 +291,10 @@ fn hand_edits_are_reported_and_refused_unless_forced() {
     assert_eq!(plan.overwrites, [added.clone(), edited.clone()]);
     let err = run(&tree, &opts).unwrap_err();
     assert!(matches!(err, GitError::HandEdits { .. }), "{err}");
-    assert!(err.is_refusal());
+    assert_eq!(err.kind(), ErrorKind::HandEdits);
     let text = err.to_string();
-    assert!(
-        text.contains(&edited) && text.contains(&added) && text.contains("--force"),
-        "{text}"
-    );
+    assert!(text.contains(&edited) && text.contains(&added), "{text}");
+    assert!(!text.contains("--"), "the library names no flag: {text}");
     assert_eq!(
         repo.refname_to_id("refs/heads/main").unwrap(),
         before,
@@ -303,7 +304,7 @@ fn hand_edits_are_reported_and_refused_unless_forced() {
     let forced = run(
         &tree,
         &Options {
-            force: true,
+            on_hand_edits: OnHandEdits::Overwrite,
             ..opts.clone()
         },
     )
@@ -403,8 +404,7 @@ fn large_trees_are_written_as_one_pack_and_dry_runs_write_nothing() {
     let dry = run(
         &tree,
         &Options {
-            dry_run: true,
-            diff_text: true,
+            mode: Mode::DryRunWithDiff,
             ..opts.clone()
         },
     )
@@ -496,8 +496,7 @@ fn large_trees_are_written_as_one_pack_and_dry_runs_write_nothing() {
     let dry = run(
         &changed,
         &Options {
-            dry_run: true,
-            diff_text: true,
+            mode: Mode::DryRunWithDiff,
             ..opts.clone()
         },
     )
@@ -709,18 +708,162 @@ fn invalid_paths_and_branches_are_refused() {
             &mut quiet(),
         )
         .unwrap_err();
-        assert!(err.is_refusal(), "{path}: {err}");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{path}: {err}");
+    }
+    // Git's own rules, up front: these once passed a hand-written check and failed later.
+    for name in ["bad..name", "a.lock/b", "x/.hidden"] {
+        let local = Options {
+            branch: name.into(),
+            ..opts.clone()
+        };
+        let remote = Options {
+            remote_branch: Some(name.into()),
+            ..opts.clone()
+        };
+        for (opts, role) in [(local, BranchRole::Local), (remote, BranchRole::Remote)] {
+            let err = run(&tree, &opts).unwrap_err();
+            assert!(
+                matches!(&err, GitError::InvalidBranch { role: r, name: n, .. } if *r == role && n == name),
+                "{name}: {err}"
+            );
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+            assert!(
+                err.to_string().contains("not a valid Git branch name"),
+                "{err}"
+            );
+        }
     }
     let err = run(
         &tree,
         &Options {
-            branch: "bad..name".into(),
+            remote: "x/.hidden".into(),
             ..opts
         },
     )
     .unwrap_err();
+    assert!(matches!(err, GitError::InvalidRemote { .. }), "{err}");
+    assert!(!f.repo.exists(), "nothing was created");
+}
+
+/// A path repository with a commit pushed to its `file://` remote, and options that push.
+fn pushed_once(f: &Fixture) -> (PathBuf, Options) {
+    let (server, url) = with_remote(f);
+    let repo = Repository::init_bare(&f.repo).unwrap();
+    repo.remote("origin", &url).unwrap();
+    let mut opts = options(Target::Path(f.repo.clone()), &f.cache);
+    opts.push = true;
+    run(&fleet_tree(&[("vm-1", "10.0.0.1")]), &opts).unwrap();
+    (server, opts)
+}
+
+/// Syncs a changed fleet, calling `meddle` on every event (the server's path and the event),
+/// and checks that the failure says the local commit is kept and how to push it.
+fn kept_after(
+    f: &Fixture,
+    max_attempts: u32,
+    mut meddle: impl FnMut(&Path, &Event<'_>),
+) -> GitError {
+    let (server, mut opts) = pushed_once(f);
+    opts.max_attempts = max_attempts;
+    let tree = fleet_tree(&[("vm-1", "10.0.0.1"), ("vm-2", "10.0.0.2")]);
+    let err = git::sync(&input(&tree), &opts, &mut |e| meddle(&server, &e)).unwrap_err();
+    let GitError::NotPushed {
+        commit,
+        push_cmd,
+        error,
+        ..
+    } = &err
+    else {
+        panic!("the kept commit is not mentioned: {err}");
+    };
+    let local = Repository::open(&f.repo).unwrap();
+    assert_eq!(local.refname_to_id("refs/heads/main").unwrap(), *commit);
     assert!(
-        err.to_string().contains("not a valid Git branch name"),
+        err.to_string()
+            .contains(&format!("the commit {commit} is kept in")),
         "{err}"
     );
+    assert!(
+        push_cmd.contains("push origin refs/heads/main:refs/heads/main"),
+        "{push_cmd}"
+    );
+    assert_eq!(err.kind(), error.kind(), "the kind is the cause's");
+    err
+}
+
+/// Commits a file on the server's main, as someone else's push would.
+fn move_server_branch(server: &Path, name: &str) {
+    let repo = Repository::open(server).unwrap();
+    human_commit(&repo, "main", &[(name, Some("x\n"))]);
+}
+
+#[test]
+fn a_failed_push_keeps_the_commit_and_says_so() {
+    let f = fixture();
+    let err = kept_after(&f, 5, |server, e| {
+        if matches!(e, Event::Pushing { .. }) {
+            // The server's branch is locked, as by a concurrent receive-pack.
+            std::fs::write(server.join("refs/heads/main.lock"), "").unwrap();
+        }
+    });
+    assert_eq!(err.kind(), ErrorKind::Repository, "{err}");
+}
+
+#[test]
+fn a_remote_gone_mid_push_keeps_the_commit_and_says_so() {
+    let f = fixture();
+    kept_after(&f, 5, |server, e| {
+        if matches!(e, Event::Pushing { .. }) {
+            std::fs::remove_dir_all(server).unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_remote_branch_that_keeps_moving_keeps_the_commit_and_says_so() {
+    let f = fixture();
+    let mut n = 0;
+    let err = kept_after(&f, 2, |server, e| {
+        if matches!(e, Event::Pushing { .. }) {
+            n += 1;
+            move_server_branch(server, &format!("theirs-{n}.txt"));
+        }
+    });
+    assert!(
+        matches!(err.cause(), GitError::Contended { attempts: 2, .. }),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+}
+
+#[test]
+fn a_retry_that_fails_before_pushing_still_says_the_commit_is_kept() {
+    let f = fixture();
+    kept_after(&f, 5, |server, e| match e {
+        // Lose the first race, then fail the retry's fetch: the remote is gone.
+        Event::Pushing { attempt: 1, .. } => move_server_branch(server, "theirs.txt"),
+        Event::Retry { .. } => std::fs::remove_dir_all(server).unwrap(),
+        _ => {}
+    });
+}
+
+#[test]
+fn a_retry_that_fails_in_the_local_repository_still_says_the_commit_is_kept() {
+    let f = fixture();
+    let repo_dir = f.repo.clone();
+    let err = kept_after(&f, 5, |server, e| match e {
+        Event::Pushing { attempt: 1, .. } => move_server_branch(server, "theirs.txt"),
+        // The retry builds on the subtree of meshvm's pushed commit: lose it locally.
+        Event::Retry { .. } => {
+            let repo = Repository::open(&repo_dir).unwrap();
+            let pushed = repo.revparse_single("refs/remotes/origin/main").unwrap();
+            let tree = pushed.peel_to_tree().unwrap();
+            let subtree = tree.get_path(Path::new(PATH)).unwrap().id().to_string();
+            let (dir, file) = subtree.split_at(2);
+            std::fs::remove_file(repo_dir.join("objects").join(dir).join(file)).unwrap();
+        }
+        _ => {}
+    });
+    assert!(matches!(err.cause(), GitError::Git { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Repository);
 }

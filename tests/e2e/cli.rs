@@ -67,8 +67,10 @@ fn missing_file_is_a_clear_error() {
     let out = run(meshvm().args(["validate", "-f", "/nonexistent/meshvm.yaml"]));
     assert_eq!(out.code, 1);
     assert!(
-        out.stderr.contains("cannot read /nonexistent/meshvm.yaml"),
-        "{}",
+        out.stderr.starts_with(
+            "error: cannot read /nonexistent/meshvm.yaml\ncaused by: No such file or directory"
+        ),
+        "the cause on its own line:\n{}",
         out.stderr
     );
 }
@@ -88,4 +90,34 @@ fn schema_and_completions_print() {
     let out = run(meshvm().args(["completions", "bash"]));
     assert_eq!(out.code, 0);
     assert!(out.stdout.contains("meshvm"));
+}
+
+#[test]
+fn branch_and_remote_names_git_refuses_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops.git");
+    let seed = crate::support::fixture("fleets/seed/meshvm.yaml");
+    for (flag, name) in [
+        ("--branch", "a.lock/b"),
+        ("--branch", "x/.hidden"),
+        ("--remote-branch", "x/.hidden"),
+        ("--remote", "x/.hidden"),
+    ] {
+        let out = run(meshvm()
+            .args(["gitops", "sync", "--push", "-f"])
+            .arg(&seed)
+            .arg("--repo")
+            .arg(&repo)
+            .args([flag, name]));
+        assert_eq!(out.code, 1, "{flag} {name}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("{name:?} is not a valid Git"))
+                && out
+                    .stderr
+                    .contains(&format!("hint: name another with {flag}")),
+            "{flag} {name}: {}",
+            out.stderr
+        );
+        assert!(!repo.exists(), "{flag} {name}: nothing was created");
+    }
 }

@@ -12,12 +12,12 @@ const OWNED: &str = "clusters/cluster1";
 
 /// A scratch area: fleet files, a HOME without git config or known_hosts, a cache dir, and
 /// a directory of server repositories.
-struct Scratch {
+pub(crate) struct Scratch {
     tmp: tempfile::TempDir,
 }
 
 impl Scratch {
-    fn new() -> Scratch {
+    pub(crate) fn new() -> Scratch {
         let s = Scratch {
             tmp: tempfile::tempdir().unwrap(),
         };
@@ -25,16 +25,16 @@ impl Scratch {
         fs::create_dir_all(s.srv()).unwrap();
         s
     }
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.tmp.path()
     }
-    fn home(&self) -> PathBuf {
+    pub(crate) fn home(&self) -> PathBuf {
         self.path().join("home")
     }
-    fn srv(&self) -> PathBuf {
+    pub(crate) fn srv(&self) -> PathBuf {
         self.path().join("srv")
     }
-    fn cache(&self) -> PathBuf {
+    pub(crate) fn cache(&self) -> PathBuf {
         self.path().join("cache")
     }
 
@@ -48,7 +48,7 @@ impl Scratch {
     }
 
     /// Writes the seed fleet with these VMs (name, address) of the `tester` group.
-    fn fleet(&self, vms: &[(&str, &str)]) -> PathBuf {
+    pub(crate) fn fleet(&self, vms: &[(&str, &str)]) -> PathBuf {
         let seed = fs::read_to_string(fixture("fleets/seed/meshvm.yaml")).unwrap();
         let head = &seed[..seed
             .find("    instances:\n")
@@ -65,7 +65,7 @@ impl Scratch {
     }
 
     /// `meshvm gitops <args…>` with this scratch's HOME and cache, and no ambient credentials.
-    fn meshvm(&self, args: &[&str]) -> Command {
+    pub(crate) fn meshvm(&self, args: &[&str]) -> Command {
         let mut cmd = meshvm();
         cmd.current_dir(self.path())
             .env("HOME", self.home())

@@ -9,7 +9,7 @@ use meshvm::cloudinit::{self, Provider, Templates};
 use meshvm::{utc, vmfiles};
 
 use super::FleetArg;
-use crate::exit::{CliError, CmdResult};
+use crate::command_error::{CmdResult, CommandError, to_stdout};
 
 /// Largest token file read; ServiceAccount tokens are about 1 KiB.
 const MAX_TOKEN_FILE: u64 = 64 * 1024;
@@ -107,12 +107,16 @@ pub fn run(args: Args) -> CmdResult {
         None => source.root_cert.clone(),
     };
     let Some(root_cert) = root_cert else {
-        return Err(CliError::invalid(format!(
-            "{fleet_file}: the VM needs the mesh's root certificate\n  hint: give --root-cert FILE, or set mesh.rootCert in the fleet (the `root-cert.pem` of the istio-ca-root-cert ConfigMap)"
-        )));
+        return Err(CommandError::invalid(format!(
+            "{fleet_file}: the VM needs the mesh's root certificate"
+        ))
+        .hinted(
+            "give --root-cert FILE, or set mesh.rootCert in the fleet (the `root-cert.pem` of the \
+             istio-ca-root-cert ConfigMap)",
+        ));
     };
     let files = vmfiles::vm_files(&source.fleet, Some(&root_cert), &args.vm)
-        .map_err(|e| CliError::invalid(format!("{fleet_file}: {e}")))?;
+        .map_err(|e| CommandError::invalid(format!("{fleet_file}: {e}")))?;
     let templates = load_templates(args.template.as_deref())?;
     let token = read_token(&args)?;
     let now = SystemTime::now();
@@ -125,7 +129,7 @@ pub fn run(args: Args) -> CmdResult {
         min_token_validity: args.min_token_validity,
     };
     let user_data = cloudinit::render(&request, &templates)
-        .map_err(|e| CliError::invalid(format!("VM {}: {e}", args.vm)))?;
+        .map_err(|e| CommandError::invalid(format!("VM {}: {e}", args.vm)))?;
     if let Some(path) = &args.schema {
         check_schema(&user_data.document, path)?;
     }
@@ -135,20 +139,22 @@ pub fn run(args: Args) -> CmdResult {
 
     let bytes = cloudinit::encode(&user_data.document, args.gzip);
     let provider = Provider::from(args.provider);
-    cloudinit::check_size(provider, bytes.len(), args.gzip)
-        .map_err(|e| CliError::invalid(format!("VM {}: {e}", args.vm)))?;
+    cloudinit::check_size(provider, bytes.len(), args.gzip).map_err(|e| {
+        let error = CommandError::invalid(format!("VM {}: {e}", args.vm));
+        match e.compressed {
+            true => error,
+            false => error.hinted("add --gzip: cloud-init accepts gzip-compressed user-data"),
+        }
+    })?;
     match &args.output {
         Some(path) => write_private(path, &bytes)?,
         None => {
             if args.gzip && std::io::stdout().is_terminal() {
-                return Err(CliError::usage(
+                return Err(CommandError::usage(
                     "gzip-compressed user-data is binary: write it with -o FILE or pipe it",
                 ));
             }
-            let mut out = std::io::stdout().lock();
-            out.write_all(&bytes)
-                .and_then(|()| out.flush())
-                .map_err(|e| CliError::invalid(format!("cannot write the user-data: {e}")))?;
+            to_stdout(|out| out.write_all(&bytes))?;
         }
     }
 
@@ -174,11 +180,11 @@ pub fn run(args: Args) -> CmdResult {
 }
 
 /// The token from its file or stdin. Errors name where it came from, never what it holds.
-fn read_token(args: &Args) -> Result<String, CliError> {
+fn read_token(args: &Args) -> Result<String, CommandError> {
     let (what, bytes) = match &args.token_file {
         Some(path) => {
             let file = std::fs::File::open(path).map_err(|e| {
-                CliError::invalid(format!(
+                CommandError::invalid(format!(
                     "cannot read the token file {}: {e}",
                     path.display()
                 ))
@@ -187,7 +193,7 @@ fn read_token(args: &Args) -> Result<String, CliError> {
             file.take(MAX_TOKEN_FILE + 1)
                 .read_to_end(&mut bytes)
                 .map_err(|e| {
-                    CliError::invalid(format!(
+                    CommandError::invalid(format!(
                         "cannot read the token file {}: {e}",
                         path.display()
                     ))
@@ -200,47 +206,52 @@ fn read_token(args: &Args) -> Result<String, CliError> {
                 .lock()
                 .take(MAX_TOKEN_FILE + 1)
                 .read_to_end(&mut bytes)
-                .map_err(|e| CliError::invalid(format!("cannot read the token from stdin: {e}")))?;
+                .map_err(|e| {
+                    CommandError::invalid(format!("cannot read the token from stdin: {e}"))
+                })?;
             ("the token on stdin".to_owned(), bytes)
         }
     };
     if bytes.len() as u64 > MAX_TOKEN_FILE {
-        return Err(CliError::invalid(format!(
+        return Err(CommandError::invalid(format!(
             "{what} is larger than {MAX_TOKEN_FILE} bytes; it should hold one token"
         )));
     }
-    String::from_utf8(bytes).map_err(|_| CliError::invalid(format!("{what} is not text")))
+    String::from_utf8(bytes).map_err(|_| CommandError::invalid(format!("{what} is not text")))
 }
 
-fn read_text(path: &Path, what: &str) -> Result<String, CliError> {
+fn read_text(path: &Path, what: &str) -> Result<String, CommandError> {
     std::fs::read_to_string(path)
-        .map_err(|e| CliError::invalid(format!("cannot read {what} {}: {e}", path.display())))
+        .map_err(|e| CommandError::invalid(format!("cannot read {what} {}: {e}", path.display())))
 }
 
 /// The embedded templates, with the ones found in `dir` instead. Any other file in `dir` is an
 /// error, so that a misnamed template is not silently ignored.
-fn load_templates(dir: Option<&Path>) -> Result<Templates, CliError> {
+fn load_templates(dir: Option<&Path>) -> Result<Templates, CommandError> {
     let mut templates = Templates::default();
     let Some(dir) = dir else {
         return Ok(templates);
     };
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        CliError::invalid(format!(
+        CommandError::invalid(format!(
             "cannot read the template directory {}: {e}",
             dir.display()
         ))
     })?;
     for entry in entries {
-        let entry = entry.map_err(|e| CliError::invalid(format!("{}: {e}", dir.display())))?;
+        let entry = entry.map_err(|e| CommandError::invalid(format!("{}: {e}", dir.display())))?;
         let name = entry.file_name();
         let slot = match name.to_str() {
             Some(cloudinit::USER_DATA_TEMPLATE_NAME) => &mut templates.user_data,
             Some(cloudinit::JOIN_TEMPLATE_NAME) => &mut templates.join,
             _ => {
-                return Err(CliError::invalid(format!(
-                    "{}: {:?} is not a meshvm template\n  hint: a template directory holds {} and/or {}",
+                return Err(CommandError::invalid(format!(
+                    "{}: {:?} is not a meshvm template",
                     dir.display(),
-                    name,
+                    name
+                ))
+                .hinted(format!(
+                    "a template directory holds {} and/or {}",
                     cloudinit::USER_DATA_TEMPLATE_NAME,
                     cloudinit::JOIN_TEMPLATE_NAME
                 )));
@@ -251,15 +262,15 @@ fn load_templates(dir: Option<&Path>) -> Result<Templates, CliError> {
     Ok(templates)
 }
 
-fn check_schema(document: &str, path: &Path) -> Result<(), CliError> {
+fn check_schema(document: &str, path: &Path) -> Result<(), CommandError> {
     let schema: serde_json::Value = serde_json::from_str(&read_text(path, "the schema")?)
-        .map_err(|e| CliError::invalid(format!("{}: not JSON: {e}", path.display())))?;
+        .map_err(|e| CommandError::invalid(format!("{}: not JSON: {e}", path.display())))?;
     let problems = cloudinit::schema_problems(document, &schema)
-        .map_err(|e| CliError::invalid(format!("{}: {e}", path.display())))?;
+        .map_err(|e| CommandError::invalid(format!("{}: {e}", path.display())))?;
     if problems.is_empty() {
         return Ok(());
     }
-    Err(CliError::invalid(format!(
+    Err(CommandError::invalid(format!(
         "the user-data does not validate against {}:\n  {}",
         path.display(),
         problems.join("\n  ")
@@ -267,7 +278,7 @@ fn check_schema(document: &str, path: &Path) -> Result<(), CliError> {
 }
 
 /// A user-data file holds a bearer token: refuse to write it where `git add` would pick it up.
-fn refuse_git_work_tree(output: &Path, allowed: bool) -> Result<(), CliError> {
+fn refuse_git_work_tree(output: &Path, allowed: bool) -> Result<(), CommandError> {
     if allowed {
         return Ok(());
     }
@@ -276,27 +287,31 @@ fn refuse_git_work_tree(output: &Path, allowed: bool) -> Result<(), CliError> {
         _ => PathBuf::from("."),
     };
     let dir = parent.canonicalize().map_err(|e| {
-        CliError::invalid(format!(
+        CommandError::invalid(format!(
             "cannot write {}: {}: {e}",
             output.display(),
             parent.display()
         ))
     })?;
     if let Some(top) = dir.ancestors().find(|d| d.join(".git").exists()) {
-        return Err(CliError::invalid(format!(
-            "{} is inside the Git work tree {}, and the user-data holds a bearer token\n  hint: write it outside the repository, or pass --allow-in-repo (and keep it out of commits)",
+        return Err(CommandError::invalid(format!(
+            "{} is inside the Git work tree {}, and the user-data holds a bearer token",
             output.display(),
             top.display()
-        )));
+        ))
+        .hinted(
+            "write it outside the repository, or pass --allow-in-repo (and keep it out of \
+             commits)",
+        ));
     }
     Ok(())
 }
 
 /// Writes `bytes` as `path` with mode 0600 from the start: a temporary file beside it (created
 /// 0600) renamed over it, so the file is never readable by others, even when it existed.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CommandError> {
     let fail =
-        |e: std::io::Error| CliError::invalid(format!("cannot write {}: {e}", path.display()));
+        |e: std::io::Error| CommandError::invalid(format!("cannot write {}: {e}", path.display()));
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap_complete::Shell;
 
-use crate::exit::CmdResult;
+use crate::command_error::{CmdResult, to_stdout};
 
 /// Print a shell completion script.
 ///
@@ -14,6 +14,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args, command: &mut clap::Command) -> CmdResult {
-    clap_complete::generate(args.shell, command, "meshvm", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, command, "meshvm", &mut script);
+    to_stdout(|out| out.write_all(&script))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -6,11 +6,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use meshvm::FileTree;
-use meshvm::git::{self, Event, GitError, Options, Plan, PushOutcome, Report, Target};
+use meshvm::git::{
+    self, Event, GitError, Mode, OnHandEdits, Options, Plan, PushOutcome, Report, Target,
+};
 use meshvm::spec::SourceFile;
 
 use super::FleetArg;
-use crate::exit::{CliError, CmdResult, Exit};
+use crate::command_error::{CmdResult, CommandError, Exit, to_stdout};
 
 /// Put the rendered GitOps tree into a Git repository.
 #[derive(Debug, clap::Subcommand)]
@@ -152,15 +154,15 @@ pub fn run(command: Command) -> CmdResult {
 /// The rendered GitOps tree of the fleet, relative to `gitops.path`: the same tree
 /// `meshvm render` writes (the render is pure, so a rebuild after a lost push race is the same
 /// tree on a new parent).
-fn rendered_tree(source: &SourceFile) -> Result<FileTree, CliError> {
+fn rendered_tree(source: &SourceFile) -> Result<FileTree, CommandError> {
     meshvm::render::render(&source.fleet, source.root_cert.as_deref())
         .map(|rendered| rendered.files)
-        .map_err(CliError::invalid)
+        .map_err(CommandError::invalid)
 }
 
 impl RepoArgs {
-    fn options(&self, source: &SourceFile) -> Result<Options, CliError> {
-        let target = Target::parse(&self.repo).map_err(CliError::invalid)?;
+    fn options(&self, source: &SourceFile) -> Result<Options, CommandError> {
+        let target = Target::parse(&self.repo).map_err(CommandError::invalid)?;
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let cache_dir = self.cache_dir.clone().unwrap_or_else(|| {
             let base = std::env::var_os("XDG_CACHE_HOME")
@@ -188,7 +190,7 @@ impl RepoArgs {
         };
         if let Some(key) = &self.ssh_key {
             if !key.is_file() {
-                return Err(CliError::invalid(format!(
+                return Err(CommandError::invalid(format!(
                     "the SSH key {} (MESHVM_SSH_KEY / --ssh-key) does not exist",
                     key.display()
                 )));
@@ -197,7 +199,7 @@ impl RepoArgs {
         let mut pinned = Vec::new();
         for fp in &self.ssh_host_fingerprint {
             pinned.push(git::known_hosts::parse_fingerprint(fp).ok_or_else(|| {
-                CliError::usage(format!(
+                CommandError::usage(format!(
                     "--ssh-host-fingerprint {fp:?} is not a SHA256 fingerprint like \
                      SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8 (see `ssh-keygen -lf`)"
                 ))
@@ -215,21 +217,12 @@ impl RepoArgs {
     }
 }
 
-fn git_error(e: GitError) -> CliError {
-    let exit = if e.is_refusal() {
-        Exit::Invalid
-    } else {
-        Exit::Git
-    };
-    CliError::new(exit, e)
-}
-
-/// Loads and renders the fleet, then syncs it (or, with `dry_run`, plans the sync) with the
+/// Loads and renders the fleet, then syncs it (or, in a dry-run mode, plans the sync) with the
 /// options `configure` sets, showing progress on stderr.
 fn sync_fleet(
     repo: &RepoArgs,
     configure: impl FnOnce(&mut Options),
-) -> Result<(Report, Options), CliError> {
+) -> Result<(Report, Options), CommandError> {
     let source = repo.fleet.load()?;
     let tree = rendered_tree(&source)?;
     let mut opts = repo.options(&source)?;
@@ -242,15 +235,20 @@ fn sync_fleet(
     let mut progress = Progress::new(repo.quiet);
     let result = git::sync(&input, &opts, &mut |e| progress.event(e));
     progress.finish();
-    Ok((result.map_err(git_error)?, opts))
+    Ok((result?, opts))
 }
 
 fn sync(args: SyncArgs) -> CmdResult {
     let (report, opts) = sync_fleet(&args.repo, |opts| {
+        opts.mode = match (args.dry_run, args.repo.output) {
+            (true, Output::Text) => Mode::DryRunWithDiff,
+            (true, Output::Json) => Mode::DryRun,
+            (false, _) => Mode::Commit,
+        };
         opts.push = args.push;
-        opts.force = args.force;
-        opts.dry_run = args.dry_run;
-        opts.diff_text = args.dry_run && args.repo.output == Output::Text;
+        if args.force {
+            opts.on_hand_edits = OnHandEdits::Overwrite;
+        }
         opts.author = args.author.clone();
         opts.committer = args.committer.clone();
         opts.max_attempts = args.attempts;
@@ -258,24 +256,28 @@ fn sync(args: SyncArgs) -> CmdResult {
     if args.dry_run {
         print_plan(&report, args.repo.output, &opts.target)?;
         if !report.plan.overwrites.is_empty() && !args.force {
-            return Err(git_error(GitError::HandEdits {
+            return Err(GitError::HandEdits {
                 path: report.plan.path.clone(),
                 paths: report.plan.overwrites.clone(),
-            }));
+            }
+            .into());
         }
         return Ok(changes_exit(&report.plan));
     }
     match args.repo.output {
-        Output::Json => print_json(&sync_json(&report, &opts.target)),
-        Output::Text => print_sync(&report, &opts, args.repo.quiet),
+        Output::Json => print_json(&sync_json(&report, &opts.target))?,
+        Output::Text => print_sync(&report, &opts, args.repo.quiet)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn diff(args: DiffArgs) -> CmdResult {
     let (report, opts) = sync_fleet(&args.repo, |opts| {
-        opts.dry_run = true;
-        opts.diff_text = !args.stat && args.repo.output == Output::Text;
+        opts.mode = if !args.stat && args.repo.output == Output::Text {
+            Mode::DryRunWithDiff
+        } else {
+            Mode::DryRun
+        };
     })?;
     print_plan(&report, args.repo.output, &opts.target)?;
     Ok(changes_exit(&report.plan))
@@ -306,18 +308,20 @@ fn counts(plan: &Plan) -> String {
     )
 }
 
-fn print_plan(report: &Report, output: Output, target: &Target) -> Result<(), CliError> {
+fn print_plan(report: &Report, output: Output, target: &Target) -> Result<(), CommandError> {
     let plan = &report.plan;
     if output == Output::Json {
         let mut value = serde_json::to_value(plan).expect("a plan is JSON");
         value["changes"] = plan.has_changes().into();
         value["repository"] = target.display().into();
-        print_json(&value);
-        return Ok(());
+        return print_json(&value);
     }
-    let mut out = std::io::stdout().lock();
+    to_stdout(|out| write_plan(out, plan))
+}
+
+fn write_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
     let base = plan.base.map_or("a new branch".to_owned(), short);
-    let _ = writeln!(
+    writeln!(
         out,
         "{} on {} (against {base}): {}",
         plan.path,
@@ -327,21 +331,21 @@ fn print_plan(report: &Report, output: Output, target: &Target) -> Result<(), Cl
         } else {
             "no changes".to_owned()
         }
-    );
+    )?;
     for (sign, vms) in [
         ('+', &plan.vms.added),
         ('~', &plan.vms.changed),
         ('-', &plan.vms.removed),
     ] {
         for vm in vms {
-            let _ = writeln!(out, "  {sign} {}  ({}/{})", vm.name, vm.namespace, vm.group);
+            writeln!(out, "  {sign} {}  ({}/{})", vm.name, vm.namespace, vm.group)?;
         }
     }
     for f in plan.other_files() {
-        let _ = writeln!(out, "  {} {}", f.change.sign(), f.path);
+        writeln!(out, "  {} {}", f.change.sign(), f.path)?;
     }
     if !plan.hand_edits.is_empty() {
-        let _ = writeln!(
+        writeln!(
             out,
             "edited by hand since meshvm's last commit{}:",
             if plan.overwrites.is_empty() {
@@ -349,19 +353,19 @@ fn print_plan(report: &Report, output: Output, target: &Target) -> Result<(), Cl
             } else {
                 " (sync overwrites only with --force)"
             }
-        );
+        )?;
         for p in &plan.hand_edits {
             let mark = if plan.overwrites.contains(p) {
                 "!"
             } else {
                 " "
             };
-            let _ = writeln!(out, "  {mark} {p}");
+            writeln!(out, "  {mark} {p}")?;
         }
     }
     if let Some(diff) = plan.diff.as_deref().filter(|d| !d.is_empty()) {
-        let _ = writeln!(out);
-        let _ = out.write_all(diff.as_bytes());
+        writeln!(out)?;
+        out.write_all(diff.as_bytes())?;
     }
     Ok(())
 }
@@ -388,31 +392,42 @@ fn sync_json(report: &Report, target: &Target) -> serde_json::Value {
     })
 }
 
-fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON values print")
-    );
+fn print_json(value: &serde_json::Value) -> Result<(), CommandError> {
+    let json = serde_json::to_string_pretty(value).expect("JSON values print");
+    to_stdout(|out| writeln!(out, "{json}"))
 }
 
-fn print_sync(report: &Report, opts: &Options, quiet: bool) {
+fn print_sync(report: &Report, opts: &Options, quiet: bool) -> Result<(), CommandError> {
+    to_stdout(|out| write_sync(out, report, opts))?;
+    if report.push == PushOutcome::NotAsked && matches!(opts.target, Target::Url(_)) && !quiet {
+        eprintln!(
+            "note: not pushed; the commit is in the cache {} (add --push to publish it)",
+            report.repo_dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn write_sync(out: &mut dyn Write, report: &Report, opts: &Options) -> std::io::Result<()> {
     let plan = &report.plan;
     let target = opts.target.display();
     match (report.commit, report.head) {
-        (Some(c), _) => println!(
+        (Some(c), _) => writeln!(
+            out,
             "committed {} to {} in {}: {}",
             short(c),
             plan.branch,
             report.repo_dir.display(),
             counts(plan)
-        ),
-        (None, Some(h)) => println!(
+        )?,
+        (None, Some(h)) => writeln!(
+            out,
             "{} on {} is up to date ({}): no commit",
             plan.path,
             plan.branch,
             short(h)
-        ),
-        (None, None) => println!("nothing to commit: the rendered tree is empty"),
+        )?,
+        (None, None) => writeln!(out, "nothing to commit: the rendered tree is empty")?,
     }
     match &report.push {
         PushOutcome::Pushed { attempts } => {
@@ -422,16 +437,10 @@ fn print_sync(report: &Report, opts: &Options, quiet: bool) {
             } else {
                 String::new()
             };
-            println!("pushed to {target} {remote_branch}{retried}");
+            writeln!(out, "pushed to {target} {remote_branch}{retried}")
         }
-        PushOutcome::UpToDate => println!("the remote is up to date"),
-        PushOutcome::NotAsked if matches!(opts.target, Target::Url(_)) && !quiet => {
-            eprintln!(
-                "note: not pushed; the commit is in the cache {} (add --push to publish it)",
-                report.repo_dir.display()
-            );
-        }
-        PushOutcome::NotAsked => {}
+        PushOutcome::UpToDate => writeln!(out, "the remote is up to date"),
+        PushOutcome::NotAsked => Ok(()),
     }
 }
 

@@ -3,7 +3,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::exit::{CliError, CmdResult};
+use crate::command_error::{CmdResult, CommandError};
 
 /// Write a commented starter fleet file, `meshvm.yaml`, into DIR.
 ///
@@ -21,7 +21,7 @@ pub struct Args {
 pub fn run(args: Args) -> CmdResult {
     let path = args.dir.join("meshvm.yaml");
     let fail =
-        |e: std::io::Error| CliError::invalid(format!("cannot write {}: {e}", path.display()));
+        |e: std::io::Error| CommandError::invalid(format!("cannot write {}: {e}", path.display()));
     fs::create_dir_all(&args.dir).map_err(fail)?;
     let mut file = fs::OpenOptions::new();
     file.write(true);
@@ -31,10 +31,10 @@ pub fn run(args: Args) -> CmdResult {
         file.create_new(true);
     }
     let mut file = file.open(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => CliError::invalid(format!(
-            "{} already exists\n  hint: pass --force to overwrite it",
-            path.display()
-        )),
+        std::io::ErrorKind::AlreadyExists => {
+            CommandError::invalid(format!("{} already exists", path.display()))
+                .hinted("pass --force to overwrite it")
+        }
         _ => fail(e),
     })?;
     file.write_all(meshvm::spec::STARTER.as_bytes())

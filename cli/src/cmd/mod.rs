@@ -28,7 +28,7 @@ pub struct FleetArg {
 
 impl FleetArg {
     #[allow(dead_code)] // for the fleet commands to come
-    pub fn load(&self) -> Result<meshvm::spec::SourceFile, crate::exit::CliError> {
+    pub fn load(&self) -> Result<meshvm::spec::SourceFile, crate::command_error::CommandError> {
         Ok(meshvm::spec::load_fleet(&self.file)?)
     }
 }

@@ -2,7 +2,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::FleetArg;
-use crate::exit::{CliError, CmdResult};
+use crate::command_error::{CmdResult, CommandError, to_stdout};
 
 /// Render the GitOps tree of the fleet: a directory, or the objects on stdout.
 ///
@@ -28,19 +28,23 @@ pub struct Args {
 pub fn run(args: Args) -> CmdResult {
     let source = args.fleet.load()?;
     let rendered = meshvm::render::render(&source.fleet, source.root_cert.as_deref())
-        .map_err(CliError::invalid)?;
+        .map_err(CommandError::invalid)?;
     match args.output {
-        None => print!("{}", rendered.object_stream()),
+        None => to_stdout(|out| out.write_all(rendered.object_stream().as_bytes()))?,
         Some(dir) => {
             check_replaceable(&dir, &source.path)?;
-            meshvm::disk::write_dir_atomically(&rendered.files, &dir)
-                .map_err(|e| CliError::invalid(format!("cannot write {}: {e}", dir.display())))?;
-            println!(
-                "rendered {} files ({} objects) into {}",
-                rendered.files.len(),
-                rendered.objects.len(),
-                dir.display()
-            );
+            meshvm::disk::write_dir_atomically(&rendered.files, &dir).map_err(|e| {
+                CommandError::invalid(format!("cannot write {}: {e}", dir.display()))
+            })?;
+            to_stdout(|out| {
+                writeln!(
+                    out,
+                    "rendered {} files ({} objects) into {}",
+                    rendered.files.len(),
+                    rendered.objects.len(),
+                    dir.display()
+                )
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -48,12 +52,12 @@ pub fn run(args: Args) -> CmdResult {
 
 /// `-o DIR` replaces DIR as a whole: allow it only for a missing or empty directory, or one
 /// holding a tree meshvm rendered (its README says so), and never over the fleet file.
-fn check_replaceable(dir: &Path, fleet_file: &Path) -> Result<(), CliError> {
+fn check_replaceable(dir: &Path, fleet_file: &Path) -> Result<(), CommandError> {
     let refuse = |why: &str| {
-        CliError::invalid(format!(
-            "refusing to write {}: {why}\n  hint: -o replaces the directory as a whole; give a new directory, or one meshvm rendered before",
-            dir.display()
-        ))
+        CommandError::invalid(format!("refusing to write {}: {why}", dir.display())).hinted(
+            "-o replaces the directory as a whole; give a new directory, or one meshvm rendered \
+             before",
+        )
     };
     if let (Ok(dir), Ok(file)) = (dir.canonicalize(), fleet_file.canonicalize()) {
         if file.starts_with(&dir) {

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use crate::exit::CmdResult;
+use crate::command_error::{CmdResult, to_stdout};
 
 /// Print the fleet file's JSON Schema, for editors and other tools.
 ///
@@ -12,6 +12,7 @@ pub struct Args {}
 
 pub fn run(_: Args) -> CmdResult {
     let schema = meshvm::Fleet::json_schema();
-    println!("{}", serde_json::to_string_pretty(&schema).expect("JSON"));
+    let json = serde_json::to_string_pretty(&schema).expect("JSON");
+    to_stdout(|out| writeln!(out, "{json}"))?;
     Ok(ExitCode::SUCCESS)
 }

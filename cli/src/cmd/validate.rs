@@ -1,9 +1,10 @@
 use std::process::ExitCode;
 
+use meshvm::ErrorKind;
 use meshvm::spec::LoadError;
 
 use super::FleetArg;
-use crate::exit::{CliError, CmdResult, Exit};
+use crate::command_error::{CmdResult, CommandError, Kind, exit_code, to_stdout};
 
 /// Check a fleet file, reporting every problem at once.
 ///
@@ -30,26 +31,30 @@ pub fn run(args: Args) -> CmdResult {
     match (meshvm::spec::load_fleet(&args.fleet.file), args.output) {
         (Ok(source), Output::Text) => {
             let f = &source.fleet;
-            println!(
-                "{}: valid: {} workload groups, {} VMs, mesh {}",
-                args.fleet.file.display(),
-                f.workloads.len(),
-                f.vms().count(),
-                f.mesh.mesh_id
-            );
+            to_stdout(|out| {
+                writeln!(
+                    out,
+                    "{}: valid: {} workload groups, {} VMs, mesh {}",
+                    args.fleet.file.display(),
+                    f.workloads.len(),
+                    f.vms().count(),
+                    f.mesh.mesh_id
+                )
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         (Ok(_), Output::Json) => {
-            println!("[]");
+            to_stdout(|out| writeln!(out, "[]"))?;
             Ok(ExitCode::SUCCESS)
         }
         (Err(LoadError::Invalid(diags)), Output::Json) => {
-            println!("{}", serde_json::to_string_pretty(&diags.0).expect("JSON"));
-            Ok(Exit::Invalid.into())
+            let json = serde_json::to_string_pretty(&diags.0).expect("JSON");
+            to_stdout(|out| writeln!(out, "{json}"))?;
+            Ok(exit_code(Kind::Library(ErrorKind::InvalidInput)).into())
         }
         (Err(LoadError::Invalid(diags)), Output::Text) => {
             let n = diags.len();
-            Err(CliError::invalid(format!(
+            Err(CommandError::invalid(format!(
                 "{diags}\n{}: {n} problem{} found",
                 args.fleet.file.display(),
                 if n == 1 { "" } else { "s" }

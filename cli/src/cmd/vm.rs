@@ -7,7 +7,7 @@ use meshvm::FileTree;
 use meshvm::vmfiles;
 
 use super::FleetArg;
-use crate::exit::{CliError, CmdResult};
+use crate::command_error::{CmdResult, CommandError, to_stdout};
 
 /// Work with the VMs of the fleet.
 #[derive(Debug, clap::Subcommand)]
@@ -66,7 +66,7 @@ pub fn run(command: Command) -> CmdResult {
 fn files(args: FilesArgs) -> CmdResult {
     let source = args.fleet.load()?;
     let mut tree = vmfiles::vm_files(&source.fleet, source.root_cert.as_deref(), &args.vm)
-        .map_err(|e| CliError::invalid(format!("{}: {e}", args.fleet.file.display())))?;
+        .map_err(|e| CommandError::invalid(format!("{}: {e}", args.fleet.file.display())))?;
     if let Some(path) = &args.token_file {
         add_token(&mut tree, path)?;
     }
@@ -74,58 +74,61 @@ fn files(args: FilesArgs) -> CmdResult {
 }
 
 /// Reads the token file into the tree; errors name the file, never its content.
-pub(crate) fn add_token(tree: &mut FileTree, path: &Path) -> Result<(), CliError> {
+pub(crate) fn add_token(tree: &mut FileTree, path: &Path) -> Result<(), CommandError> {
     let token = std::fs::read(path).map_err(|e| {
-        CliError::invalid(format!(
+        CommandError::invalid(format!(
             "cannot read the token file {}: {e}",
             path.display()
         ))
     })?;
     vmfiles::insert_token(tree, &token)
-        .map_err(|e| CliError::invalid(format!("{}: {e}", path.display())))
+        .map_err(|e| CommandError::invalid(format!("{}: {e}", path.display())))
 }
 
 /// Writes the VM files as `dir`, atomically, and says where each goes on the VM.
 pub(crate) fn write_files(tree: &FileTree, dir: &Path, what: &str) -> CmdResult {
     refuse_foreign_directory(dir)?;
     meshvm::disk::write_dir_atomically(tree, dir)
-        .map_err(|e| CliError::invalid(format!("cannot write {}: {e}", dir.display())))?;
-    println!("wrote the mesh files of {what} to {}:", dir.display());
-    for (name, destination) in vmfiles::DESTINATIONS {
-        if tree.contains(name) {
-            println!("  {name:<14} → {destination}");
+        .map_err(|e| CommandError::invalid(format!("cannot write {}: {e}", dir.display())))?;
+    to_stdout(|out| {
+        writeln!(out, "wrote the mesh files of {what} to {}:", dir.display())?;
+        for (name, destination) in vmfiles::DESTINATIONS {
+            if tree.contains(name) {
+                writeln!(out, "  {name:<14} → {destination}")?;
+            }
         }
-    }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// The output directory is replaced as a whole: refuse one that holds anything but VM files,
 /// so that a mistyped `-o` cannot delete someone's data.
-fn refuse_foreign_directory(dir: &Path) -> Result<(), CliError> {
+fn refuse_foreign_directory(dir: &Path) -> Result<(), CommandError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-            return Err(CliError::invalid(format!(
+            return Err(CommandError::invalid(format!(
                 "{} is a file, not a directory",
                 dir.display()
             )));
         }
         Err(e) => {
-            return Err(CliError::invalid(format!(
+            return Err(CommandError::invalid(format!(
                 "cannot read {}: {e}",
                 dir.display()
             )));
         }
     };
     for entry in entries {
-        let entry = entry.map_err(|e| CliError::invalid(format!("{}: {e}", dir.display())))?;
+        let entry = entry.map_err(|e| CommandError::invalid(format!("{}: {e}", dir.display())))?;
         let name = entry.file_name();
         let known = vmfiles::DESTINATIONS
             .iter()
             .any(|(file, _)| name.to_str() == Some(file));
         if !known || !entry.file_type().is_ok_and(|t| t.is_file()) {
-            return Err(CliError::invalid(format!(
+            return Err(CommandError::invalid(format!(
                 "{} holds {:?}, which is not a VM file; the output directory is replaced as a \
                  whole, so give a new or empty directory",
                 dir.display(),

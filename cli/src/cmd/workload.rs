@@ -7,7 +7,7 @@ use clap::ArgAction;
 use meshvm::vmfiles;
 use meshvm::vmfiles::istioctl::{self, ConfigureOptions, GroupCreate};
 
-use crate::exit::{CliError, CmdResult};
+use crate::command_error::{CmdResult, CommandError, to_stdout};
 
 /// istioctl-compatible commands that work offline, for users moving from istioctl.
 ///
@@ -167,16 +167,16 @@ pub fn run(command: Command) -> CmdResult {
     }
 }
 
-fn read(path: &Path) -> Result<String, CliError> {
+fn read(path: &Path) -> Result<String, CommandError> {
     std::fs::read_to_string(path)
-        .map_err(|e| CliError::invalid(format!("cannot read {}: {e}", path.display())))
+        .map_err(|e| CommandError::invalid(format!("cannot read {}: {e}", path.display())))
 }
 
 fn configure(args: ConfigureArgs) -> CmdResult {
-    let group =
-        istioctl::read_workload_group(&read(&args.file)?, &args.file).map_err(CliError::invalid)?;
+    let group = istioctl::read_workload_group(&read(&args.file)?, &args.file)
+        .map_err(CommandError::invalid)?;
     let mesh = istioctl::read_mesh_config(&read(&args.mesh_config)?, &args.mesh_config)
-        .map_err(CliError::invalid)?;
+        .map_err(CommandError::invalid)?;
     let name = group.metadata.name.clone();
     let options = ConfigureOptions {
         cluster_id: args.cluster_id,
@@ -188,10 +188,10 @@ fn configure(args: ConfigureArgs) -> CmdResult {
         capture_dns: args.capture_dns,
         autoregister: args.autoregister,
     };
-    let mut tree = istioctl::configure(group, mesh, &options).map_err(CliError::invalid)?;
+    let mut tree = istioctl::configure(group, mesh, &options).map_err(CommandError::invalid)?;
     if let Some(path) = &args.root_cert {
         let pem = std::fs::read(path)
-            .map_err(|e| CliError::invalid(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| CommandError::invalid(format!("cannot read {}: {e}", path.display())))?;
         tree.insert(vmfiles::ROOT_CERT, pem);
     }
     if let Some(path) = &args.token_file {
@@ -210,7 +210,7 @@ fn create(args: CreateArgs) -> CmdResult {
         service_account: args.service_account,
         network: args.network,
     })
-    .map_err(CliError::invalid)?;
-    print!("{yaml}");
+    .map_err(CommandError::invalid)?;
+    to_stdout(|out| out.write_all(yaml.as_bytes()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -147,6 +147,12 @@ pub enum CloudInitError {
     NotCloudConfig { name: String, reason: String },
 }
 
+impl CloudInitError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::InvalidInput
+    }
+}
+
 /// Checks the token and the root certificate, then renders the VM's user-data.
 pub fn render(req: &Request<'_>, templates: &Templates) -> Result<UserData, CloudInitError> {
     let (group, instance) = req
@@ -336,15 +342,18 @@ impl Provider {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "the user-data is {size} bytes, over {provider}'s limit of {limit} bytes{}",
-    if *.compressed { "" } else { "\n  hint: add --gzip: cloud-init accepts gzip-compressed user-data" }
-)]
+#[error("the user-data is {size} bytes, over {provider}'s limit of {limit} bytes")]
 pub struct TooLarge {
     pub provider: &'static str,
     pub size: usize,
     pub limit: usize,
     pub compressed: bool,
+}
+
+impl TooLarge {
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::InvalidInput
+    }
 }
 
 /// Checks the size of the encoded user-data against the provider's limit.

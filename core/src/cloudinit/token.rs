@@ -89,6 +89,12 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::InvalidInput
+    }
+}
+
+impl TokenError {
     /// How to get a good token, for the group's ServiceAccount.
     pub fn hint(namespace: &str, service_account: &str) -> String {
         format!(

@@ -1,16 +1,19 @@
 //! One sync at a time per repository.
 //!
 //! An advisory `flock(2)` on `<git dir>/meshvm-sync.lock`: the kernel releases it when the
-//! holder exits or crashes, so there are no stale locks to clean up by hand. The file is never
+//! holder exits or crashes, so there are no stale locks to clean up by hand. Through rustix
+//! (no unsafe); std's `File::try_lock` needs Rust 1.89, above the workspace's MSRV. The file is never
 //! removed (removing a locked file lets a third process lock a fresh inode). The branch itself
 //! is still moved by compare-and-swap, which also guards against writers that ignore the lock
 //! (a human's `git push` into the same repository).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use rustix::fs::{FlockOperation, flock};
+use rustix::io::Errno;
 
 use super::GitError;
 
@@ -26,10 +29,7 @@ impl RepoLock {
     /// Waits up to `timeout` for the lock of the repository whose git directory is `git_dir`.
     pub fn acquire(git_dir: &Path, timeout: Duration) -> Result<RepoLock, GitError> {
         let path = git_dir.join(LOCK_FILE);
-        let io_err = |source| GitError::Io {
-            context: format!("cannot open the lock file {}", path.display()),
-            source,
-        };
+        let io_err = |e| GitError::io(format!("cannot open the lock file {}", path.display()))(e);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -39,14 +39,10 @@ impl RepoLock {
             .map_err(io_err)?;
         let start = Instant::now();
         loop {
-            // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                break;
-            }
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(io_err(err));
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(Errno::WOULDBLOCK) => {}
+                Err(e) => return Err(io_err(e.into())),
             }
             if start.elapsed() >= timeout {
                 let mut holder = String::new();

@@ -196,10 +196,7 @@ fn write_pack(
     ids: Vec<Oid>,
     blobs: Vec<(Oid, Vec<u8>)>,
 ) -> Result<(), GitError> {
-    let compressing = |source| GitError::Io {
-        context: "compressing the pack".into(),
-        source,
-    };
+    let compressing = |e| GitError::io("compressing the pack")(e);
     // Each object once (many files share their bytes), in a fixed order.
     let mut seen = std::collections::HashSet::new();
     let mut objects: Vec<(Oid, Option<Vec<u8>>)> = Vec::new();
@@ -213,8 +210,8 @@ fn write_pack(
             objects.push((id, None));
         }
     }
-    let count =
-        u32::try_from(objects.len()).map_err(|_| GitError::Invalid("too many objects".into()))?;
+    let count = u32::try_from(objects.len())
+        .map_err(|_| GitError::Internal("too many objects for one pack".into()))?;
     let mut out = to.packwriter().map_err(GitError::git("writing the pack"))?;
     let mut sum = Sha1::new();
     // git2's `Write` for the pack writer says only "Write error"; libgit2's own error says

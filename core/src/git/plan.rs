@@ -223,7 +223,7 @@ pub fn tree_id(files: &Files) -> Result<Oid, GitError> {
                 TREE => "40000",
                 0o100644 => "100644",
                 0o100755 => "100755",
-                _ => return Err(GitError::Invalid(format!("file mode {mode:o} of {name}"))),
+                _ => return Err(GitError::Internal(format!("file mode {mode:o} of {name}"))),
             };
             bytes.extend_from_slice(mode.as_bytes());
             bytes.push(b' ');

@@ -168,17 +168,20 @@ fn callbacks<'a>(
             return Err(fail.set(GitError::HostKey {
                 url: redact_url(&spec.url),
                 detail: "the server's host key could not be read".into(),
+                unknown: None,
             }));
         };
         let fp = known_hosts::fingerprint(blob);
         let (host, port) = ssh_host_port(&spec.url).unwrap_or((host.to_owned(), 22));
         let key_type = hostkey.hostkey_type().map_or("unknown", |t| t.name());
-        let reject = |detail: String| {
+        let reject_key = |detail: String, unknown: Option<String>| {
             Err(fail.set(GitError::HostKey {
                 url: redact_url(&spec.url),
                 detail,
+                unknown,
             }))
         };
+        let reject = |detail: String| reject_key(detail, None);
         if !host_keys.pinned.is_empty() {
             return if host_keys.pinned.contains(&fp) {
                 Ok(CertificateCheckStatus::CertificateOk)
@@ -203,12 +206,14 @@ fn callbacks<'a>(
         };
         match known_hosts::check(files, &host, port, key_type, blob) {
             known_hosts::Verdict::Match => Ok(CertificateCheckStatus::CertificateOk),
-            known_hosts::Verdict::Unknown => reject(format!(
-                "{name} is not in the known hosts ({list}); it offered {key_type} {fp}. Check that \
-                 fingerprint with the server's operator, then pin it with \
-                 --ssh-host-fingerprint {fp}, or add the key to a known_hosts file \
-                 (ssh-keyscan -p {port} {host})"
-            )),
+            known_hosts::Verdict::Unknown => reject_key(
+                format!(
+                    "{name} is not in the known hosts ({list}); it offered {key_type} {fp}. \
+                     Check that fingerprint with the server's operator, then pin it, or add the \
+                     key to a known_hosts file (ssh-keyscan -p {port} {host})"
+                ),
+                Some(fp.clone()),
+            ),
             known_hosts::Verdict::Changed { file, line } => reject(format!(
                 "the host key of {name} CHANGED: it offered {key_type} {fp}, but {}:{line} \
                  holds another key; this may be an attack; fix known_hosts only once you know why",
@@ -249,6 +254,7 @@ fn classify(e: git2::Error, failure: &Failure, spec: &RemoteSpec, doing: &str) -
         return GitError::HostKey {
             url,
             detail: e.message().to_owned(),
+            unknown: None,
         };
     }
     match e.class() {

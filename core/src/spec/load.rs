@@ -38,7 +38,7 @@ pub struct SourceFile {
 /// Why a fleet file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -46,6 +46,12 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Invalid(Diagnostics),
+}
+
+impl LoadError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::InvalidInput
+    }
 }
 
 /// Reads, checks and completes the fleet file at `path`.

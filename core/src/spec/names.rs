@@ -164,24 +164,13 @@ pub fn service_host(s: &str) -> Check {
     dns1123_subdomain(name)
 }
 
-/// A Git branch name, by the rules of `git check-ref-format --branch`, simplified.
+/// A Git branch name, by Git's own rules (libgit2's), and not starting with `-`, which `git`
+/// commands would read as an option.
 pub fn branch(s: &str) -> Check {
-    let bad = s.is_empty()
-        || s.starts_with('-')
-        || s.starts_with('/')
-        || s.ends_with('/')
-        || s.ends_with('.')
-        || s.ends_with(".lock")
-        || s.contains("..")
-        || s.contains("//")
-        || s.contains("@{")
-        || s == "@"
-        || s.chars()
-            .any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c));
-    if bad {
-        Err("is not a valid Git branch name".into())
-    } else {
+    if !s.starts_with('-') && git2::Reference::is_valid_name(&format!("refs/heads/{s}")) {
         Ok(())
+    } else {
+        Err("is not a valid Git branch name".into())
     }
 }
 
@@ -218,5 +207,10 @@ mod tests {
         assert!(port(0).is_err() && port(65536).is_err() && port(1).is_ok() && port(65535).is_ok());
         assert!(service_host("*").is_err() && service_host("*.example.com").is_ok());
         assert!(branch("main").is_ok() && branch("a..b").is_err() && branch("x.lock").is_err());
+        // Git's rules per component, which a hand-written check missed.
+        for bad in ["a.lock/b", "x/.hidden", "-x", "a//b", "a b", "@{x"] {
+            assert!(branch(bad).is_err(), "{bad}");
+        }
+        assert!(branch("release/1.28").is_ok());
     }
 }

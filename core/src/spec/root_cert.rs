@@ -36,6 +36,12 @@ pub enum RootCertError {
     NotYetValid { subject: String, not_before: i64 },
 }
 
+impl RootCertError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::InvalidInput
+    }
+}
+
 /// Checks `pem` as a mesh root certificate at `now`.
 pub fn check(pem: &str, now: SystemTime) -> Result<Vec<RootCert>, RootCertError> {
     let now = utc::unix_seconds(now);

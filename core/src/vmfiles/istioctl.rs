@@ -40,6 +40,12 @@ pub enum IstioctlError {
     Files(#[from] VmFilesError),
 }
 
+impl IstioctlError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::InvalidInput
+    }
+}
+
 /// The flags of `workload entry configure`, with istioctl's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigureOptions {

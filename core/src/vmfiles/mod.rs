@@ -98,6 +98,12 @@ pub enum VmFilesError {
     Invalid { what: String, reason: String },
 }
 
+impl VmFilesError {
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::InvalidInput
+    }
+}
+
 fn invalid(what: impl Into<String>, reason: impl Into<String>) -> VmFilesError {
     VmFilesError::Invalid {
         what: what.into(),

@@ -1,0 +1,682 @@
+//! The sync, in named steps: open the workspace (the repository, its lock, its remote), then
+//! attempts — choose the base, plan, refuse hand edits, commit, move the branch by
+//! compare-and-swap, push — retried while someone else moves the branch meanwhile.
+
+use std::path::{Path, PathBuf};
+
+use git2::{Oid, Repository, RepositoryInitOptions, Signature};
+
+use super::remote::{self, RemoteSpec};
+use super::{
+    BranchRole, DEFAULT_EMAIL, DEFAULT_NAME, Event, GitError, Input, Mode, OnHandEdits, Options,
+    Plan, PushOutcome, Report, Step, Target, VERSION, commit, lock, objects, plan, target,
+};
+
+/// Commits `input.tree` at `input.path` of the branch (and pushes it), or only plans, as
+/// `opts.mode` says. See the module documentation of [`crate::git`].
+pub fn sync(
+    input: &Input<'_>,
+    opts: &Options,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Report, GitError> {
+    check_options(input, opts)?;
+    let rendered = plan::hashed_files(input.tree)?;
+    let ws = Workspace::open(opts)?;
+    let Some(repo) = &ws.repo else {
+        return new_repository_plan(input, opts, &rendered, ws.repo_dir);
+    };
+    // A dry run that fetches nothing writes nothing: no lock, so that `gitops diff` works on a
+    // read-only repository (a mirror, a mount) and never waits for a sync.
+    let _lock = if opts.mode.writes() || ws.fetches(opts) {
+        Some(lock::RepoLock::acquire(&ws.git_dir, opts.lock_timeout)?)
+    } else {
+        None
+    };
+    if opts.mode.writes() {
+        if let Some(workdir) = checked_out(repo, &opts.branch) {
+            return Err(GitError::CheckedOut {
+                branch: opts.branch.clone(),
+                workdir,
+            });
+        }
+    }
+    let sync = Sync {
+        input,
+        opts,
+        ws: &ws,
+        repo,
+        rendered: &rendered,
+        refname: format!("refs/heads/{}", opts.branch),
+    };
+    sync.retry(on_event)
+}
+
+/// The plan of a sync without writing anything: `sync` in a dry-run mode.
+pub fn diff(
+    input: &Input<'_>,
+    opts: &Options,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Report, GitError> {
+    let mode = match opts.mode {
+        Mode::DryRunWithDiff => Mode::DryRunWithDiff,
+        _ => Mode::DryRun,
+    };
+    sync(
+        input,
+        &Options {
+            mode,
+            ..opts.clone()
+        },
+        on_event,
+    )
+}
+
+/// What the input and options name must be valid before anything is opened.
+fn check_options(input: &Input<'_>, opts: &Options) -> Result<(), GitError> {
+    if !crate::tree::is_safe_relative_path(input.path) {
+        return Err(GitError::PathNotRelative {
+            path: input.path.to_owned(),
+        });
+    }
+    for (role, name) in [
+        (BranchRole::Local, Some(&opts.branch)),
+        (BranchRole::Remote, opts.remote_branch.as_ref()),
+    ] {
+        if let Some(name) = name {
+            if let Err(reason) = crate::spec::names::branch(name) {
+                return Err(GitError::InvalidBranch {
+                    role,
+                    name: name.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    if !git2::Remote::is_valid_name(&opts.remote) {
+        return Err(GitError::InvalidRemote {
+            name: opts.remote.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The opened repository and where its remote is.
+struct Workspace {
+    /// `None` only for a dry run against a repository that does not exist yet.
+    repo: Option<Repository>,
+    git_dir: PathBuf,
+    repo_dir: PathBuf,
+    remote: Option<RemoteSpec>,
+    /// URL targets always fetch: the cache is only a copy.
+    always_fetch: bool,
+}
+
+impl Workspace {
+    /// Opens the path target (created bare when missing, unless a dry run) or the cache clone
+    /// of a URL target.
+    fn open(opts: &Options) -> Result<Workspace, GitError> {
+        let remote_branch = opts
+            .remote_branch
+            .clone()
+            .unwrap_or_else(|| opts.branch.clone());
+        match &opts.target {
+            Target::Path(path) => {
+                let repo = match Repository::open(path) {
+                    Ok(repo) => Some(repo),
+                    Err(e) if e.code() == git2::ErrorCode::NotFound => {
+                        let empty_dir =
+                            std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
+                        if path.exists() && !empty_dir {
+                            return Err(GitError::NotARepository { path: path.clone() });
+                        }
+                        opts.mode
+                            .writes()
+                            .then(|| init_bare(path, &opts.branch))
+                            .transpose()?
+                    }
+                    Err(e) => return Err(GitError::git("opening the repository")(e)),
+                };
+                let git_dir = repo
+                    .as_ref()
+                    .map_or_else(|| path.clone(), |r| r.path().to_path_buf());
+                let remote = match &repo {
+                    Some(repo) if opts.push => Some(RemoteSpec {
+                        name: opts.remote.clone(),
+                        url: push_url(repo, path, &opts.remote)?,
+                        branch: remote_branch,
+                    }),
+                    _ => None,
+                };
+                Ok(Workspace {
+                    repo,
+                    git_dir,
+                    repo_dir: path.clone(),
+                    remote,
+                    always_fetch: false,
+                })
+            }
+            Target::Url(url) => {
+                let cache = target::cache_path(&opts.cache_dir, url);
+                let repo = match Repository::open_bare(&cache) {
+                    Ok(repo) => repo,
+                    Err(_) => init_bare(&cache, &opts.branch)?,
+                };
+                const NAME: &str = "origin";
+                match repo.find_remote(NAME) {
+                    Ok(r) if r.url().ok() == Some(url.as_str()) => {}
+                    Ok(_) => repo
+                        .remote_set_url(NAME, url)
+                        .map_err(GitError::git("configuring the cache's remote"))?,
+                    Err(_) => {
+                        repo.remote_with_fetch(NAME, url, "+refs/heads/*:refs/remotes/origin/*")
+                            .map_err(GitError::git("configuring the cache's remote"))?;
+                    }
+                }
+                Ok(Workspace {
+                    git_dir: repo.path().to_path_buf(),
+                    repo: Some(repo),
+                    repo_dir: cache,
+                    remote: Some(RemoteSpec {
+                        name: NAME.into(),
+                        url: url.clone(),
+                        branch: remote_branch,
+                    }),
+                    always_fetch: true,
+                })
+            }
+        }
+    }
+
+    fn fetches(&self, opts: &Options) -> bool {
+        self.remote.is_some() && (opts.push || self.always_fetch)
+    }
+
+    /// The remote a push goes to, when the sync pushes.
+    fn push_remote(&self, opts: &Options) -> Option<&RemoteSpec> {
+        self.remote.as_ref().filter(|_| opts.push)
+    }
+}
+
+/// The URL `git push <remote>` would push to.
+fn push_url(repo: &Repository, path: &Path, name: &str) -> Result<String, GitError> {
+    let remote = repo.find_remote(name).map_err(|_| GitError::NoRemote {
+        repo: path.to_path_buf(),
+        name: name.to_owned(),
+    })?;
+    Ok(match remote.pushurl() {
+        Ok(Some(u)) => u.to_owned(),
+        _ => remote.url().unwrap_or_default().to_owned(),
+    })
+}
+
+fn init_bare(path: &Path, branch: &str) -> Result<Repository, GitError> {
+    std::fs::create_dir_all(path)
+        .map_err(GitError::io(format!("cannot create {}", path.display())))?;
+    let mut opts = RepositoryInitOptions::new();
+    // HEAD names the synced branch, so that `git clone` of this repository checks it out.
+    opts.bare(true)
+        .no_reinit(false)
+        .initial_head(&format!("refs/heads/{branch}"));
+    Repository::init_opts(path, &opts).map_err(GitError::git("creating the repository"))
+}
+
+/// A dry run against a repository that does not exist yet: everything is added.
+fn new_repository_plan(
+    input: &Input<'_>,
+    opts: &Options,
+    rendered: &plan::Files,
+    repo_dir: PathBuf,
+) -> Result<Report, GitError> {
+    let plan = plan::plan(
+        input.path,
+        &opts.branch,
+        None,
+        &Default::default(),
+        rendered,
+        &[],
+    );
+    let diff = (opts.mode == Mode::DryRunWithDiff)
+        .then(|| diff_of_new_repo(input, &plan))
+        .transpose()?;
+    Ok(Report {
+        plan: Plan { diff, ..plan },
+        repo_dir,
+        commit: None,
+        head: None,
+        push: PushOutcome::NotAsked,
+    })
+}
+
+/// The diff of a first sync into a repository that does not exist yet, computed in a
+/// throwaway repository.
+fn diff_of_new_repo(input: &Input<'_>, plan: &Plan) -> Result<String, GitError> {
+    let tmp = tempfile::tempdir().map_err(GitError::io("creating a temporary directory"))?;
+    let repo = init_bare(tmp.path(), "main")?;
+    let rendered = plan::hashed_files(input.tree)?;
+    objects::write_objects(repo.path(), objects::Sink::Discard, |w| {
+        let (root, _) =
+            commit::build_tree(w, None, input.path, plan, input.tree, &rendered, |_, _| {})?;
+        let new = w
+            .repo
+            .find_tree(root)
+            .map_err(GitError::git("reading the new tree"))?;
+        plan::unified_diff(w.repo, None, Some(&new), input.path)
+    })
+}
+
+/// The work tree (of the repository or a linked worktree) where `branch` is checked out.
+fn checked_out(repo: &Repository, branch: &str) -> Option<PathBuf> {
+    let refname = format!("refs/heads/{branch}");
+    let head_is = |r: &Repository| {
+        r.find_reference("HEAD")
+            .ok()
+            .and_then(|h| h.symbolic_target().ok().flatten().map(|t| t == refname))
+            .unwrap_or(false)
+    };
+    if !repo.is_bare() && head_is(repo) {
+        return repo.workdir().map(Path::to_path_buf);
+    }
+    let worktrees = repo.worktrees().ok()?;
+    for name in worktrees.iter().filter_map(|n| n.ok().flatten()) {
+        let Ok(wt) = repo.find_worktree(name) else {
+            continue;
+        };
+        if let Ok(r) = Repository::open_from_worktree(&wt) {
+            if head_is(&r) {
+                return Some(wt.path().to_path_buf());
+            }
+        }
+    }
+    None
+}
+
+/// One opened, locked sync: everything an attempt needs.
+struct Sync<'a> {
+    input: &'a Input<'a>,
+    opts: &'a Options,
+    ws: &'a Workspace,
+    repo: &'a Repository,
+    rendered: &'a plan::Files,
+    /// The local branch's ref.
+    refname: String,
+}
+
+/// How an attempt ended, when it did not fail.
+enum Attempt {
+    Done(Box<Report>),
+    /// Someone moved the branch meanwhile (locally, or on the remote): rebuild and retry.
+    Lost {
+        reason: String,
+    },
+}
+
+impl Sync<'_> {
+    /// Attempts until one is done, a step fails, or the attempts run out. Once the local
+    /// branch holds a commit that is not on the remote, every failure says so.
+    fn retry(&self, on_event: &mut dyn FnMut(Event<'_>)) -> Result<Report, GitError> {
+        let mut kept = self.unpushed_commit();
+        let mut attempt = 1;
+        loop {
+            let reason = match self.attempt(attempt, &mut kept, on_event) {
+                Ok(Attempt::Done(report)) => return Ok(*report),
+                Ok(Attempt::Lost { reason }) => reason,
+                Err(e) => return Err(self.not_pushed(e, kept)),
+            };
+            if attempt >= self.opts.max_attempts {
+                let e = GitError::Contended {
+                    attempts: attempt,
+                    last: reason,
+                };
+                return Err(self.not_pushed(e, kept));
+            }
+            self.backoff(attempt, &reason, on_event);
+            attempt += 1;
+        }
+    }
+
+    /// Fetch, choose the base, plan, refuse hand edits, commit, move the branch, push. `kept`
+    /// is the commit the local branch holds that the remote does not (when pushing).
+    fn attempt(
+        &self,
+        attempt: u32,
+        kept: &mut Option<Oid>,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> Result<Attempt, GitError> {
+        let (opts, input) = (self.opts, self.input);
+        let remote_tip = match &self.ws.remote {
+            Some(spec) if self.ws.fetches(opts) => Some(remote::fetch(
+                self.repo,
+                spec,
+                &opts.auth,
+                &opts.host_keys,
+                on_event,
+            )?),
+            _ => None,
+        };
+        let local = ref_target(self.repo, &self.refname);
+        let base = choose_base(self.repo, &opts.branch, local, remote_tip, input.path)?;
+        let (mut plan, base_tree) = self.plan_against(base)?;
+        if !opts.mode.writes() {
+            if opts.mode == Mode::DryRunWithDiff {
+                plan.diff = Some(self.unified_diff(&plan, base_tree)?);
+            }
+            return Ok(Attempt::Done(self.report(
+                plan,
+                None,
+                base,
+                PushOutcome::NotAsked,
+            )));
+        }
+        if !plan.overwrites.is_empty() && opts.on_hand_edits == OnHandEdits::Refuse {
+            return Err(GitError::HandEdits {
+                path: input.path.to_owned(),
+                paths: plan.overwrites.clone(),
+            });
+        }
+        let made = if plan.has_changes() {
+            Some(self.commit(&plan, base, base_tree, on_event)?)
+        } else {
+            None
+        };
+        let Some(head) = made.or(base) else {
+            // Nothing rendered and no branch: nothing to do at all.
+            return Ok(Attempt::Done(self.report(
+                plan,
+                None,
+                None,
+                PushOutcome::NotAsked,
+            )));
+        };
+        if local != Some(head) {
+            match commit::move_ref(self.repo, &self.refname, local, head, "meshvm: sync") {
+                Ok(()) => {}
+                Err(GitError::Raced { refname }) => {
+                    return Ok(Attempt::Lost {
+                        reason: format!("{refname} moved meanwhile"),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(spec) = self.ws.push_remote(opts) else {
+            return Ok(Attempt::Done(self.report(
+                plan,
+                made,
+                Some(head),
+                PushOutcome::NotAsked,
+            )));
+        };
+        if remote_tip.flatten() == Some(head) {
+            *kept = None;
+            return Ok(Attempt::Done(self.report(
+                plan,
+                made,
+                Some(head),
+                PushOutcome::UpToDate,
+            )));
+        }
+        *kept = Some(head);
+        let shown_url = target::redact_url(&spec.url);
+        on_event(Event::Pushing {
+            attempt,
+            url: &shown_url,
+        });
+        let pushed = remote::push(
+            self.repo,
+            spec,
+            &opts.branch,
+            &opts.auth,
+            &opts.host_keys,
+            on_event,
+        )?;
+        match pushed {
+            remote::Pushed::Ok => {
+                *kept = None;
+                self.repo
+                    .reference(&spec.tracking_ref(), head, true, "meshvm: pushed")
+                    .map_err(GitError::git("updating the tracking ref"))?;
+                let push = PushOutcome::Pushed { attempts: attempt };
+                Ok(Attempt::Done(self.report(plan, made, Some(head), push)))
+            }
+            remote::Pushed::Stale(reason) => Ok(Attempt::Lost { reason }),
+        }
+    }
+
+    /// The plan against `base`, from the base's subtree and meshvm's last commit for the path.
+    fn plan_against(&self, base: Option<Oid>) -> Result<(Plan, Option<Oid>), GitError> {
+        let (repo, input, rendered) = (self.repo, self.input, self.rendered);
+        let base_tree = match base {
+            Some(id) => Some(
+                repo.find_commit(id)
+                    .and_then(|c| c.tree())
+                    .map_err(GitError::git("reading the branch's tree"))?,
+            ),
+            None => None,
+        };
+        let current = base_tree
+            .as_ref()
+            .and_then(|t| plan::subtree_id(t, input.path));
+        // The usual sync changes nothing: the rendered tree's id, computed in memory, is then
+        // the committed one, and the committed files need not be read.
+        let unchanged = current.is_some() && current == Some(plan::tree_id(rendered)?);
+        let committed = if unchanged {
+            std::borrow::Cow::Borrowed(rendered)
+        } else {
+            std::borrow::Cow::Owned(plan::committed_files(repo, current)?)
+        };
+        let written = commit::last_written_tree(repo, base, input.path)?;
+        let current_or_empty = current.unwrap_or_else(commit::empty_tree_id);
+        let hand_edited: Vec<String> = match written {
+            Some(w) if w == current_or_empty => Vec::new(),
+            // Trees are content-addressed: a differing id means differing files; list them.
+            Some(w) => {
+                let w = (w != commit::empty_tree_id()).then_some(w);
+                let ours = plan::committed_files(repo, w)?;
+                plan::differing(&ours, &committed)
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .collect()
+            }
+            // meshvm never committed here: whatever is there is someone else's.
+            None => committed.keys().cloned().collect(),
+        };
+        let plan = plan::plan(
+            input.path,
+            &self.opts.branch,
+            base,
+            &committed,
+            rendered,
+            &hand_edited,
+        );
+        Ok((plan, base_tree.map(|t| t.id())))
+    }
+
+    /// The unified diff of the plan, from trees built without keeping their objects.
+    fn unified_diff(&self, plan: &Plan, base_tree: Option<Oid>) -> Result<String, GitError> {
+        let input = self.input;
+        objects::write_objects(&self.ws.git_dir, objects::Sink::Discard, |w| {
+            let (root, _) = commit::build_tree(
+                w,
+                base_tree,
+                input.path,
+                plan,
+                input.tree,
+                self.rendered,
+                |_, _| {},
+            )?;
+            let old = base_tree.map(|t| w.repo.find_tree(t)).transpose();
+            let new = w.repo.find_tree(root);
+            let (old, new) = (
+                old.map_err(GitError::git("reading the base tree"))?,
+                new.map_err(GitError::git("reading the new tree"))?,
+            );
+            plan::unified_diff(w.repo, old.as_ref(), Some(&new), input.path)
+        })
+    }
+
+    /// Writes the tree and the commit on `base`; returns the commit's id.
+    fn commit(
+        &self,
+        plan: &Plan,
+        base: Option<Oid>,
+        base_tree: Option<Oid>,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> Result<Oid, GitError> {
+        let (opts, input) = (self.opts, self.input);
+        let author = signature(&opts.author, self.repo)?;
+        let committer = match &opts.committer {
+            Some(_) => signature(&opts.committer, self.repo)?,
+            None => author.clone(),
+        };
+        let sink = objects::Sink::for_count(plan.files.len());
+        objects::write_objects(&self.ws.git_dir, sink, |w| {
+            let (root, subtree) = commit::build_tree(
+                w,
+                base_tree,
+                input.path,
+                plan,
+                input.tree,
+                self.rendered,
+                |done, total| {
+                    if done == total || done % 256 == 0 {
+                        on_event(Event::Progress {
+                            step: Step::Write,
+                            done,
+                            total,
+                        });
+                    }
+                },
+            )?;
+            let meta = commit::Meta {
+                fleet_sha256: input.fleet_sha256,
+                version: VERSION,
+            };
+            let msg = commit::message(plan, subtree, &meta);
+            commit::create_commit(w, root, base, &author, &committer, &msg)
+        })
+    }
+
+    fn report(
+        &self,
+        plan: Plan,
+        commit: Option<Oid>,
+        head: Option<Oid>,
+        push: PushOutcome,
+    ) -> Box<Report> {
+        Box::new(Report {
+            plan,
+            repo_dir: self.ws.repo_dir.clone(),
+            commit,
+            head,
+            push,
+        })
+    }
+
+    /// The local branch's tip when it is a meshvm commit the remote (as last fetched) lacks:
+    /// one kept by an earlier sync that committed without pushing, or failed to push.
+    fn unpushed_commit(&self) -> Option<Oid> {
+        let spec = self.ws.push_remote(self.opts)?;
+        let local = ref_target(self.repo, &self.refname)?;
+        let on_remote = ref_target(self.repo, &spec.tracking_ref()).is_some_and(|pushed| {
+            pushed == local || self.repo.graph_descendant_of(pushed, local) == Ok(true)
+        });
+        (!on_remote && commit::is_meshvm_commit(self.repo, local, self.input.path)).then_some(local)
+    }
+
+    /// `e`, saying that `kept` stays on the local branch and how to push it by hand.
+    fn not_pushed(&self, e: GitError, kept: Option<Oid>) -> GitError {
+        let (Some(commit), Some(remote)) = (kept, self.ws.push_remote(self.opts)) else {
+            return e;
+        };
+        GitError::NotPushed {
+            commit,
+            repo: self.ws.repo_dir.clone(),
+            branch: self.opts.branch.clone(),
+            push_cmd: format!(
+                "git -C {} push {} {}:refs/heads/{}",
+                self.ws.repo_dir.display(),
+                remote.name,
+                self.refname,
+                remote.branch
+            ),
+            error: Box::new(e),
+        }
+    }
+
+    fn backoff(&self, attempt: u32, reason: &str, on_event: &mut dyn FnMut(Event<'_>)) {
+        let wait = self.opts.backoff * 2u32.saturating_pow(attempt - 1);
+        on_event(Event::Retry {
+            attempt,
+            of: self.opts.max_attempts,
+            reason,
+            wait,
+        });
+        std::thread::sleep(wait);
+    }
+}
+
+fn ref_target(repo: &Repository, name: &str) -> Option<Oid> {
+    repo.find_reference(name).ok().and_then(|r| r.target())
+}
+/// The commit the sync builds on, given the local branch and (after a fetch) the remote's.
+fn choose_base(
+    repo: &Repository,
+    branch: &str,
+    local: Option<Oid>,
+    remote_tip: Option<Option<Oid>>,
+    path: &str,
+) -> Result<Option<Oid>, GitError> {
+    let Some(remote) = remote_tip else {
+        return Ok(local);
+    };
+    let (l, r) = match (local, remote) {
+        (None, r) => return Ok(r),
+        (l, None) => return Ok(l),
+        (Some(l), Some(r)) => (l, r),
+    };
+    let descends = |a, b| -> Result<bool, GitError> {
+        Ok(a == b
+            || repo
+                .graph_descendant_of(a, b)
+                .map_err(GitError::git("comparing the local and remote branches"))?)
+    };
+    if descends(r, l)? {
+        return Ok(Some(r)); // behind or equal: build on the remote's tip
+    }
+    if descends(l, r)? {
+        return Ok(Some(l)); // ahead: a commit kept from a failed push, or local commits
+    }
+    // Diverged. meshvm's own unpushed commits are superseded by the rebuild onto the remote's
+    // tip (same fleet, same files); anyone else's commit would be lost, so refuse.
+    let mut walk = repo
+        .revwalk()
+        .map_err(GitError::git("walking the history"))?;
+    walk.push(l)
+        .and_then(|_| walk.hide(r))
+        .map_err(GitError::git("walking the history"))?;
+    for id in walk {
+        let id = id.map_err(GitError::git("walking the history"))?;
+        if !commit::is_meshvm_commit(repo, id, path) {
+            return Err(GitError::Diverged {
+                branch: branch.to_owned(),
+                local: l,
+                remote: r,
+                commit: id,
+            });
+        }
+    }
+    Ok(Some(r))
+}
+
+fn signature(
+    id: &Option<super::Identity>,
+    repo: &Repository,
+) -> Result<Signature<'static>, GitError> {
+    match id {
+        Some(id) => Signature::now(&id.name, &id.email),
+        None => repo
+            .signature()
+            .or_else(|_| Signature::now(DEFAULT_NAME, DEFAULT_EMAIL)),
+    }
+    .map_err(|e| GitError::Invalid(format!("invalid commit identity: {}", e.message())))
+}
