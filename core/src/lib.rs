@@ -20,7 +20,7 @@ pub mod git;
 
 #[doc(hidden)]
 pub mod synthetic;
-pub mod utc;
+pub mod timestamp;
 
 pub use spec::Fleet;
 pub use spec::diagnostic::{Diagnostic, Diagnostics, Pos};

@@ -10,8 +10,8 @@ use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 
-use super::Fleet;
 use super::validate::{self, Problem};
+use super::{CheckedFleet, Fleet};
 use crate::spec::diagnostic::{Diagnostic, Diagnostics, Pos};
 
 /// Largest fleet file read: far above any real fleet (50,000 VMs take about 5 MiB).
@@ -26,13 +26,13 @@ const MAX_ROOT_CERT_BYTES: u64 = 1 << 20;
 /// A fleet file read from disk and checked, with what it references.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
-    pub fleet: Fleet,
+    /// The fleet, with the root CA certificate `mesh.rootCert` names (read relative to the
+    /// file).
+    pub fleet: CheckedFleet,
     /// The file as given by the user.
     pub path: PathBuf,
     /// SHA-256 of the file's bytes, hex.
     pub sha256: String,
-    /// The root CA certificate named by `mesh.rootCert`, read relative to the file.
-    pub root_cert: Option<String>,
 }
 
 /// Why a fleet file could not be used.
@@ -89,7 +89,7 @@ pub fn load_fleet(path: &Path) -> Result<SourceFile, LoadError> {
             }])));
         }
     };
-    let fleet = load_fleet_str(&text, path).map_err(LoadError::Invalid)?;
+    let fleet = check_text(&text, path).map_err(LoadError::Invalid)?;
     let root_cert = match &fleet.mesh.root_cert {
         None => None,
         Some(rel) => {
@@ -110,10 +110,9 @@ pub fn load_fleet(path: &Path) -> Result<SourceFile, LoadError> {
         }
     };
     Ok(SourceFile {
-        fleet,
+        fleet: CheckedFleet::new(fleet, root_cert),
         path: path.to_path_buf(),
         sha256,
-        root_cert,
     })
 }
 
@@ -226,8 +225,14 @@ fn check_certificates_only(pem: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses and checks a fleet from text; `file` names it in diagnostics.
-pub fn load_fleet_str(text: &str, file: &Path) -> Result<Fleet, Diagnostics> {
+/// Parses and checks a fleet from text; `file` names it in diagnostics. The text alone has no
+/// directory to read `mesh.rootCert` from: the fleet comes without a root certificate
+/// ([`load_fleet`] reads it).
+pub fn load_fleet_str(text: &str, file: &Path) -> Result<CheckedFleet, Diagnostics> {
+    check_text(text, file).map(|fleet| CheckedFleet::new(fleet, None))
+}
+
+fn check_text(text: &str, file: &Path) -> Result<Fleet, Diagnostics> {
     let fail = |problems: Vec<(Pos, Problem)>| {
         let mut diags: Vec<Diagnostic> = problems
             .into_iter()
