@@ -9,9 +9,10 @@ use std::sync::OnceLock;
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
+use time::UtcDateTime;
 
 use super::validate::{self, Problem};
-use super::{CheckedFleet, Fleet};
+use super::{CheckedFleet, Fleet, root_cert};
 use crate::spec::diagnostic::{Diagnostic, Diagnostics, Pos};
 
 /// Largest fleet file read: far above any real fleet (50,000 VMs take about 5 MiB).
@@ -48,8 +49,15 @@ pub enum LoadError {
     Invalid(Diagnostics),
 }
 
-/// Reads, checks and completes the fleet file at `path`.
+/// Reads, checks and completes the fleet file at `path`, checking its root certificate
+/// against the clock.
 pub fn load_fleet(path: &Path) -> Result<SourceFile, LoadError> {
+    // The one place the checks read the clock.
+    load_fleet_at(path, UtcDateTime::now())
+}
+
+/// [`load_fleet`] with the time the root certificate must be valid at.
+pub fn load_fleet_at(path: &Path, now: UtcDateTime) -> Result<SourceFile, LoadError> {
     let read_err = |source| LoadError::Read {
         path: path.to_path_buf(),
         source,
@@ -94,7 +102,7 @@ pub fn load_fleet(path: &Path) -> Result<SourceFile, LoadError> {
         None => None,
         Some(rel) => {
             let base = path.parent().unwrap_or(Path::new(""));
-            match read_root_cert(&base.join(rel)) {
+            match read_root_cert(&base.join(rel), now) {
                 Ok(pem) => Some(pem),
                 Err((message, hint)) => {
                     let doc = Document::parse(&text).expect("parsed above");
@@ -137,12 +145,13 @@ fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Bounded> {
     })
 }
 
-/// Reads `mesh.rootCert`: a regular file of PEM certificates and nothing else.
+/// Reads `mesh.rootCert`: a regular file of PEM certificates and nothing else, each a CA
+/// certificate valid at `now` (what `meshvm cloud-init` requires of it).
 ///
 /// The file is published: it is committed into the GitOps tree and written into every VM's
 /// user-data. A fleet that names another file (`../../.git-credentials`, a private key next to
 /// the certificate, `/dev/zero`) must be stopped here, without quoting what the file holds.
-fn read_root_cert(path: &Path) -> Result<String, (String, &'static str)> {
+fn read_root_cert(path: &Path, now: UtcDateTime) -> Result<String, (String, &'static str)> {
     let shown = path.display();
     let relative = "the path is relative to the fleet file";
     let meta =
@@ -178,6 +187,7 @@ fn read_root_cert(path: &Path) -> Result<String, (String, &'static str)> {
              give a file that holds only `CERTIFICATE` blocks",
         )
     })?;
+    root_cert::check(&pem, now).map_err(|e| (format!("{shown}: {e}"), e.hint()))?;
     Ok(pem)
 }
 
@@ -940,7 +950,28 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::check_certificates_only;
+    use super::{LoadError, UtcDateTime, check_certificates_only, load_fleet_at};
+
+    /// The root certificate is checked against the time the loader is given: the fixture CA
+    /// is valid from 2026-11-26 to 2126-11-02.
+    #[test]
+    fn the_root_certificate_is_checked_at_the_given_time() {
+        let fleet = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/fleets/single-network/meshvm.yaml");
+        let at = |secs| load_fleet_at(&fleet, UtcDateTime::from_unix_timestamp(secs).unwrap());
+        assert!(at(1_900_000_000).unwrap().fleet.root_cert().is_some());
+        for (secs, expected) in [
+            (5_000_000_000, "expired at 2126-11-02T"),
+            (1_700_000_000, "is not valid before 2026-11-26T"),
+        ] {
+            let Err(LoadError::Invalid(diags)) = at(secs) else {
+                panic!("accepted at {secs}");
+            };
+            let diag = &diags.0[0];
+            assert_eq!(diag.path, "mesh.rootCert");
+            assert!(diag.message.contains(expected), "{}", diag.message);
+        }
+    }
 
     #[test]
     fn only_certificates_pass() {

@@ -40,6 +40,26 @@ pub enum RootCertError {
     },
 }
 
+impl RootCertError {
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            RootCertError::NotCa { .. } => {
+                "give the root CA that signs istiod's certificates (root-cert.pem of the istio-ca-root-cert ConfigMap), not a leaf certificate"
+            }
+            RootCertError::Expired { .. } => {
+                "the mesh needs a new root CA: roll one out, then give its certificate"
+            }
+            RootCertError::NotYetValid { .. } => {
+                "check this machine's clock, or wait until the certificate is valid"
+            }
+            _ => {
+                "give the mesh's root CA certificate in PEM: root-cert.pem of the istio-ca-root-cert ConfigMap"
+            }
+        }
+    }
+}
+
 /// Checks `pem` as a mesh root certificate at `now`.
 pub fn check(pem: &str, now: UtcDateTime) -> Result<Vec<RootCert>, RootCertError> {
     let mut certs = Vec::new();
