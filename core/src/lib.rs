@@ -23,7 +23,7 @@ pub mod error;
 
 #[doc(hidden)]
 pub mod synthetic;
-pub mod utc;
+pub mod timestamp;
 
 pub use error::ErrorKind;
 pub use spec::Fleet;

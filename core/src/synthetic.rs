@@ -5,14 +5,22 @@
 use std::collections::BTreeMap;
 
 use crate::spec::{
-    API_VERSION, EastWestGateway, Fleet, Gitops, HttpGet, Instance, KIND, Mesh, Probe, Resolution,
-    Service, ServicePort, Sidecar, Workload,
+    API_VERSION, CheckedFleet, EastWestGateway, Fleet, Gitops, HttpGet, Instance, KIND, Mesh,
+    Probe, Resolution, Service, ServicePort, Sidecar, Workload,
 };
 
 const VMS_PER_GROUP: usize = 50;
 const GROUPS_PER_NAMESPACE: usize = 10;
 
-/// A valid fleet of `vms` VMs.
+/// A fleet of `vms` VMs, checked by the public loader: what a fleet file of
+/// [`fleet`] loads as.
+pub fn checked(vms: usize) -> CheckedFleet {
+    let yaml = crate::k8s::yaml::to_string(&fleet(vms));
+    crate::spec::load_fleet_str(&yaml, "synthetic.yaml".as_ref())
+        .expect("synthetic fleets are valid")
+}
+
+/// A valid fleet of `vms` VMs, as data (to write as a fleet file, or change first).
 pub fn fleet(vms: usize) -> Fleet {
     let groups = vms.div_ceil(VMS_PER_GROUP);
     let workloads = (0..groups)
@@ -122,9 +130,7 @@ mod tests {
     fn synthetic_fleets_are_valid_and_deterministic() {
         let fleet = super::fleet(1234);
         assert_eq!(fleet.vms().count(), 1234);
-        let yaml = crate::k8s::yaml::to_string(&fleet);
-        let parsed = crate::spec::load_fleet_str(&yaml, "synthetic.yaml".as_ref()).unwrap();
-        assert_eq!(parsed, fleet);
+        assert_eq!(*super::checked(1234), fleet);
         assert_eq!(super::fleet(1234), fleet);
     }
 

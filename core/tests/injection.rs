@@ -304,8 +304,8 @@ fn istioctl_case(s: [&str; 5]) -> Result<Case, String> {
         ingress_ip: Some("203.0.113.10".into()),
         ..ConfigureOptions::default()
     };
-    let files = configure(group, mesh, &options).map_err(|e| e.to_string())?;
-    let mut case = Case::new(&files);
+    let inputs = configure(group, mesh, &options).map_err(|e| e.to_string())?;
+    let mut case = Case::new(&meshvm::vmfiles::render(&inputs));
     for (k, v) in [
         ("CANONICAL_SERVICE", app),
         ("CANONICAL_REVISION", version),
@@ -366,8 +366,8 @@ fn fleet_case(base: &meshvm::Fleet, s: [&str; 4]) -> Result<Case, String> {
     let text = meshvm::k8s::yaml::to_string(&fleet);
     let read =
         meshvm::spec::load_fleet_str(&text, "fleet.yaml".as_ref()).map_err(|d| d.to_string())?;
-    assert_eq!(read, fleet, "the fleet reads back as written:\n{text}");
-    let files = meshvm::vmfiles::vm_files(&read, None, "tester-1").map_err(|e| e.to_string())?;
+    assert_eq!(*read, fleet, "the fleet reads back as written:\n{text}");
+    let files = meshvm::vmfiles::vm_files(&read, "tester-1").map_err(|e| e.to_string())?;
     let mut case = Case::new(&files);
     for (k, v) in [
         ("MESH_VALUE", mesh_value),

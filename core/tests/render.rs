@@ -17,8 +17,15 @@ fn load(name: &str) -> meshvm::spec::SourceFile {
     meshvm::spec::load_fleet(&fixture_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// The fixture's fleet as data, to change before rendering it with [`render_ok`].
+fn fleet_of(name: &str) -> Fleet {
+    load(name).fleet.fleet().clone()
+}
+
+/// Renders a fleet as a file of it renders: checked by the loader first.
 fn render_ok(fleet: &Fleet) -> Rendered {
-    render(fleet, None).expect("a valid fleet renders")
+    let yaml = meshvm::k8s::yaml::to_string(fleet);
+    render(&meshvm::spec::load_fleet_str(&yaml, "fleet.yaml".as_ref()).expect("a valid fleet"))
 }
 
 fn text(r: &Rendered, path: &str) -> String {
@@ -47,7 +54,7 @@ fn listing(r: &Rendered) -> String {
 fn snapshots_of_the_fixture_trees() {
     for name in &fixture_fleets() {
         let source = load(name);
-        let r = render(&source.fleet, source.root_cert.as_deref()).unwrap();
+        let r = render(&source.fleet);
         insta::assert_snapshot!(format!("tree-{name}"), listing(&r));
     }
 }
@@ -55,7 +62,7 @@ fn snapshots_of_the_fixture_trees() {
 #[test]
 fn same_fleet_same_bytes_whatever_the_order_of_the_file() {
     for name in &fixture_fleets() {
-        let fleet = load(name).fleet;
+        let fleet = fleet_of(name);
         let first = render_ok(&fleet);
         assert_eq!(
             first,
@@ -92,7 +99,7 @@ fn diff(a: &Rendered, b: &Rendered) -> (BTreeSet<String>, BTreeSet<String>, BTre
 #[test]
 fn adding_a_vm_adds_its_files_and_touches_only_its_group_listing() {
     for name in &fixture_fleets() {
-        let fleet = load(name).fleet;
+        let fleet = fleet_of(name);
         for (gi, w) in fleet.workloads.iter().enumerate() {
             let mut bigger = fleet.clone();
             bigger.workloads[gi].instances.push(Instance {
@@ -262,7 +269,7 @@ fn each_vm_has_its_overlay_unless_auto_registered_and_its_bootstrap_files() {
     for name in &fixture_fleets() {
         let source = load(name);
         let fleet = &source.fleet;
-        let r = render(fleet, source.root_cert.as_deref()).unwrap();
+        let r = render(fleet);
         for (w, vm) in fleet.vms() {
             let dir = layout::vm_dir(&w.namespace, &w.name, &vm.name);
             let entry = format!("{dir}/{}", layout::WORKLOAD_ENTRY_FILE);
@@ -289,8 +296,7 @@ fn each_vm_has_its_overlay_unless_auto_registered_and_its_bootstrap_files() {
             }
             // The bootstrap files are the VM's files as `meshvm vm files` writes them, minus
             // nothing (the token is never part of them).
-            let own =
-                meshvm::vmfiles::vm_files(fleet, source.root_cert.as_deref(), &vm.name).unwrap();
+            let own = meshvm::vmfiles::vm_files(fleet, &vm.name).unwrap();
             let bootstrap = format!("{dir}/{}/", layout::BOOTSTRAP_DIR);
             let in_tree: Vec<&str> = r
                 .files
@@ -309,7 +315,7 @@ fn each_vm_has_its_overlay_unless_auto_registered_and_its_bootstrap_files() {
             assert_eq!(
                 r.files
                     .contains(&format!("{bootstrap}{}", meshvm::vmfiles::ROOT_CERT)),
-                source.root_cert.is_some()
+                fleet.root_cert().is_some()
             );
         }
         for (path, file) in r.files.iter() {
@@ -325,7 +331,7 @@ fn each_vm_has_its_overlay_unless_auto_registered_and_its_bootstrap_files() {
 
 #[test]
 fn engines_are_rendered_as_listed() {
-    let mut fleet = load("seed").fleet;
+    let mut fleet = fleet_of("seed");
     for engines in [vec![], vec![Engine::Argocd], vec![Engine::Flux]] {
         fleet.gitops.engines = engines.clone();
         let r = render_ok(&fleet);
@@ -337,7 +343,7 @@ fn engines_are_rendered_as_listed() {
 
 #[test]
 fn a_fleet_without_workloads_renders_buildable_listings() {
-    let mut fleet = load("seed").fleet;
+    let mut fleet = fleet_of("seed");
     fleet.workloads.clear();
     let r = render_ok(&fleet);
     // kustomize refuses a kustomization without fields, but builds `resources: []`.
@@ -346,7 +352,7 @@ fn a_fleet_without_workloads_renders_buildable_listings() {
 
 #[test]
 fn the_object_stream_holds_every_object_once() {
-    let r = render_ok(&load("multi-network").fleet);
+    let r = render(&load("multi-network").fleet);
     let stream = r.object_stream();
     assert_eq!(stream.matches("\n---\n").count() + 1, r.objects.len());
     for path in &r.objects {
@@ -383,10 +389,7 @@ fn a_parallel_render_equals_a_single_threaded_one_byte_for_byte() {
             .unwrap()
             .install(|| render_ok(fleet))
     };
-    let mut fleets: Vec<Fleet> = fixture_fleets()
-        .iter()
-        .map(|name| load(name).fleet)
-        .collect();
+    let mut fleets: Vec<Fleet> = fixture_fleets().iter().map(|name| fleet_of(name)).collect();
     fleets.push(meshvm::synthetic::fleet(1500));
     for fleet in &fleets {
         let sequential = one_thread(fleet);

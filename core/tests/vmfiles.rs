@@ -59,7 +59,8 @@ fn istioctl_golden_cases() {
             &case.join("meshconfig.yaml"),
         )
         .unwrap();
-        let tree = istioctl::configure(group, mesh, &options(&read(&case.join("args")))).unwrap();
+        let inputs = istioctl::configure(group, mesh, &options(&read(&case.join("args")))).unwrap();
+        let tree = vmfiles::render(&inputs);
         let file = |name: &str| String::from_utf8(tree.get(name).unwrap().bytes.clone()).unwrap();
         let name = case.file_name().unwrap().to_string_lossy();
         assert_eq!(
@@ -115,7 +116,7 @@ fn fleet_fixtures_snapshots() {
             meshvm::spec::load_fleet(&fixtures().join(format!("fleets/{case}/meshvm.yaml")))
                 .unwrap_or_else(|e| panic!("{case}: {e}"));
         for (_, vm) in source.fleet.vms() {
-            let tree = vmfiles::vm_files(&source.fleet, source.root_cert.as_deref(), &vm.name)
+            let tree = vmfiles::vm_files(&source.fleet, &vm.name)
                 .unwrap_or_else(|e| panic!("{case}/{}: {e}", vm.name));
             // mesh.yaml is what the proxy reads: it must be valid YAML that says the same
             // proxy metadata as cluster.env.
@@ -132,43 +133,43 @@ fn fleet_fixtures_snapshots() {
 fn rendering_is_deterministic() {
     let source =
         meshvm::spec::load_fleet(&fixtures().join("fleets/single-network/meshvm.yaml")).unwrap();
-    let a = vmfiles::vm_files(&source.fleet, None, "billing-1").unwrap();
-    let b = vmfiles::vm_files(&source.fleet, None, "billing-1").unwrap();
+    let a = vmfiles::vm_files(&source.fleet, "billing-1").unwrap();
+    let b = vmfiles::vm_files(&source.fleet, "billing-1").unwrap();
     assert_eq!(a, b);
-    assert!(
-        !a.contains("root-cert.pem"),
-        "no root certificate unless given"
-    );
+    assert!(a.contains("root-cert.pem"), "the fleet's root certificate");
 }
 
 #[test]
 fn unknown_vm_suggests_a_name() {
     let source =
         meshvm::spec::load_fleet(&fixtures().join("fleets/single-network/meshvm.yaml")).unwrap();
-    let err = vmfiles::vm_files(&source.fleet, None, "billing-3").unwrap_err();
+    let err = vmfiles::vm_files(&source.fleet, "billing-3").unwrap_err();
     assert!(matches!(err, VmFilesError::UnknownVm { .. }));
     assert!(err.to_string().contains("did you mean \"billing-"), "{err}");
 }
 
 #[test]
-fn bad_proxy_config_annotation_is_an_error() {
-    let mut source =
-        meshvm::spec::load_fleet(&fixtures().join("fleets/single-network/meshvm.yaml")).unwrap();
-    source.fleet.workloads[0].annotations.insert(
-        "proxy.istio.io/config".into(),
-        "statusPort: [not, a, port]".into(),
+fn bad_proxy_config_annotation_is_refused_on_load() {
+    let text = read(&fixtures().join("fleets/single-network/meshvm.yaml")).replace(
+        "    instances:",
+        "    annotations:\n      proxy.istio.io/config: \"statusPort: [not, a, port]\"\n    instances:",
     );
-    let err = vmfiles::vm_files(&source.fleet, None, "billing-1").unwrap_err();
+    let diags = meshvm::spec::load_fleet_str(&text, Path::new("meshvm.yaml")).unwrap_err();
+    let diag = &diags.0[0];
     assert_eq!(
-        err.to_string(),
-        "annotation proxy.istio.io/config in spec.metadata.annotations: statusPort: expected an integer, found a list"
+        diag.path,
+        "workloads[0].annotations[\"proxy.istio.io/config\"]"
+    );
+    assert_eq!(
+        diag.message,
+        "not a valid ProxyConfig: statusPort: expected an integer, found a list"
     );
 }
 
 #[test]
 fn hostile_values_stay_inert_when_sourced_by_sh() {
     let source = meshvm::spec::load_fleet(&fixtures().join("fleets/hostile/meshvm.yaml")).unwrap();
-    let tree = vmfiles::vm_files(&source.fleet, None, "victim-1").unwrap();
+    let tree = vmfiles::vm_files(&source.fleet, "victim-1").unwrap();
     let dir = tempfile::tempdir().unwrap();
     meshvm::disk::write_into(&tree, dir.path()).unwrap();
     let vars = source_with_sh(dir.path());
@@ -219,7 +220,8 @@ fn hostile_values_stay_inert_when_sourced_by_sh() {
 fn istioctl_labels_can_be_hostile_too() {
     let wg = "kind: WorkloadGroup\nmetadata: {name: w, namespace: n}\nspec:\n  metadata:\n    labels:\n      app: \"it's $(touch pwned-label) `touch pwned-tick`\"\n      note: \"a\\nB=2\\\\\"\n";
     let group = istioctl::read_workload_group(wg, Path::new("wg.yaml")).unwrap();
-    let tree = istioctl::configure(group, Value::Null, &ConfigureOptions::default()).unwrap();
+    let inputs = istioctl::configure(group, Value::Null, &ConfigureOptions::default()).unwrap();
+    let tree = vmfiles::render(&inputs);
     let dir = tempfile::tempdir().unwrap();
     meshvm::disk::write_into(&tree, dir.path()).unwrap();
     let vars = source_with_sh(dir.path());

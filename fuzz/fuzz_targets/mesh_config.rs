@@ -10,7 +10,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(mesh) = read_mesh_config(text, "fuzz.yaml".as_ref()) {
             let group = meshvm::vmfiles::istioctl::read_workload_group(GROUP, "g.yaml".as_ref()).expect("valid group");
-            let _ = configure(group, mesh, &ConfigureOptions::default());
+            if let Ok(inputs) = configure(group, mesh, &ConfigureOptions::default()) {
+                meshvm::vmfiles::render(&inputs);
+            }
         }
     }
 });

@@ -443,7 +443,7 @@ fn a_debian_vm_boots_into_the_mesh() {
 
     let source = meshvm::spec::load_fleet(&fleet).unwrap();
     let root_pem = std::fs::read_to_string(root_cert()).unwrap();
-    let files = meshvm::vmfiles::vm_files(&source.fleet, Some(&root_pem), VM).unwrap();
+    let files = meshvm::vmfiles::vm_files(&source.fleet, VM).unwrap();
     let digest = |name: &str| sha256(&files.get(name).unwrap().bytes);
 
     let vm = Vm::persistent();

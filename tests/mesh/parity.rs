@@ -388,7 +388,7 @@ fn istioctl_configures_every_fleet_vm_as_meshvm_does() {
         let source = meshvm::spec::load_fleet(&fleet_file(&fleet)).unwrap();
         let mesh = &source.fleet.mesh;
         install_istio_config_maps(&tree, mesh, scratch.path());
-        let root_cert = source.root_cert.clone().unwrap_or_else(test_root_cert);
+        let root_cert = source.fleet.root_cert().map_or_else(test_root_cert, str::to_owned);
         for (group, vm) in source.fleet.vms() {
             publish_root_cert(&group.namespace, &root_cert, scratch.path());
             // The tree leaves the `default` ServiceAccount to the controller manager, which the

@@ -516,11 +516,9 @@ fn prepared(args: &PrepareArgs) -> Result<Prepared, String> {
     // The library, as the binary calls it: on all cores, and on one thread for the ratio.
     let all_cores = pool(0)?;
     let one_thread = pool(1)?;
-    let render = |pool: &rayon::ThreadPool| {
-        let (rendered, t) = timed(|| pool.install(|| meshvm::render::render(&fleet, None)));
-        rendered
-            .map(|r| (r, t.as_secs_f64() * 1e3))
-            .map_err(|e| e.to_string())
+    let render = |pool: &rayon::ThreadPool, fleet: &meshvm::spec::CheckedFleet| {
+        let (rendered, t) = timed(|| pool.install(|| meshvm::render::render(fleet)));
+        (rendered, t.as_secs_f64() * 1e3)
     };
     let mut out = Prepared {
         files: 0,
@@ -532,11 +530,11 @@ fn prepared(args: &PrepareArgs) -> Result<Prepared, String> {
     };
     for _ in 0..args.runs {
         let (loaded, t) = timed(|| meshvm::spec::load_fleet(&fleet_file));
-        loaded.map_err(|e| format!("loading the synthetic fleet: {e}"))?;
+        let loaded = loaded.map_err(|e| format!("loading the synthetic fleet: {e}"))?;
         out.load_ms.push(t.as_secs_f64() * 1e3);
-        let (parallel, ms) = render(&all_cores)?;
+        let (parallel, ms) = render(&all_cores, &loaded.fleet);
         out.render_memory_ms.push(ms);
-        let (sequential, ms) = render(&one_thread)?;
+        let (sequential, ms) = render(&one_thread, &loaded.fleet);
         out.render_memory_1_thread_ms.push(ms);
         if parallel != sequential {
             return Err("the parallel render differs from the 1-thread render".into());

@@ -181,7 +181,7 @@ fn product_checks(root: &Path, meshvm: &Path, steps: &mut Steps) {
                 &group.namespace,
                 &group.service_account,
             );
-            let root_cert = match source.root_cert {
+            let root_cert = match source.fleet.root_cert() {
                 Some(_) => None,
                 None => Some(root.join(TEST_ROOT_CERT)),
             };

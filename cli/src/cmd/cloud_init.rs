@@ -3,10 +3,11 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use meshvm::cloudinit::{self, Provider, Templates};
-use meshvm::{utc, vmfiles};
+use meshvm::timestamp::{human_duration, rfc3339};
+use meshvm::vmfiles;
 
 use super::FleetArg;
 use crate::command_error::{CmdResult, CommandError, to_stdout};
@@ -102,11 +103,12 @@ pub fn run(args: Args) -> CmdResult {
     }
     let source = args.fleet.load()?;
     let fleet_file = args.fleet.file.display();
-    let root_cert = match &args.root_cert {
-        Some(path) => Some(read_text(path, "the root certificate")?),
-        None => source.root_cert.clone(),
-    };
-    let Some(root_cert) = root_cert else {
+    let mut files = vmfiles::vm_files(&source.fleet, &args.vm)
+        .map_err(|e| CommandError::invalid(format!("{fleet_file}: {e}")))?;
+    if let Some(path) = &args.root_cert {
+        files.insert(vmfiles::ROOT_CERT, read_text(path, "the root certificate")?);
+    }
+    if !files.contains(vmfiles::ROOT_CERT) {
         return Err(CommandError::invalid(format!(
             "{fleet_file}: the VM needs the mesh's root certificate"
         ))
@@ -114,12 +116,12 @@ pub fn run(args: Args) -> CmdResult {
             "give --root-cert FILE, or set mesh.rootCert in the fleet (the `root-cert.pem` of the \
              istio-ca-root-cert ConfigMap)",
         ));
-    };
-    let files = vmfiles::vm_files(&source.fleet, Some(&root_cert), &args.vm)
-        .map_err(|e| CommandError::invalid(format!("{fleet_file}: {e}")))?;
+    }
     let templates = load_templates(args.template.as_deref())?;
     let token = read_token(&args)?;
-    let now = SystemTime::now();
+    // Whole seconds, as the token's times are.
+    let now = time::UtcDateTime::now();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
     let request = cloudinit::Request {
         fleet: &source.fleet,
         vm: &args.vm,
@@ -159,7 +161,7 @@ pub fn run(args: Args) -> CmdResult {
     }
 
     let expires = user_data.token_expires_at;
-    let remaining = Duration::from_secs((expires - utc::unix_seconds(now)).max(0) as u64);
+    let remaining = Duration::try_from(expires - now).unwrap_or_default();
     eprintln!(
         "meshvm: user-data of VM {}: {} bytes{}{}{}; the token in it expires at {} (in {})",
         args.vm,
@@ -173,8 +175,8 @@ pub fn run(args: Args) -> CmdResult {
             Some(path) => format!(", written to {} (mode 0600)", path.display()),
             None => String::new(),
         },
-        utc::rfc3339(expires),
-        utc::human_duration(remaining),
+        rfc3339(expires),
+        human_duration(remaining),
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -154,10 +154,8 @@ pub fn run(command: Command) -> CmdResult {
 /// The rendered GitOps tree of the fleet, relative to `gitops.path`: the same tree
 /// `meshvm render` writes (the render is pure, so a rebuild after a lost push race is the same
 /// tree on a new parent).
-fn rendered_tree(source: &SourceFile) -> Result<FileTree, CommandError> {
-    meshvm::render::render(&source.fleet, source.root_cert.as_deref())
-        .map(|rendered| rendered.files)
-        .map_err(CommandError::invalid)
+fn rendered_tree(source: &SourceFile) -> FileTree {
+    meshvm::render::render(&source.fleet).files
 }
 
 impl RepoArgs {
@@ -224,7 +222,7 @@ fn sync_fleet(
     configure: impl FnOnce(&mut Options),
 ) -> Result<(Report, Options), CommandError> {
     let source = repo.fleet.load()?;
-    let tree = rendered_tree(&source)?;
+    let tree = rendered_tree(&source);
     let mut opts = repo.options(&source)?;
     configure(&mut opts);
     let input = git::Input {

@@ -27,8 +27,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> CmdResult {
     let source = args.fleet.load()?;
-    let rendered = meshvm::render::render(&source.fleet, source.root_cert.as_deref())
-        .map_err(CommandError::invalid)?;
+    let rendered = meshvm::render::render(&source.fleet);
     match args.output {
         None => to_stdout(|out| out.write_all(rendered.object_stream().as_bytes()))?,
         Some(dir) => {

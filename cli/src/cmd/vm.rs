@@ -65,7 +65,7 @@ pub fn run(command: Command) -> CmdResult {
 
 fn files(args: FilesArgs) -> CmdResult {
     let source = args.fleet.load()?;
-    let mut tree = vmfiles::vm_files(&source.fleet, source.root_cert.as_deref(), &args.vm)
+    let mut tree = vmfiles::vm_files(&source.fleet, &args.vm)
         .map_err(|e| CommandError::invalid(format!("{}: {e}", args.fleet.file.display())))?;
     if let Some(path) = &args.token_file {
         add_token(&mut tree, path)?;

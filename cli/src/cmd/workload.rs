@@ -188,7 +188,8 @@ fn configure(args: ConfigureArgs) -> CmdResult {
         capture_dns: args.capture_dns,
         autoregister: args.autoregister,
     };
-    let mut tree = istioctl::configure(group, mesh, &options).map_err(CommandError::invalid)?;
+    let inputs = istioctl::configure(group, mesh, &options).map_err(CommandError::invalid)?;
+    let mut tree = vmfiles::render(&inputs);
     if let Some(path) = &args.root_cert {
         let pem = std::fs::read(path)
             .map_err(|e| CommandError::invalid(format!("cannot read {}: {e}", path.display())))?;

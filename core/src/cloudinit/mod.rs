@@ -17,7 +17,7 @@ mod quote;
 pub mod token;
 
 use std::io::Write;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -27,14 +27,15 @@ use handlebars::{
     RenderErrorReason,
 };
 use serde_json::{Value, json};
+use time::UtcDateTime;
 
 pub use quote::{shell_word, yaml_block, yaml_scalar};
 
 use self::token::{IstioToken, TokenError};
 use crate::spec::root_cert::{self, RootCert, RootCertError};
-use crate::spec::{Fleet, PackageFormat};
+use crate::spec::{CheckedFleet, PackageFormat};
+use crate::timestamp::rfc3339;
 use crate::tree::FileTree;
-use crate::utc;
 use crate::vmfiles;
 
 /// The embedded default of the document template.
@@ -86,7 +87,7 @@ impl Default for Templates {
 /// Everything one VM's user-data is made of.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
-    pub fleet: &'a Fleet,
+    pub fleet: &'a CheckedFleet,
     /// The VM's name (an instance of the fleet).
     pub vm: &'a str,
     /// The VM's mesh files: `cluster.env`, `mesh.yaml`, `hosts`, `root-cert.pem`.
@@ -94,7 +95,7 @@ pub struct Request<'a> {
     /// The istio-token as the user gave it; checked here (see [`crate::cloudinit::token`]).
     pub token: &'a str,
     /// The time the checks use.
-    pub now: SystemTime,
+    pub now: UtcDateTime,
     /// How long the token must still be valid at `now`.
     pub min_token_validity: Duration,
 }
@@ -104,8 +105,8 @@ pub struct Request<'a> {
 pub struct UserData {
     /// The `#cloud-config` document. Holds the token: treat it as a secret.
     pub document: String,
-    /// When the token in it expires (seconds since the Unix epoch).
-    pub token_expires_at: i64,
+    /// When the token in it expires.
+    pub token_expires_at: UtcDateTime,
     /// The root certificates it carries.
     pub root_certs: Vec<RootCert>,
     /// What the user should know, such as a package without a pinned checksum.
@@ -196,7 +197,7 @@ pub fn render(req: &Request<'_>, templates: &Templates) -> Result<UserData, Clou
         },
         "token": {
             "subject": token.subject,
-            "expiresAt": utc::rfc3339(token.expires_at),
+            "expiresAt": rfc3339(token.expires_at),
         },
         "sidecar": {
             "version": sidecar.version,

@@ -1,5 +1,5 @@
 use std::path::PathBuf;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -13,8 +13,15 @@ const LEAF_CERT: &str = include_str!("../../../fixtures/certs/test-leaf-cert.pem
 const NOW: u64 = 1_893_456_000;
 const SUBJECT: &str = "system:serviceaccount:vm-apps:tester";
 
-fn seed() -> Fleet {
+fn seed() -> CheckedFleet {
     load_fleet_str(SEED, "meshvm.yaml".as_ref()).unwrap()
+}
+
+/// The seed fleet with a change, as a checked fleet whether or not the change passes the checks.
+fn seed_with(change: impl FnOnce(&mut crate::spec::Fleet)) -> CheckedFleet {
+    let mut fleet = seed().fleet().clone();
+    change(&mut fleet);
+    CheckedFleet::assume_checked(fleet)
 }
 
 /// A fake token (unsigned, built here: not a secret) valid for an hour after NOW.
@@ -29,16 +36,18 @@ fn fake_token(subject: &str) -> String {
 
 /// The seed VM's files.
 fn seed_files() -> FileTree {
-    crate::vmfiles::vm_files(&seed(), Some(ROOT_CERT), "tester-1").unwrap()
+    let mut files = crate::vmfiles::vm_files(&seed(), "tester-1").unwrap();
+    files.insert(vmfiles::ROOT_CERT, ROOT_CERT);
+    files
 }
 
-fn request<'a>(fleet: &'a Fleet, files: &'a FileTree, token: &'a str) -> Request<'a> {
+fn request<'a>(fleet: &'a CheckedFleet, files: &'a FileTree, token: &'a str) -> Request<'a> {
     Request {
         fleet,
         vm: "tester-1",
         files,
         token,
-        now: UNIX_EPOCH + Duration::from_secs(NOW),
+        now: UtcDateTime::from_unix_timestamp(NOW as i64).unwrap(),
         min_token_validity: Duration::from_secs(15 * 60),
     }
 }
@@ -70,7 +79,10 @@ fn decode(file: &Value) -> Vec<u8> {
 fn seed_document() {
     let user_data = render_seed();
     insta::assert_snapshot!(user_data.document);
-    assert_eq!(user_data.token_expires_at, NOW as i64 + 3600);
+    assert_eq!(
+        user_data.token_expires_at.unix_timestamp(),
+        NOW as i64 + 3600
+    );
 }
 
 #[test]
@@ -147,10 +159,11 @@ fn join_step_is_one_set_e_script_that_sh_accepts() {
 
 #[test]
 fn values_reach_the_shell_as_they_are() {
-    let mut fleet = seed();
     let url = "https://mirror.example.com/it's/$(reboot)/`id`/istio-sidecar.deb";
-    fleet.sidecar.url = Some(url.into());
-    fleet.sidecar.package = PackageFormat::Rpm;
+    let fleet = seed_with(|f| {
+        f.sidecar.url = Some(url.into());
+        f.sidecar.package = PackageFormat::Rpm;
+    });
     let (files, token) = (seed_files(), fake_token(SUBJECT));
     let doc = render(&request(&fleet, &files, &token), &Templates::default()).unwrap();
     let script = parsed(&doc.document)["runcmd"][0][2]
@@ -169,8 +182,7 @@ fn values_reach_the_shell_as_they_are() {
 
 #[test]
 fn an_unpinned_package_is_checked_against_its_published_sha256() {
-    let mut fleet = seed();
-    fleet.sidecar.sha256 = None;
+    let fleet = seed_with(|f| f.sidecar.sha256 = None);
     let (files, token) = (seed_files(), fake_token(SUBJECT));
     let doc = render(&request(&fleet, &files, &token), &Templates::default()).unwrap();
     assert_eq!(doc.warnings.len(), 1);
@@ -195,9 +207,10 @@ fn an_unpinned_package_is_checked_against_its_published_sha256() {
 
 #[test]
 fn download_url_follows_version_format_and_arch() {
-    let mut fleet = seed();
-    fleet.sidecar.arch = crate::spec::Arch::Arm64;
-    fleet.sidecar.package = PackageFormat::Rpm;
+    let fleet = seed_with(|f| {
+        f.sidecar.arch = crate::spec::Arch::Arm64;
+        f.sidecar.package = PackageFormat::Rpm;
+    });
     let (files, token) = (seed_files(), fake_token(SUBJECT));
     let doc = render(&request(&fleet, &files, &token), &Templates::default()).unwrap();
     assert!(doc.document.contains(

@@ -13,13 +13,14 @@
 //! The token is a bearer secret: it never appears in an error message or a `Debug` output.
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
+use time::UtcDateTime;
 
-use crate::utc;
+use crate::timestamp::{human_duration, rfc3339};
 
 /// The audience istiod accepts (`--audience istio-ca` of `kubectl create token`).
 pub const ISTIO_CA_AUDIENCE: &str = "istio-ca";
@@ -33,8 +34,8 @@ pub struct IstioToken {
     secret: String,
     /// `sub`: `system:serviceaccount:<namespace>:<name>`.
     pub subject: String,
-    /// `exp`, seconds since the Unix epoch.
-    pub expires_at: i64,
+    /// `exp`.
+    pub expires_at: UtcDateTime,
 }
 
 impl IstioToken {
@@ -49,7 +50,7 @@ impl fmt::Debug for IstioToken {
         f.debug_struct("IstioToken")
             .field("secret", &"<redacted>")
             .field("subject", &self.subject)
-            .field("expires_at", &utc::rfc3339(self.expires_at))
+            .field("expires_at", &rfc3339(self.expires_at))
             .finish()
     }
 }
@@ -71,18 +72,18 @@ pub enum TokenError {
     Subject { found: String, expected: String },
     #[error("the token has no expiry (`exp`); istiod only accepts bound ServiceAccount tokens")]
     NoExpiry,
-    #[error("the token expired at {}", utc::rfc3339(*.expired_at))]
-    Expired { expired_at: i64 },
-    #[error("the token is not valid before {}", utc::rfc3339(*.not_before))]
-    NotYetValid { not_before: i64 },
+    #[error("the token expired at {}", rfc3339(*.expired_at))]
+    Expired { expired_at: UtcDateTime },
+    #[error("the token is not valid before {}", rfc3339(*.not_before))]
+    NotYetValid { not_before: UtcDateTime },
     #[error(
         "the token expires at {} (in {}), sooner than the {} a VM needs to boot and use it",
-        utc::rfc3339(*.expires_at),
-        utc::human_duration(*.remaining),
-        utc::human_duration(*.minimum)
+        rfc3339(*.expires_at),
+        human_duration(*.remaining),
+        human_duration(*.minimum)
     )]
     ExpiresTooSoon {
-        expires_at: i64,
+        expires_at: UtcDateTime,
         remaining: Duration,
         minimum: Duration,
     },
@@ -133,7 +134,7 @@ enum Audience {
 pub fn check(
     raw: &str,
     expected_subject: &str,
-    now: SystemTime,
+    now: UtcDateTime,
     min_validity: Duration,
 ) -> Result<IstioToken, TokenError> {
     let token = raw.trim();
@@ -200,19 +201,21 @@ pub fn check(
             expected: format!("`{expected_subject}`"),
         });
     }
-    let now = utc::unix_seconds(now);
-    let expires_at = claims.exp.ok_or(TokenError::NoExpiry)?;
+    // Claims are whole seconds: so is the time they are compared with.
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    let expires_at = claims_time(claims.exp.ok_or(TokenError::NoExpiry)?, "exp")?;
     if expires_at <= now {
         return Err(TokenError::Expired {
             expired_at: expires_at,
         });
     }
     if let Some(not_before) = claims.nbf {
+        let not_before = claims_time(not_before, "nbf")?;
         if not_before > now {
             return Err(TokenError::NotYetValid { not_before });
         }
     }
-    let remaining = Duration::from_secs((expires_at - now) as u64);
+    let remaining = Duration::try_from(expires_at - now).unwrap_or_default();
     if remaining < min_validity {
         return Err(TokenError::ExpiresTooSoon {
             expires_at,
@@ -225,6 +228,12 @@ pub fn check(
         subject,
         expires_at,
     })
+}
+
+/// A claim of seconds since the Unix epoch (RFC 7519's NumericDate) as a time.
+fn claims_time(secs: i64, claim: &str) -> Result<UtcDateTime, TokenError> {
+    UtcDateTime::from_unix_timestamp(secs)
+        .map_err(|_| TokenError::BadClaims(format!("`{claim}` is out of range")))
 }
 
 /// An unsigned JWT with the given claims, for tests (meshvm's and its users'): it passes
@@ -240,13 +249,12 @@ pub fn unsigned_test_token(claims: &serde_json::Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::time::UNIX_EPOCH;
 
     const NOW: i64 = 1_800_000_000;
     const SUB: &str = "system:serviceaccount:vm-apps:tester";
 
-    fn at(secs: i64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(secs as u64)
+    fn at(secs: i64) -> UtcDateTime {
+        UtcDateTime::from_unix_timestamp(secs).unwrap()
     }
 
     fn token(claims: serde_json::Value) -> String {
@@ -263,7 +271,7 @@ mod tests {
             let raw = token(json!({"aud": aud, "sub": SUB, "exp": NOW + 3600, "iat": NOW}));
             let t = check_at_now(&format!("  {raw}\n")).unwrap();
             assert_eq!(t.expose_secret(), raw, "whitespace around it is dropped");
-            assert_eq!(t.expires_at, NOW + 3600);
+            assert_eq!(t.expires_at, at(NOW + 3600));
         }
     }
 
@@ -301,6 +309,7 @@ mod tests {
                 "the token is for `system:serviceaccount:default:default`, not for the VM's ServiceAccount `system:serviceaccount:vm-apps:tester`",
             ),
             (with("exp", json!(null)), "no expiry"),
+            (with("exp", json!(i64::MAX)), "`exp` is out of range"),
             (
                 with("exp", json!(NOW - 1)),
                 "the token expired at 2027-01-15T07:59:59Z",

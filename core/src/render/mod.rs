@@ -4,6 +4,7 @@
 //! Architecture invariants:
 //! - Pure and deterministic: same fleet and root certificate, same bytes. Lists are sorted by
 //!   name, never by file order, so reordering the fleet file changes nothing.
+//! - Total: a [`CheckedFleet`] passed every check the VM files make, so rendering cannot fail.
 //! - Each VM's files are an independent function of (fleet, group, VM) ([`workloads::vm`]):
 //!   adding a VM adds its directory and changes only its group's kustomization; removing
 //!   it removes exactly its directory. This is also the unit of parallel rendering.
@@ -26,7 +27,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::k8s::kustomize::{self, Kustomization};
-use crate::spec::Fleet;
+use crate::spec::CheckedFleet;
 use crate::tree::FileTree;
 
 /// A phrase of the tree's README.md that tells a directory meshvm rendered.
@@ -74,37 +75,25 @@ impl Rendered {
     }
 }
 
-/// Why a fleet could not be rendered. A fleet that passed validation renders; these are the
-/// VM files' own failures, passed on.
-#[derive(Debug, thiserror::Error)]
-pub enum RenderError {
-    #[error("VM {vm:?}: {source}")]
-    VmFiles {
-        vm: String,
-        #[source]
-        source: crate::vmfiles::VmFilesError,
-    },
-}
-
-/// Renders the whole GitOps tree of a validated fleet. `root_cert` is the mesh's public root
-/// CA (PEM), copied into each VM's bootstrap files when given.
-pub fn render(fleet: &Fleet, root_cert: Option<&str>) -> Result<Rendered, RenderError> {
+/// Renders the whole GitOps tree of a checked fleet, with its root certificate (the mesh's
+/// public root CA) copied into each VM's bootstrap files when it has one.
+pub fn render(fleet: &CheckedFleet) -> Rendered {
     let mut out = Rendered::default();
     out.files
         .insert(crate::render::layout::README, readme::readme(fleet));
     out.merge(mesh::mesh(fleet));
     out.merge(workloads::workloads(fleet));
     // One independent render per VM, on all cores: a VM's files depend on nothing but its
-    // arguments, and rayon's `collect` keeps fleet order, so the merge below, and the error
-    // reported (the first VM's in fleet order), are the same as a sequential render's.
+    // arguments, and rayon's `collect` keeps fleet order, so the merge below is the same as a
+    // sequential render's.
     let vms: Vec<_> = fleet.vms().collect();
-    let per_vm: Vec<Result<Rendered, RenderError>> = vms
+    let per_vm: Vec<Rendered> = vms
         .par_iter()
-        .map(|(w, vm)| workloads::vm(fleet, w, vm, root_cert))
+        .map(|(w, vm)| workloads::vm(fleet, w, vm))
         .collect();
     for vm in per_vm {
-        out.merge(vm?);
+        out.merge(vm);
     }
     out.merge(engines::engines(fleet));
-    Ok(out)
+    out
 }

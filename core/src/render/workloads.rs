@@ -2,12 +2,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{RenderError, Rendered};
+use super::Rendered;
 use crate::render::layout::{
     self, BOOTSTRAP_DIR, SERVICE_ENTRY_FILE, WORKLOAD_ENTRY_FILE, WORKLOADS_DIR,
 };
 use crate::render::objects;
-use crate::spec::{Fleet, Instance, Workload};
+use crate::spec::{CheckedFleet, Fleet, Instance, Workload};
 use crate::tree::FileTree;
 use crate::vmfiles;
 
@@ -51,12 +51,7 @@ fn group(w: &Workload) -> Rendered {
 
 /// One VM's directory: its WorkloadEntry overlay (unless its group auto-registers) and its
 /// bootstrap files. Depends on nothing but its arguments.
-pub(super) fn vm(
-    fleet: &Fleet,
-    w: &Workload,
-    vm: &Instance,
-    root_cert: Option<&str>,
-) -> Result<Rendered, RenderError> {
+pub(super) fn vm(fleet: &CheckedFleet, w: &Workload, vm: &Instance) -> Rendered {
     let mut out = Rendered::default();
     let dir = layout::vm_dir(&w.namespace, &w.name, &vm.name);
     if !w.auto_register {
@@ -66,30 +61,18 @@ pub(super) fn vm(
         );
         out.kustomization(&dir, [WORKLOAD_ENTRY_FILE]);
     }
-    out.files.extend_under(
-        &format!("{dir}/{BOOTSTRAP_DIR}"),
-        bootstrap(fleet, w, vm, root_cert)?,
-    );
-    Ok(out)
+    out.files
+        .extend_under(&format!("{dir}/{BOOTSTRAP_DIR}"), bootstrap(fleet, w, vm));
+    out
 }
 
 /// The VM's public mesh files (cluster.env, mesh.yaml, hosts, root-cert.pem), for review.
 /// A private file (the token) never enters the tree, whatever the VM files hold.
-fn bootstrap(
-    fleet: &Fleet,
-    w: &Workload,
-    vm: &Instance,
-    root_cert: Option<&str>,
-) -> Result<FileTree, RenderError> {
+fn bootstrap(fleet: &CheckedFleet, w: &Workload, vm: &Instance) -> FileTree {
     // `vmfiles::vm_files` with the VM already in hand: its lookup by name would make a
     // whole-fleet render quadratic in the number of VMs.
-    let mut files = vmfiles::render(&vmfiles::fleet_inputs(fleet, w, vm)).map_err(|source| {
-        RenderError::VmFiles {
-            vm: vm.name.clone(),
-            source,
-        }
-    })?;
-    if let Some(pem) = root_cert {
+    let mut files = vmfiles::render(&vmfiles::fleet_inputs(fleet, w, vm));
+    if let Some(pem) = fleet.root_cert() {
         files.insert(vmfiles::ROOT_CERT, pem);
     }
     let mut public = FileTree::new();
@@ -98,5 +81,5 @@ fn bootstrap(
             public.insert_with_mode(path, file.bytes, file.mode);
         }
     }
-    Ok(public)
+    public
 }

@@ -9,9 +9,10 @@ use std::sync::OnceLock;
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
+use time::UtcDateTime;
 
-use super::Fleet;
 use super::validate::{self, Problem};
+use super::{CheckedFleet, Fleet, root_cert};
 use crate::spec::diagnostic::{Diagnostic, Diagnostics, Pos};
 
 /// Largest fleet file read: far above any real fleet (50,000 VMs take about 5 MiB).
@@ -26,13 +27,13 @@ const MAX_ROOT_CERT_BYTES: u64 = 1 << 20;
 /// A fleet file read from disk and checked, with what it references.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
-    pub fleet: Fleet,
+    /// The fleet, with the root CA certificate `mesh.rootCert` names (read relative to the
+    /// file).
+    pub fleet: CheckedFleet,
     /// The file as given by the user.
     pub path: PathBuf,
     /// SHA-256 of the file's bytes, hex.
     pub sha256: String,
-    /// The root CA certificate named by `mesh.rootCert`, read relative to the file.
-    pub root_cert: Option<String>,
 }
 
 /// Why a fleet file could not be used.
@@ -54,8 +55,15 @@ impl LoadError {
     }
 }
 
-/// Reads, checks and completes the fleet file at `path`.
+/// Reads, checks and completes the fleet file at `path`, checking its root certificate
+/// against the clock.
 pub fn load_fleet(path: &Path) -> Result<SourceFile, LoadError> {
+    // The one place the checks read the clock.
+    load_fleet_at(path, UtcDateTime::now())
+}
+
+/// [`load_fleet`] with the time the root certificate must be valid at.
+pub fn load_fleet_at(path: &Path, now: UtcDateTime) -> Result<SourceFile, LoadError> {
     let read_err = |source| LoadError::Read {
         path: path.to_path_buf(),
         source,
@@ -95,12 +103,12 @@ pub fn load_fleet(path: &Path) -> Result<SourceFile, LoadError> {
             }])));
         }
     };
-    let fleet = load_fleet_str(&text, path).map_err(LoadError::Invalid)?;
+    let fleet = check_text(&text, path).map_err(LoadError::Invalid)?;
     let root_cert = match &fleet.mesh.root_cert {
         None => None,
         Some(rel) => {
             let base = path.parent().unwrap_or(Path::new(""));
-            match read_root_cert(&base.join(rel)) {
+            match read_root_cert(&base.join(rel), now) {
                 Ok(pem) => Some(pem),
                 Err((message, hint)) => {
                     let doc = Document::parse(&text).expect("parsed above");
@@ -116,10 +124,9 @@ pub fn load_fleet(path: &Path) -> Result<SourceFile, LoadError> {
         }
     };
     Ok(SourceFile {
-        fleet,
+        fleet: CheckedFleet::new(fleet, root_cert),
         path: path.to_path_buf(),
         sha256,
-        root_cert,
     })
 }
 
@@ -144,12 +151,13 @@ fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Bounded> {
     })
 }
 
-/// Reads `mesh.rootCert`: a regular file of PEM certificates and nothing else.
+/// Reads `mesh.rootCert`: a regular file of PEM certificates and nothing else, each a CA
+/// certificate valid at `now` (what `meshvm cloud-init` requires of it).
 ///
 /// The file is published: it is committed into the GitOps tree and written into every VM's
 /// user-data. A fleet that names another file (`../../.git-credentials`, a private key next to
 /// the certificate, `/dev/zero`) must be stopped here, without quoting what the file holds.
-fn read_root_cert(path: &Path) -> Result<String, (String, &'static str)> {
+fn read_root_cert(path: &Path, now: UtcDateTime) -> Result<String, (String, &'static str)> {
     let shown = path.display();
     let relative = "the path is relative to the fleet file";
     let meta =
@@ -185,6 +193,7 @@ fn read_root_cert(path: &Path) -> Result<String, (String, &'static str)> {
              give a file that holds only `CERTIFICATE` blocks",
         )
     })?;
+    root_cert::check(&pem, now).map_err(|e| (format!("{shown}: {e}"), e.hint()))?;
     Ok(pem)
 }
 
@@ -232,8 +241,14 @@ fn check_certificates_only(pem: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses and checks a fleet from text; `file` names it in diagnostics.
-pub fn load_fleet_str(text: &str, file: &Path) -> Result<Fleet, Diagnostics> {
+/// Parses and checks a fleet from text; `file` names it in diagnostics. The text alone has no
+/// directory to read `mesh.rootCert` from: the fleet comes without a root certificate
+/// ([`load_fleet`] reads it).
+pub fn load_fleet_str(text: &str, file: &Path) -> Result<CheckedFleet, Diagnostics> {
+    check_text(text, file).map(|fleet| CheckedFleet::new(fleet, None))
+}
+
+fn check_text(text: &str, file: &Path) -> Result<Fleet, Diagnostics> {
     let fail = |problems: Vec<(Pos, Problem)>| {
         let mut diags: Vec<Diagnostic> = problems
             .into_iter()
@@ -941,7 +956,28 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::check_certificates_only;
+    use super::{LoadError, UtcDateTime, check_certificates_only, load_fleet_at};
+
+    /// The root certificate is checked against the time the loader is given: the fixture CA
+    /// is valid from 2026-11-26 to 2126-11-02.
+    #[test]
+    fn the_root_certificate_is_checked_at_the_given_time() {
+        let fleet = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/fleets/single-network/meshvm.yaml");
+        let at = |secs| load_fleet_at(&fleet, UtcDateTime::from_unix_timestamp(secs).unwrap());
+        assert!(at(1_900_000_000).unwrap().fleet.root_cert().is_some());
+        for (secs, expected) in [
+            (5_000_000_000, "expired at 2126-11-02T"),
+            (1_700_000_000, "is not valid before 2026-11-26T"),
+        ] {
+            let Err(LoadError::Invalid(diags)) = at(secs) else {
+                panic!("accepted at {secs}");
+            };
+            let diag = &diags.0[0];
+            assert_eq!(diag.path, "mesh.rootCert");
+            assert!(diag.message.contains(expected), "{}", diag.message);
+        }
+    }
 
     #[test]
     fn only_certificates_pass() {

@@ -11,12 +11,13 @@ pub mod root_cert;
 mod validate;
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use load::did_you_mean;
-pub use load::{LoadError, SourceFile, load_fleet, load_fleet_str};
+pub use load::{LoadError, SourceFile, load_fleet, load_fleet_at, load_fleet_str};
 pub use validate::Problem;
 
 /// A commented fleet file to start from (`meshvm init`).
@@ -40,6 +41,46 @@ pub struct Fleet {
     pub gitops: Gitops,
     #[serde(default)]
     pub workloads: Vec<Workload>,
+}
+
+/// A fleet that passed every check of `spec`, with the root certificate it names, read and
+/// checked. Only `spec` makes one: whatever renders from it (`render`, the VM files, the
+/// user-data's fleet data) cannot fail on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedFleet {
+    fleet: Fleet,
+    root_cert: Option<String>,
+}
+
+impl CheckedFleet {
+    fn new(fleet: Fleet, root_cert: Option<String>) -> CheckedFleet {
+        CheckedFleet { fleet, root_cert }
+    }
+
+    /// A fleet as if checked, for unit tests of what comes after `spec` with values its
+    /// checks refuse (quoting is tested with hostile values all the same).
+    #[cfg(test)]
+    pub(crate) fn assume_checked(fleet: Fleet) -> CheckedFleet {
+        CheckedFleet::new(fleet, None)
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// The mesh's root CA certificate(s) (PEM) that `mesh.rootCert` names; `None` when the
+    /// fleet names none, or was read from text alone ([`load_fleet_str`]).
+    pub fn root_cert(&self) -> Option<&str> {
+        self.root_cert.as_deref()
+    }
+}
+
+impl Deref for CheckedFleet {
+    type Target = Fleet;
+
+    fn deref(&self) -> &Fleet {
+        &self.fleet
+    }
 }
 
 /// The mesh the VMs join.

@@ -2,18 +2,16 @@
 //! VM's sidecar trusts istiod with. One or more PEM `CERTIFICATE` blocks (several while a root
 //! is being rotated), each a CA certificate valid now.
 
-use std::time::SystemTime;
-
+use time::UtcDateTime;
 use x509_parser::pem::Pem;
 
-use crate::utc;
+use crate::timestamp::rfc3339;
 
 /// What the check found: one entry per certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootCert {
     pub subject: String,
-    /// Seconds since the Unix epoch.
-    pub not_after: i64,
+    pub not_after: UtcDateTime,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,10 +28,36 @@ pub enum RootCertError {
         "the root certificate `{subject}` is not a CA certificate (basicConstraints CA:TRUE is missing)"
     )]
     NotCa { subject: String },
-    #[error("the root certificate `{subject}` expired at {}", utc::rfc3339(*.not_after))]
-    Expired { subject: String, not_after: i64 },
-    #[error("the root certificate `{subject}` is not valid before {}", utc::rfc3339(*.not_before))]
-    NotYetValid { subject: String, not_before: i64 },
+    #[error("the root certificate `{subject}` expired at {}", rfc3339(*.not_after))]
+    Expired {
+        subject: String,
+        not_after: UtcDateTime,
+    },
+    #[error("the root certificate `{subject}` is not valid before {}", rfc3339(*.not_before))]
+    NotYetValid {
+        subject: String,
+        not_before: UtcDateTime,
+    },
+}
+
+impl RootCertError {
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            RootCertError::NotCa { .. } => {
+                "give the root CA that signs istiod's certificates (root-cert.pem of the istio-ca-root-cert ConfigMap), not a leaf certificate"
+            }
+            RootCertError::Expired { .. } => {
+                "the mesh needs a new root CA: roll one out, then give its certificate"
+            }
+            RootCertError::NotYetValid { .. } => {
+                "check this machine's clock, or wait until the certificate is valid"
+            }
+            _ => {
+                "give the mesh's root CA certificate in PEM: root-cert.pem of the istio-ca-root-cert ConfigMap"
+            }
+        }
+    }
 }
 
 impl RootCertError {
@@ -43,8 +67,7 @@ impl RootCertError {
 }
 
 /// Checks `pem` as a mesh root certificate at `now`.
-pub fn check(pem: &str, now: SystemTime) -> Result<Vec<RootCert>, RootCertError> {
-    let now = utc::unix_seconds(now);
+pub fn check(pem: &str, now: UtcDateTime) -> Result<Vec<RootCert>, RootCertError> {
     let mut certs = Vec::new();
     for (i, block) in Pem::iter_from_buffer(pem.as_bytes()).enumerate() {
         let index = i + 1;
@@ -64,8 +87,8 @@ pub fn check(pem: &str, now: SystemTime) -> Result<Vec<RootCert>, RootCertError>
         })?;
         let subject = cert.subject().to_string();
         let validity = cert.validity();
-        let not_after = validity.not_after.timestamp();
-        let not_before = validity.not_before.timestamp();
+        let not_after = validity.not_after.to_datetime().to_utc();
+        let not_before = validity.not_before.to_datetime().to_utc();
         if !cert.is_ca() {
             return Err(RootCertError::NotCa { subject });
         }
@@ -89,17 +112,16 @@ pub fn check(pem: &str, now: SystemTime) -> Result<Vec<RootCert>, RootCertError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
 
     const CA: &str = include_str!("../../../fixtures/certs/test-root-cert.pem");
     const LEAF: &str = include_str!("../../../fixtures/certs/test-leaf-cert.pem");
 
-    fn at(secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(secs)
+    fn at(secs: i64) -> UtcDateTime {
+        UtcDateTime::from_unix_timestamp(secs).unwrap()
     }
 
     /// Well inside the fixture CA's validity (2026-11-26 to 2126-11-02).
-    const NOW: u64 = 1_900_000_000;
+    const NOW: i64 = 1_900_000_000;
 
     #[test]
     fn accepts_the_fixture_ca_and_a_bundle() {
@@ -112,7 +134,7 @@ mod tests {
 
     #[test]
     fn rejects_what_a_vm_could_not_use() {
-        let cases: Vec<(String, u64, &str)> = vec![
+        let cases: Vec<(String, i64, &str)> = vec![
             (String::new(), NOW, "no PEM"),
             ("hello".into(), NOW, "no PEM"),
             (LEAF.into(), NOW, "is not a CA certificate"),

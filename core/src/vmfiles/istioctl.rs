@@ -1,6 +1,7 @@
 //! The istioctl-compatible front end, offline: reads a WorkloadGroup file and the mesh config
-//! as `istioctl x workload entry configure` does, hands them to [`crate::vmfiles::render`], and
-//! builds the WorkloadGroup `istioctl x workload group create` prints.
+//! as `istioctl x workload entry configure` does, checks them with its flags once
+//! ([`configure`]) into the inputs [`crate::vmfiles::render`] writes out, and builds the
+//! WorkloadGroup `istioctl x workload group create` prints.
 //!
 //! Reading is as lenient as istioctl where istioctl is lenient (no `apiVersion` needed, object
 //! metadata and `status` as kubectl prints them are fine) and strict where a typo would
@@ -19,8 +20,9 @@ use crate::k8s::istio::{
     GroupMetadata, NETWORKING_V1, WorkloadEntrySpec, WorkloadGroup, WorkloadGroupSpec,
 };
 use crate::spec::names;
-use crate::tree::FileTree;
-use crate::vmfiles::{self, Inputs, PROXY_CONFIG_ANNOTATION, VmFilesError, WorkloadIp};
+use crate::vmfiles::{
+    self, CheckedInputs, Inputs, PROXY_CONFIG_ANNOTATION, VmFilesError, WorkloadIp,
+};
 
 /// Why an istioctl-style input cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -74,13 +76,13 @@ impl Default for ConfigureOptions {
     }
 }
 
-/// cluster.env, mesh.yaml and hosts for a WorkloadGroup and mesh config read with
-/// [`read_workload_group`] and [`read_mesh_config`].
+/// The checked inputs of cluster.env, mesh.yaml and hosts ([`crate::vmfiles::render`]) for a
+/// WorkloadGroup and mesh config read with [`read_workload_group`] and [`read_mesh_config`].
 pub fn configure(
     group: WorkloadGroup,
     mesh_config: Value,
     options: &ConfigureOptions,
-) -> Result<FileTree, IstioctlError> {
+) -> Result<CheckedInputs, IstioctlError> {
     let workload_ip = match (&options.internal_ip, &options.external_ip) {
         (Some(_), Some(_)) => {
             return Err(IstioctlError::Flag {
@@ -92,7 +94,7 @@ pub fn configure(
         (None, Some(ip)) => Some(WorkloadIp::External(ip.clone())),
         (None, None) => None,
     };
-    Ok(vmfiles::render(&Inputs {
+    Ok(Inputs {
         group,
         mesh_config,
         cluster_id: options.cluster_id.clone(),
@@ -102,7 +104,8 @@ pub fn configure(
         workload_ip,
         capture_dns: options.capture_dns,
         auto_register: options.autoregister,
-    })?)
+    }
+    .check()?)
 }
 
 #[derive(Deserialize)]

@@ -2,9 +2,11 @@
 //! `root-cert.pem`, `istio-token` when given), built exactly as
 //! `istioctl x workload entry configure` builds them.
 //!
-//! One model, two front ends: [`render`] takes istioctl's inputs ([`Inputs`]: a WorkloadGroup,
-//! the mesh config, the cluster, the addresses and switches); [`vm_files`] derives those inputs
-//! from a fleet, and `crate::vmfiles::istioctl` reads them from istioctl-style files and flags.
+//! One model, two front ends: [`Inputs`] are istioctl's inputs (a WorkloadGroup, the mesh
+//! config, the cluster, the addresses and switches); [`Inputs::check`] reads them as istioctl
+//! does into [`CheckedInputs`], which [`render`] writes out and cannot fail on. [`vm_files`]
+//! derives the inputs from a checked fleet (whose VMs' inputs `spec` checked), and
+//! `crate::vmfiles::istioctl` reads them from istioctl-style files and flags.
 //!
 //! Architecture invariant: pure. Same inputs, same bytes; nothing is read or printed here.
 //! Where istioctl is nondeterministic (it joins `ISTIO_INBOUND_PORTS` in Go map order), meshvm
@@ -27,7 +29,7 @@ use serde_json::{Map, Value, json};
 
 use crate::k8s::istio::WorkloadGroup;
 use crate::spec::names;
-use crate::spec::{Fleet, Instance, Workload};
+use crate::spec::{CheckedFleet, Fleet, Instance, Workload};
 use crate::tree::FileTree;
 
 pub use go::shell_quote;
@@ -82,6 +84,16 @@ pub struct Inputs {
     pub auto_register: bool,
 }
 
+/// Inputs that [`Inputs::check`] accepted, read into what the files say: cluster.env's
+/// variables (each name a shell variable name, no value with a NUL), mesh.yaml's ProxyConfig,
+/// the hosts line. Only this module makes one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedInputs {
+    env: BTreeMap<String, String>,
+    mesh_yaml: Value,
+    hosts: String,
+}
+
 /// Why the files cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VmFilesError {
@@ -112,16 +124,12 @@ fn invalid(what: impl Into<String>, reason: impl Into<String>) -> VmFilesError {
 }
 
 /// The files of one VM of the fleet: cluster.env, mesh.yaml, hosts, and root-cert.pem when the
-/// fleet names a root certificate (its text is `root_cert`). The istio-token is not part of a
-/// fleet; the caller adds it with [`FileTree::insert_private`] under [`ISTIO_TOKEN`].
-pub fn vm_files(
-    fleet: &Fleet,
-    root_cert: Option<&str>,
-    vm: &str,
-) -> Result<FileTree, VmFilesError> {
+/// fleet has a root certificate. The istio-token is not part of a fleet; the caller adds it
+/// with [`insert_token`]. The one error is a VM the fleet does not have.
+pub fn vm_files(fleet: &CheckedFleet, vm: &str) -> Result<FileTree, VmFilesError> {
     let (workload, instance) = fleet.vm(vm).ok_or_else(|| unknown_vm(fleet, vm))?;
-    let mut tree = render(&fleet_inputs(fleet, workload, instance))?;
-    if let Some(pem) = root_cert {
+    let mut tree = render(&fleet_inputs(fleet, workload, instance));
+    if let Some(pem) = fleet.root_cert() {
         tree.insert(ROOT_CERT, pem);
     }
     Ok(tree)
@@ -148,6 +156,18 @@ pub fn insert_token(tree: &mut FileTree, token: &[u8]) -> Result<(), VmFilesErro
     Ok(())
 }
 
+/// The checked inputs of one VM of a checked fleet. They cannot fail the check: `spec` runs
+/// it on every VM's inputs before it makes a [`CheckedFleet`].
+pub fn fleet_inputs(
+    fleet: &CheckedFleet,
+    workload: &Workload,
+    instance: &Instance,
+) -> CheckedInputs {
+    fleet_raw_inputs(fleet, workload, instance)
+        .check()
+        .expect("spec checks the inputs of every VM of a checked fleet")
+}
+
 /// istioctl's inputs for one VM of the fleet.
 ///
 /// The mesh config is the one Istio's chart installs: `trustDomain`, and a `defaultConfig`
@@ -155,7 +175,7 @@ pub fn insert_token(tree: &mut FileTree, token: &[u8]) -> Result<(), VmFilesErro
 /// it; with a probe, `ISTIO_META_WORKLOAD_ENTRY` names the VM's entry for health checks). The
 /// VM's labels are its group's plus its own, the labels of its WorkloadEntry; a VM
 /// without a network of its own is on the cluster's.
-pub fn fleet_inputs(fleet: &Fleet, workload: &Workload, instance: &Instance) -> Inputs {
+pub(crate) fn fleet_raw_inputs(fleet: &Fleet, workload: &Workload, instance: &Instance) -> Inputs {
     let mesh = &fleet.mesh;
     let mut group = crate::render::objects::workload_group(workload);
     group
@@ -293,7 +313,26 @@ pub(crate) fn check_probe(probe: &Value) -> Result<(), FieldError> {
 
 /// The files istioctl's `workload entry configure` writes, minus the root certificate and
 /// token, which come from outside: `cluster.env`, `mesh.yaml`, `hosts`.
-pub fn render(inputs: &Inputs) -> Result<FileTree, VmFilesError> {
+pub fn render(inputs: &CheckedInputs) -> FileTree {
+    let mut tree = FileTree::new();
+    tree.insert(CLUSTER_ENV, cluster_env(&inputs.env));
+    tree.insert(
+        MESH_YAML,
+        crate::k8s::yaml::to_string(&GoYamlOrder(&inputs.mesh_yaml)),
+    );
+    tree.insert(HOSTS, inputs.hosts.clone());
+    tree
+}
+
+impl Inputs {
+    /// Reads the inputs as istioctl does, into what the files say; every problem of the
+    /// inputs is found here.
+    pub fn check(&self) -> Result<CheckedInputs, VmFilesError> {
+        check(self)
+    }
+}
+
+fn check(inputs: &Inputs) -> Result<CheckedInputs, VmFilesError> {
     let wg = &inputs.group;
     let name = wg.metadata.name.as_str();
     let namespace = wg.metadata.namespace.as_deref().unwrap_or("");
@@ -435,7 +474,7 @@ pub fn render(inputs: &Inputs) -> Result<FileTree, VmFilesError> {
         }
         None => {}
     }
-    let cluster_env = cluster_env(&env)?;
+    check_env(&env)?;
 
     let hosts = match &inputs.ingress_ip {
         Some(ip) => {
@@ -448,20 +487,15 @@ pub fn render(inputs: &Inputs) -> Result<FileTree, VmFilesError> {
         None => String::new(),
     };
 
-    let mesh_yaml = json!({ "defaultConfig": proxy.into_value() });
-
-    let mut tree = FileTree::new();
-    tree.insert(CLUSTER_ENV, cluster_env);
-    tree.insert(
-        MESH_YAML,
-        crate::k8s::yaml::to_string(&GoYamlOrder(&mesh_yaml)),
-    );
-    tree.insert(HOSTS, hosts);
-    Ok(tree)
+    Ok(CheckedInputs {
+        env,
+        mesh_yaml: json!({ "defaultConfig": proxy.into_value() }),
+        hosts,
+    })
 }
 
-/// `KEY=value` lines, values shell-quoted, sorted as istioctl sorts them: by the whole line.
-fn cluster_env(env: &BTreeMap<String, String>) -> Result<String, VmFilesError> {
+/// cluster.env is sourced by a shell: every key a variable name, no value with a NUL.
+fn check_env(env: &BTreeMap<String, String>) -> Result<(), VmFilesError> {
     for (key, value) in env {
         names::env_name(key).map_err(|reason| {
             invalid(
@@ -476,6 +510,11 @@ fn cluster_env(env: &BTreeMap<String, String>) -> Result<String, VmFilesError> {
             ));
         }
     }
+    Ok(())
+}
+
+/// `KEY=value` lines, values shell-quoted, sorted as istioctl sorts them: by the whole line.
+fn cluster_env(env: &BTreeMap<String, String>) -> String {
     // A key is a shell name, without `=`: the order of whole lines is the order of `KEY=`.
     let mut keys: Vec<&String> = env.keys().collect();
     keys.sort_by(|a, b| a.bytes().chain(*b"=").cmp(b.bytes().chain(*b"=")));
@@ -489,7 +528,7 @@ fn cluster_env(env: &BTreeMap<String, String>) -> Result<String, VmFilesError> {
     if out.is_empty() {
         out.push('\n');
     }
-    Ok(out)
+    out
 }
 
 fn check_ip(what: &str, ip: &str) -> Result<(), VmFilesError> {
@@ -610,8 +649,8 @@ mod tests {
     fn cluster_env_sorts_lines_not_keys() {
         let env: BTreeMap<String, String> =
             [("A".into(), "x".into()), ("A1".into(), "y".into())].into();
-        assert_eq!(cluster_env(&env).unwrap(), "A1='y'\nA='x'\n");
+        assert_eq!(cluster_env(&env), "A1='y'\nA='x'\n");
         let bad: BTreeMap<String, String> = [("X;reboot".into(), "x".into())].into();
-        assert!(cluster_env(&bad).is_err());
+        assert!(check_env(&bad).is_err());
     }
 }
