@@ -20,15 +20,6 @@ pub const REFUSED: &[(&str, &str, &str)] = &[(
     "helm render: error converting YAML to JSON",
 )];
 
-/// Install files whose Deployments istioctl puts elsewhere than the fleet's istioNamespace:
-/// (fleet, file, where they go).
-///
-/// Finding: meshvm's control-plane IstioOperator names the namespace only in
-/// metadata.namespace, which istioctl ignores (`values.global.istioNamespace` decides, and
-/// defaults to istio-system); the east-west gateway's names it on its component and is right.
-pub const ISTIOD_NAMESPACE_FINDINGS: &[(&str, &str, &str)] =
-    &[("revisioned", "istio.yaml", "istio-system")];
-
 #[test]
 fn istioctl_accepts_every_install_file() {
     for fleet in testkit::fixture_fleets() {
@@ -40,10 +31,7 @@ fn istioctl_accepts_every_install_file() {
         for file in files {
             let name = file.file_name().unwrap().to_string_lossy().into_owned();
             let refused = REFUSED.iter().find(|(f, n, _)| *f == fleet && *n == name);
-            let namespace = ISTIOD_NAMESPACE_FINDINGS
-                .iter()
-                .find(|(f, n, _)| *f == fleet && *n == name)
-                .map_or(source.fleet.mesh.istio_namespace.as_str(), |(.., ns)| ns);
+            let namespace = source.fleet.mesh.istio_namespace.as_str();
             match (manifest_generate(&file), refused) {
                 (Err(said), Some((_, _, expected))) => {
                     assert!(said.contains(expected), "{fleet}/{name}: {said}");

@@ -312,16 +312,6 @@ const KNOWN: &[Known] = &[
         why: GROUP_METADATA,
     },
     Known {
-        fleet: "multi-network",
-        vm: "cache-1",
-        at: "ISTIO_META_NETWORK",
-        meshvm: Some("net1"),
-        istioctl: Some(""),
-        why: "A group without a network of its own is on the cluster's network (fleet mode); \
-              the WorkloadGroup meshvm applies leaves template.network empty, so istioctl, \
-              reading it, puts the VM on the empty network.",
-    },
-    Known {
         fleet: "probe",
         vm: "db-1",
         at: "ISTIO_META_WORKLOAD_ENTRY",
@@ -344,16 +334,6 @@ const KNOWN: &[Known] = &[
         meshvm: Some("yes"),
         istioctl: None,
         why: GROUP_METADATA,
-    },
-    Known {
-        fleet: "revisioned",
-        vm: "reports-1",
-        at: "mesh.yaml:defaultConfig.discoveryAddress",
-        meshvm: Some("istiod-1-28.istio-control.svc:15012"),
-        istioctl: Some("istiod-1-28.istio-system.svc:15012"),
-        why: "Finding: install/istio.yaml names the fleet's istio namespace only in \
-              metadata.namespace, which istioctl ignores: Istio's chart renders istiod and this \
-              mesh config for istio-system (see install::ISTIOD_NAMESPACE_FINDINGS).",
     },
     Known {
         fleet: "single-network",
@@ -388,7 +368,10 @@ fn istioctl_configures_every_fleet_vm_as_meshvm_does() {
         let source = meshvm::spec::load_fleet(&fleet_file(&fleet)).unwrap();
         let mesh = &source.fleet.mesh;
         install_istio_config_maps(&tree, mesh, scratch.path());
-        let root_cert = source.fleet.root_cert().map_or_else(test_root_cert, str::to_owned);
+        let root_cert = source
+            .fleet
+            .root_cert()
+            .map_or_else(test_root_cert, str::to_owned);
         for (group, vm) in source.fleet.vms() {
             publish_root_cert(&group.namespace, &root_cert, scratch.path());
             // The tree leaves the `default` ServiceAccount to the controller manager, which the

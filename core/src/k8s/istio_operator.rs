@@ -107,6 +107,9 @@ pub struct Values {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GlobalValues {
+    /// Where istiod goes: istioctl ignores the IstioOperator's own `metadata.namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istio_namespace: Option<String>,
     #[serde(rename = "meshID", default, skip_serializing_if = "Option::is_none")]
     pub mesh_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

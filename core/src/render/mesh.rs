@@ -128,6 +128,7 @@ fn meta_in(m: &Mesh, name: &str) -> ObjectMeta {
 
 fn global_values(m: &Mesh) -> GlobalValues {
     GlobalValues {
+        istio_namespace: Some(m.istio_namespace.clone()),
         mesh_id: Some(m.mesh_id.clone()),
         multi_cluster: Some(MultiCluster {
             cluster_name: m.cluster_id.clone(),

@@ -24,8 +24,9 @@ pub fn managed_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, Str
 
 /// The WorkloadGroup of a workload: the template of its VMs' WorkloadEntries. Its
 /// `spec.metadata` carries the group's labels and annotations, which istioctl (and meshvm's
-/// VM files) read for the proxy's identity and configuration.
-pub fn workload_group(w: &Workload) -> WorkloadGroup {
+/// VM files) read for the proxy's identity and configuration, and its network is the one its
+/// VMs' entries and files say (istioctl reads it from here).
+pub fn workload_group(mesh: &Mesh, w: &Workload) -> WorkloadGroup {
     let mut metadata = ObjectMeta::named(&w.name, Some(&w.namespace));
     metadata.labels = managed_labels(&w.labels);
     let spec = WorkloadGroupSpec {
@@ -35,7 +36,7 @@ pub fn workload_group(w: &Workload) -> WorkloadGroup {
         }),
         template: WorkloadEntrySpec {
             ports: w.ports.clone(),
-            network: (!w.network.is_empty()).then(|| w.network.clone()),
+            network: network(mesh, w),
             locality: w.locality.clone(),
             weight: w.weight,
             service_account: Some(w.service_account.clone()),
@@ -68,15 +69,20 @@ pub fn workload_entry(mesh: &Mesh, w: &Workload, vm: &Instance) -> WorkloadEntry
         address: Some(vm.address.clone()),
         ports: w.ports.clone(),
         labels,
-        network: [&w.network, &mesh.network]
-            .into_iter()
-            .find(|n| !n.is_empty())
-            .cloned(),
+        network: network(mesh, w),
         locality: vm.locality.clone().or_else(|| w.locality.clone()),
         weight: vm.weight.or(w.weight),
         service_account: Some(w.service_account.clone()),
     };
     WorkloadEntry::new(NETWORKING_V1, "WorkloadEntry", metadata, spec)
+}
+
+/// The network of a group's VMs: the group's own, else the cluster's (none on a single network).
+fn network(mesh: &Mesh, w: &Workload) -> Option<String> {
+    [&w.network, &mesh.network]
+        .into_iter()
+        .find(|n| !n.is_empty())
+        .cloned()
 }
 
 /// The ServiceEntry of a group with a service: inside the mesh, selecting the group's VMs by

@@ -7,7 +7,7 @@ use crate::render::layout::{
     self, BOOTSTRAP_DIR, SERVICE_ENTRY_FILE, WORKLOAD_ENTRY_FILE, WORKLOADS_DIR,
 };
 use crate::render::objects;
-use crate::spec::{CheckedFleet, Fleet, Instance, Workload};
+use crate::spec::{CheckedFleet, Fleet, Instance, Mesh, Workload};
 use crate::tree::FileTree;
 use crate::vmfiles;
 
@@ -18,7 +18,7 @@ pub(super) fn workloads(fleet: &Fleet) -> Rendered {
     let mut namespaces: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for w in &fleet.workloads {
         namespaces.entry(&w.namespace).or_default().insert(&w.name);
-        out.merge(group(w));
+        out.merge(group(&fleet.mesh, w));
     }
     out.kustomization(WORKLOADS_DIR, namespaces.keys().copied());
     for (ns, groups) in &namespaces {
@@ -29,13 +29,13 @@ pub(super) fn workloads(fleet: &Fleet) -> Rendered {
 
 /// One group's directory: its WorkloadGroup, ServiceEntry, and the kustomization listing them
 /// and the overlays of its VMs (none when istiod registers the VMs itself).
-fn group(w: &Workload) -> Rendered {
+fn group(mesh: &Mesh, w: &Workload) -> Rendered {
     let mut out = Rendered::default();
     let dir = layout::group_dir(&w.namespace, &w.name);
     let mut resources = vec![layout::WORKLOAD_GROUP_FILE.to_owned()];
     out.object(
         format!("{dir}/{}", layout::WORKLOAD_GROUP_FILE),
-        &objects::workload_group(w),
+        &objects::workload_group(mesh, w),
     );
     if let Some(se) = objects::service_entry(w) {
         out.object(format!("{dir}/{SERVICE_ENTRY_FILE}"), &se);

@@ -177,16 +177,13 @@ pub fn fleet_inputs(
 /// without a network of its own is on the cluster's.
 pub(crate) fn fleet_raw_inputs(fleet: &Fleet, workload: &Workload, instance: &Instance) -> Inputs {
     let mesh = &fleet.mesh;
-    let mut group = crate::render::objects::workload_group(workload);
+    let mut group = crate::render::objects::workload_group(mesh, workload);
     group
         .spec
         .metadata
         .get_or_insert_with(Default::default)
         .labels
         .extend(instance.labels.clone());
-    if group.spec.template.network.is_none() && mesh.is_multi_network() {
-        group.spec.template.network = Some(mesh.network.clone());
-    }
     let mut proxy_metadata = mesh.proxy_metadata.clone();
     proxy_metadata.extend(workload.proxy_metadata.clone());
     if workload.probe.is_some() && !workload.auto_register {
