@@ -139,7 +139,7 @@ fn the_checks_see_through_comments_groups_and_test_modules() {
     assert_eq!(grouped_std_imports(lines[0].1), vec!["std::env"]);
     assert!(lines.iter().all(|(_, l)| !l.contains("std::fs")));
     // Product code after the test module is refused rather than exempted.
-    let two = "fn a() {}\n#[cfg(test)]\nmod tests {\n}\n\n#[cfg(test)]\nmod more;\n";
+    let two = "fn a() {}\n#[cfg(test)]\nmod tests {\n}\n\n/// More.\n#[cfg(test)]\nmod more;\n";
     assert_eq!(without_test_code(two).unwrap(), "fn a() {}\n");
     assert!(without_test_code("fn a() {}\n#[cfg(test)]\nmod t {\n}\nfn b() {}\n").is_err());
     assert_eq!(
@@ -215,7 +215,14 @@ fn without_test_code(text: &str) -> Result<String, String> {
         return Ok(text.to_owned());
     };
     let mut rest = &text[start..];
-    while let Some(item) = rest.strip_prefix("#[cfg(test)]\n") {
+    loop {
+        // A test item's own comments come before its `#[cfg(test)]`.
+        while rest.starts_with("//") {
+            rest = rest.split_once('\n').map_or("", |(_, after)| after);
+        }
+        let Some(item) = rest.strip_prefix("#[cfg(test)]\n") else {
+            break;
+        };
         let end = if item.lines().next().is_some_and(|l| l.ends_with(';')) {
             // `mod tests;`: a test module in its own file.
             item.find('\n').map_or(item.len(), |i| i + 1)

@@ -20,8 +20,13 @@ pub fn run(root: &Path, extra: &[String]) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let status = Command::new(env!("CARGO"))
-        .args(["mutants", "--package", "meshvm-core", "--jobs", "1"])
+    let mut cmd = Command::new(env!("CARGO"));
+    // cargo-mutants tests a copy of the workspace elsewhere, where `../shared` is not beside it.
+    if std::env::var_os("MESHVM_SCHEMAS").is_none() {
+        cmd.env("MESHVM_SCHEMAS", root.join("../shared/schemas"));
+    }
+    let status = cmd
+        .args(["mutants", "--package", "meshvm-core"])
         .arg("--output")
         .arg(root.join("target"))
         .args(extra)
