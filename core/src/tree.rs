@@ -152,7 +152,8 @@ mod contract {
     #[test]
     fn holds_files_with_their_modes_in_path_order() {
         let empty = FileTree::new();
-        assert!(empty.is_empty() && empty.len() == 0);
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
         let tree = sample();
         assert!(!tree.is_empty());
         assert_eq!(tree.len(), 3);

@@ -347,4 +347,11 @@ mod edges {
         assert_eq!(yaml_key_cmp("a", "€"), Ordering::Greater);
         assert_eq!(yaml_key_cmp("€", "a"), Ordering::Less);
     }
+
+    #[test]
+    fn a_key_sorts_after_its_prefix() {
+        assert_eq!(yaml_key_cmp("ab", "a"), Ordering::Greater);
+        assert_eq!(yaml_key_cmp("a", "ab"), Ordering::Less);
+        assert_eq!(yaml_key_cmp("a1", "a"), Ordering::Greater);
+    }
 }
