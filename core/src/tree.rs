@@ -135,3 +135,83 @@ mod tests {
         }
     }
 }
+
+/// What each method of a tree promises, one by one (found by `cargo xtask mutants`).
+#[cfg(test)]
+mod contract {
+    use super::*;
+
+    fn sample() -> FileTree {
+        let mut tree = FileTree::new();
+        tree.insert("b/public", "p");
+        tree.insert_private("a/secret", "s");
+        tree.insert_with_mode("c/run.sh", "x", 0o755);
+        tree
+    }
+
+    #[test]
+    fn holds_files_with_their_modes_in_path_order() {
+        let empty = FileTree::new();
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
+        let tree = sample();
+        assert!(!tree.is_empty());
+        assert_eq!(tree.len(), 3);
+        assert!(tree.contains("b/public") && !tree.contains("b"));
+        assert_eq!(tree.get("b/public").map(|f| f.mode), Some(MODE_PUBLIC));
+        assert_eq!(tree.get("a/secret").map(|f| f.mode), Some(MODE_PRIVATE));
+        assert_eq!(
+            tree.get("c/run.sh"),
+            Some(&File {
+                bytes: b"x".to_vec(),
+                mode: 0o755
+            })
+        );
+        assert_eq!(tree.get("missing"), None);
+        let order = ["a/secret", "b/public", "c/run.sh"];
+        assert_eq!(tree.paths().collect::<Vec<_>>(), order);
+        assert_eq!(tree.iter().map(|(p, _)| p).collect::<Vec<_>>(), order);
+        assert_eq!(
+            (&tree).into_iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            order
+        );
+        assert_eq!(tree.into_iter().map(|(p, _)| p).collect::<Vec<_>>(), order);
+    }
+
+    #[test]
+    fn extends_under_a_prefix_or_at_the_root() {
+        let mut tree = FileTree::new();
+        tree.extend_under("vms/one", sample());
+        tree.extend_under("", sample());
+        assert_eq!(tree.len(), 6);
+        assert_eq!(
+            tree.get("vms/one/a/secret").map(|f| f.mode),
+            Some(MODE_PRIVATE)
+        );
+        assert!(tree.contains("a/secret"));
+    }
+
+    #[test]
+    #[should_panic(expected = "unsafe tree path")]
+    fn refuses_a_path_that_leaves_the_tree() {
+        FileTree::new().insert("a/../../etc/passwd", "x");
+    }
+
+    #[test]
+    #[should_panic(expected = "unsafe tree prefix")]
+    fn refuses_a_prefix_that_leaves_the_tree() {
+        FileTree::new().extend_under("../x", sample());
+    }
+
+    #[test]
+    fn every_way_out_of_the_tree_is_refused() {
+        for good in ["a", "a/b.yaml", "a.b/.c", "..a/b.."] {
+            assert!(is_safe_relative_path(good), "{good}");
+        }
+        for bad in [
+            "", "/", "/a", "a/", "a//b", ".", "..", "a/.", "a/..", "./a", "../a",
+        ] {
+            assert!(!is_safe_relative_path(bad), "{bad}");
+        }
+    }
+}

@@ -2,36 +2,11 @@
 //! by every command that reads a fleet, with a located message, and nothing is written.
 //! (Faults of `gitops sync` are in faults.rs, secrets in secrets.rs.)
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::support::{Run, fixture, meshvm, run};
-
-/// Every file below `dir` (recursively, `dir` itself included): path → (mode, bytes). Two equal
-/// snapshots mean nothing was written, renamed, removed or re-moded.
-pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        let rel = path.strip_prefix(dir).unwrap().to_path_buf();
-        let mode = meta.permissions().mode();
-        if meta.is_dir() {
-            out.insert(rel, (mode, Vec::new()));
-            for entry in std::fs::read_dir(&path).unwrap() {
-                stack.push(entry.unwrap().path());
-            }
-        } else {
-            out.insert(rel, (mode, std::fs::read(&path).unwrap_or_default()));
-        }
-    }
-    out
-}
+use crate::support::{Run, fixture, meshvm, run, snapshot};
 
 /// The invalid fixtures, sorted.
 fn invalid_fixtures() -> Vec<PathBuf> {

@@ -1,4 +1,6 @@
-//! `cargo xtask ci`: the tools the tests need (`.ci/setup`), format check, clippy with warnings denied, every test, then the product
+//! `cargo xtask ci`: the tools the tests need (`.ci/setup`), format check, clippy with warnings
+//! denied, the hermetic tests (`cargo test --workspace`), the system tests (real tools, root;
+//! the `system-tests` features), then the product
 //! checked by real validators: every fixture fleet rendered with the built `meshvm` and
 //! validated strictly, and the user-data of every fixture VM validated; the real-cluster
 //! tests against the harness of `cargo xtask mesh`; last, every fuzz target for a minute.
@@ -29,6 +31,10 @@ impl Steps {
     }
 }
 
+/// The features that build the system tier: each package's `system` test binary (and xtask's
+/// own checks of this command), which need real tools and root. Never skipped here.
+const SYSTEM_TESTS: &str = "meshvm/system-tests,meshvm-core/system-tests,xtask/system-tests";
+
 /// Fuzzing time per target in CI.
 const FUZZ_SECONDS: u32 = 60;
 
@@ -53,12 +59,26 @@ pub fn run() -> ExitCode {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--all-features",
             "--",
             "-D",
             "warnings",
         ],
         // Every test binary runs even when one fails, so one run shows every failure.
+        // The hermetic tier, as a contributor runs it.
         &["test", "--workspace", "--no-fail-fast"],
+        // The system tier: only the binaries the features add, not the hermetic ones again.
+        &[
+            "test",
+            "--workspace",
+            "--no-fail-fast",
+            "--features",
+            SYSTEM_TESTS,
+            "--test",
+            "system",
+            "--bin",
+            "xtask",
+        ],
         &["build", "--package", "meshvm"],
     ];
     for args in cargo_steps {
@@ -313,7 +333,8 @@ pub(crate) fn target_dir(root: &Path) -> Result<PathBuf, String> {
         .ok_or_else(|| "cargo metadata has no target_directory".to_string())
 }
 
-#[cfg(test)]
+// They run kubectl kustomize through the product checks: system tier.
+#[cfg(all(test, feature = "system-tests"))]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 

@@ -7,6 +7,7 @@ mod bench;
 mod ci;
 mod fuzz;
 mod mesh;
+mod mutants;
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ enum Command {
     ValidateUserData(UserDataArgs),
     Ci,
     Fuzz(FuzzArgs),
+    Mutants(MutantsArgs),
     Bench(bench::Args),
     /// The real-cluster harness: etcd, kube-apiserver and istioctl built from tests/upstream.
     Mesh(mesh::Args),
@@ -84,6 +86,16 @@ struct FuzzArgs {
     seconds: u32,
 }
 
+/// Mutation testing with cargo-mutants of the quoting, name, path and Git plan code, against
+/// the library's hermetic tests (`.cargo/mutants.toml`). Needs cargo-mutants (`cargo install
+/// cargo-mutants --locked`); slow (hours on two cores), so not part of `cargo xtask ci`.
+#[derive(Debug, clap::Args)]
+struct MutantsArgs {
+    /// More cargo-mutants options, after `--` (e.g. `-- --file core/src/tree.rs`).
+    #[arg(last = true)]
+    extra: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Output {
     Text,
@@ -110,6 +122,7 @@ fn main() -> ExitCode {
         Command::ValidateUserData(args) => validate_user_data(args),
         Command::Ci => ci::run(),
         Command::Fuzz(args) => fuzz::run(&schemas::workspace_root(), args.seconds),
+        Command::Mutants(args) => mutants::run(&schemas::workspace_root(), &args.extra),
         Command::Bench(args) => bench::run(args),
         Command::BenchPrepare(args) => bench::prepare(args),
         Command::Mesh(args) => mesh::run(args),

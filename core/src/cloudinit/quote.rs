@@ -167,3 +167,57 @@ mod tests {
         assert_eq!(shell_word("nul\0"), None);
     }
 }
+
+/// The exact forms, which a reader cannot tell apart but a YAML 1.1 reader, a reviewer or a
+/// snapshot can (found by `cargo xtask mutants`).
+#[cfg(test)]
+mod exact_forms {
+    use super::*;
+
+    /// What YAML 1.1 readers (PyYAML, so cloud-init) take for a line break, and the BOM.
+    const BREAKS_IN_YAML_1_1: &[char] = &['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}', '\u{feff}'];
+
+    #[test]
+    fn no_yaml_1_1_line_break_is_written_raw() {
+        for s in [
+            "nel\u{85}",
+            "ls\u{2028}",
+            "ps\u{2029}",
+            "bom\u{feff}",
+            "both ü\u{2028}",
+        ] {
+            for quoted in [yaml_scalar(s), yaml_block(s, 4)] {
+                assert!(
+                    !quoted.contains(BREAKS_IN_YAML_1_1),
+                    "{s:?} is written raw: {quoted:?}"
+                );
+            }
+        }
+        assert_eq!(yaml_scalar("a\u{2028}b"), r#""a\u2028b""#);
+        assert_eq!(yaml_scalar("a\u{85}b"), r#""a\x85b""#);
+    }
+
+    #[test]
+    fn single_quotes_when_every_character_stands_as_itself() {
+        assert_eq!(yaml_scalar("plain"), "'plain'");
+        assert_eq!(yaml_scalar("it's ü\u{a0}🦀"), "'it''s ü\u{a0}🦀'");
+    }
+
+    #[test]
+    fn double_quotes_escape_only_what_must_be_escaped() {
+        assert_eq!(yaml_scalar("a\nb\t\"\\"), r#""a\nb\t\"\\""#);
+        assert_eq!(
+            yaml_scalar("bell\u{7} c1\u{9f} ü"),
+            r#""bell\x07 c1\x9f ü""#
+        );
+    }
+
+    #[test]
+    fn blocks_keep_tabs_blank_lines_and_the_chomping_they_need() {
+        assert_eq!(yaml_block("a\n\tb\n", 2), "|\n  a\n  \tb");
+        assert_eq!(yaml_block("a\n\nb\n", 2), "|\n  a\n\n  b");
+        assert_eq!(yaml_block("a", 2), "|-\n  a");
+        assert_eq!(yaml_block("a\n\n", 2), "|+\n  a\n");
+        assert_eq!(yaml_block(" a\n", 2), r#"" a\n""#);
+    }
+}

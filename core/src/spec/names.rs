@@ -167,7 +167,9 @@ pub fn service_host(s: &str) -> Check {
 /// A Git branch name, by Git's own rules (libgit2's), and not starting with `-`, which `git`
 /// commands would read as an option.
 pub fn branch(s: &str) -> Check {
-    if !s.starts_with('-') && git2::Reference::is_valid_name(&format!("refs/heads/{s}")) {
+    // libgit2's branch rule (no leading `-`, not `HEAD`, a valid `refs/heads/` name); `@` is
+    // what git itself also refuses, since it reads `@` as HEAD.
+    if s != "@" && git2::Branch::name_is_valid(s).unwrap_or(false) {
         Ok(())
     } else {
         Err("is not a valid Git branch name".into())
@@ -212,5 +214,61 @@ mod tests {
             assert!(branch(bad).is_err(), "{bad}");
         }
         assert!(branch("release/1.28").is_ok());
+    }
+}
+
+/// The edges of each rule: the longest name allowed and the shortest refused, and each way a
+/// name can be wrong on its own (found by `cargo xtask mutants`).
+#[cfg(test)]
+mod edges {
+    use super::*;
+
+    #[test]
+    fn lengths_at_the_limit_pass_and_one_more_fails() {
+        let label = |n: usize| "a".repeat(n);
+        assert!(dns1123_label(&label(63)).is_ok());
+        assert!(label_value(&label(63)).is_ok());
+        assert!(label_value(&label(64)).is_err());
+        assert!(qualified_name(&label(63)).is_ok());
+        assert!(qualified_name(&format!("example.com/{}", label(63))).is_ok());
+        assert!(qualified_name(&label(64)).is_err());
+        // 4 × 63 + 3 dots = 255; two characters less is the limit.
+        let host = |n: usize| [label(63), label(63), label(63), label(n)].join(".");
+        assert!(dns1123_subdomain(&host(61)).is_ok());
+        assert!(dns1123_subdomain(&host(62)).is_err());
+    }
+
+    #[test]
+    fn shell_variable_names() {
+        for good in ["A", "_", "ISTIO_META_X1", "a_b"] {
+            assert!(env_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "1A", "A-B", "A$B", "A B", "A=B", "$(id)", "Ä"] {
+            assert!(env_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn addresses_and_hosts() {
+        assert!(ip("10.0.0.1").is_ok() && ip("fd00::1").is_ok());
+        for bad in ["", "10.0.0.256", "vm.example.com", "10.0.0.1/32"] {
+            assert!(ip(bad).is_err(), "{bad}");
+        }
+        assert!(ip_or_cidr("10.0.0.0/32").is_ok() && ip_or_cidr("10.0.0.0/33").is_err());
+        assert!(ip_or_cidr("fd00::/128").is_ok() && ip_or_cidr("x/8").is_err());
+        assert!(service_host("a.example.com").is_ok() && service_host("*.*").is_err());
+    }
+
+    #[test]
+    fn branch_names_git_refuses() {
+        for good in ["main", "feature/x-1", "release-1.2"] {
+            assert!(branch(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "-x", "/x", "x/", "x.", "a//b", "a@{b", "@", "HEAD", "a b", "a~b", "a^b", "a:b",
+            "a?b", "a*b", "a[b", "a\\b", "a\u{1}b", "a\u{7f}b",
+        ] {
+            assert!(branch(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::hardening::snapshot;
 use crate::servers::GitDaemon;
-use crate::support::{Run, bare_repo, git, meshvm, require_tool, run};
+use crate::support::{Run, bare_repo, git, meshvm, require_tool, run, snapshot};
 
 const OWNED: &str = "clusters/cluster1";
 

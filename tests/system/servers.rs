@@ -17,16 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::support::{checked, require_tool};
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{checked, free_port, require_tool};
 
 /// Waits until something accepts connections on `port`, failing if `child` exits first.
 fn wait_listening(port: u16, child: &mut Child, what: &str, log: Option<&Path>) {

@@ -2,8 +2,8 @@
 //! failed) is named, with how to push it, by every later failure to push it: here the
 //! refusals only a real server gives, a wrong credential and a wrong host key.
 
-use crate::gitops::Scratch;
 use crate::servers::{HttpGit, Sshd};
+use crate::support::gitops::Scratch;
 use crate::support::{Run, bare_repo, run};
 
 fn assert_kept(r: &Run, cause: &str) {
