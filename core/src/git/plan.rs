@@ -398,4 +398,12 @@ mod tests {
         );
         assert!(differing(&old, &old).is_empty());
     }
+
+    #[test]
+    fn each_change_has_the_sign_the_plan_prints() {
+        // `gitops diff` and `sync` print these before every path (found by cargo-mutants:
+        // nothing in the library's tests looked at them).
+        let signs = [Change::Added, Change::Changed, Change::Removed].map(Change::sign);
+        assert_eq!(signs, ['+', '~', '-']);
+    }
 }
