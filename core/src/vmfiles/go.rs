@@ -378,4 +378,17 @@ mod edges {
         }
         assert!(checked > 1000, "{checked} pairs");
     }
+
+    #[test]
+    fn durations_parse_as_gos_time_parse_duration() {
+        // Go: a leading `+`, the `ns` unit, and a total of exactly 1<<63-1 ns are accepted;
+        // one nanosecond more overflows (found by cargo-mutants).
+        assert_eq!(parse_duration("+1s"), Some(1_000_000_000));
+        assert_eq!(parse_duration("5ns"), Some(5));
+        assert_eq!(
+            parse_duration("9223372036854775807ns"),
+            Some(i128::from(i64::MAX))
+        );
+        assert_eq!(parse_duration("9223372036854775808ns"), None);
+    }
 }
