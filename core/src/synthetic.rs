@@ -77,7 +77,7 @@ fn workload(g: usize, vms: std::ops::Range<usize>) -> Workload {
         ports: vec![ServicePort {
             number: 8080,
             name: "http".into(),
-            protocol: "HTTP".into(),
+            protocol: Some("HTTP".into()),
             target_port: Some(8080),
         }],
         resolution: Resolution::Static,

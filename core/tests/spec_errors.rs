@@ -24,3 +24,24 @@ fn invalid_fleets_are_rejected_with_located_hints() {
         insta::assert_snapshot!(text);
     });
 }
+
+/// Every fleet in fixtures/warnings/ is valid, and warned about: each warning located, with a
+/// hint. The snapshots are the warnings users read.
+#[test]
+fn suspicious_fleets_are_accepted_with_located_warnings() {
+    insta::glob!("../../fixtures/warnings", "*.yaml", |path| {
+        let rel = Path::new("fixtures/warnings").join(path.file_name().unwrap());
+        let source = load_fleet(path).unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
+        assert!(!source.warnings.is_empty(), "{}: no warning", rel.display());
+        let workspace = path.parent().unwrap().parent().unwrap().parent().unwrap();
+        let text: Vec<String> = source
+            .warnings
+            .iter()
+            .map(|w| {
+                assert!(w.hint.is_some(), "every warning says what to do: {w}");
+                format!("warning: {w}").replace(&format!("{}/", workspace.display()), "")
+            })
+            .collect();
+        insta::assert_snapshot!(text.join("\n"));
+    });
+}

@@ -28,7 +28,14 @@ enum Output {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    match (meshvm::spec::load_fleet(&args.fleet.file), args.output) {
+    let loaded = meshvm::spec::load_fleet(&args.fleet.file);
+    if let Ok(source) = &loaded {
+        // Warnings do not fail the check; they go to stderr, apart from the result.
+        for w in source.warnings.iter() {
+            eprintln!("warning: {w}");
+        }
+    }
+    match (loaded, args.output) {
         (Ok(source), Output::Text) => {
             let f = &source.fleet;
             to_stdout(|out| {

@@ -78,7 +78,9 @@ pub struct ServiceEntrySpec {
 #[serde(rename_all = "camelCase")]
 pub struct ServicePort {
     pub number: u32,
-    pub protocol: String,
+    /// Omitted: Istio detects the protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_port: Option<u32>,

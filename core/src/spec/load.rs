@@ -34,6 +34,8 @@ pub struct SourceFile {
     pub path: PathBuf,
     /// SHA-256 of the file's bytes, hex.
     pub sha256: String,
+    /// What the fleet may hold but most likely holds by mistake (`validate` prints them).
+    pub warnings: Diagnostics,
 }
 
 /// Why a fleet file could not be used.
@@ -103,7 +105,7 @@ pub fn load_fleet_at(path: &Path, now: UtcDateTime) -> Result<SourceFile, LoadEr
             }])));
         }
     };
-    let fleet = check_text(&text, path).map_err(LoadError::Invalid)?;
+    let (fleet, warnings) = check_text(&text, path).map_err(LoadError::Invalid)?;
     let root_cert = match &fleet.mesh.root_cert {
         None => None,
         Some(rel) => {
@@ -127,6 +129,7 @@ pub fn load_fleet_at(path: &Path, now: UtcDateTime) -> Result<SourceFile, LoadEr
         fleet: CheckedFleet::new(fleet, root_cert),
         path: path.to_path_buf(),
         sha256,
+        warnings,
     })
 }
 
@@ -245,10 +248,11 @@ fn check_certificates_only(pem: &str) -> Result<(), String> {
 /// directory to read `mesh.rootCert` from: the fleet comes without a root certificate
 /// ([`load_fleet`] reads it).
 pub fn load_fleet_str(text: &str, file: &Path) -> Result<CheckedFleet, Diagnostics> {
-    check_text(text, file).map(|fleet| CheckedFleet::new(fleet, None))
+    check_text(text, file).map(|(fleet, _)| CheckedFleet::new(fleet, None))
 }
 
-fn check_text(text: &str, file: &Path) -> Result<Fleet, Diagnostics> {
+/// The fleet of a text, with its warnings; or all its problems.
+fn check_text(text: &str, file: &Path) -> Result<(Fleet, Diagnostics), Diagnostics> {
     let fail = |problems: Vec<(Pos, Problem)>| {
         let mut diags: Vec<Diagnostic> = problems
             .into_iter()
@@ -265,9 +269,13 @@ fn check_text(text: &str, file: &Path) -> Result<Fleet, Diagnostics> {
         Diagnostics(diags)
     };
     let doc = Document::parse(text).map_err(&fail)?;
-    let structural = structural_problems(&doc.value);
+    let structural = structural_problems(&doc);
     if !structural.is_empty() {
-        return Err(fail(doc.locate(structural)));
+        // A structural problem must not hide the others of the file: check the rest of it
+        // with each wrong value set aside, and report what that finds outside them too.
+        let mut problems = structural;
+        problems.extend(semantic_problems_around(&doc.value, &problems));
+        return Err(fail(doc.locate(problems)));
     }
     let fleet: Fleet = serde_json::from_value(doc.value.clone()).map_err(|e| {
         fail(vec![(
@@ -279,7 +287,111 @@ fn check_text(text: &str, file: &Path) -> Result<Fleet, Diagnostics> {
     if !problems.is_empty() {
         return Err(fail(doc.locate(problems)));
     }
-    Ok(fleet)
+    let warnings = fail(doc.locate(validate::warnings(&fleet)));
+    Ok((fleet, warnings))
+}
+
+/// The semantic problems of a document that has structural ones: each value the schema refused
+/// is replaced by a stand-in of the right shape (or dropped, when optional), the rest is read
+/// and checked, and what the checks find at or below a replaced value is left out (it is about
+/// the stand-in, not the user's text). Nothing when the document cannot be read even so.
+fn semantic_problems_around(value: &Value, structural: &[Problem]) -> Vec<Problem> {
+    let schema = &fleet_schema().0;
+    let mut patched = value.clone();
+    let mut replaced: Vec<String> = Vec::new();
+    for p in structural {
+        let pointer = match &p.missing {
+            Some(field) => format!("{}/{}", p.pointer, escape_segment(field)),
+            None => p.pointer.clone(),
+        };
+        if pointer.is_empty() {
+            return Vec::new();
+        }
+        let Some((parent, last)) = pointer.rsplit_once('/') else {
+            return Vec::new();
+        };
+        let last = last.replace("~1", "/").replace("~0", "~");
+        let required = schema_at(schema, parent).is_some_and(|node| {
+            node.get("required")
+                .and_then(Value::as_array)
+                .is_some_and(|r| r.iter().any(|f| f.as_str() == Some(last.as_str())))
+        });
+        let stand_in = schema_at(schema, &pointer).map(|node| stand_in(schema, node, 0));
+        match patched.pointer_mut(parent) {
+            Some(Value::Object(map)) if p.unknown_field || (!required && p.missing.is_none()) => {
+                map.remove(&last);
+            }
+            Some(Value::Object(map)) => match stand_in {
+                Some(v) => {
+                    map.insert(last, v);
+                }
+                None => return Vec::new(),
+            },
+            Some(Value::Array(items)) => match (last.parse::<usize>(), stand_in) {
+                (Ok(i), Some(v)) if i < items.len() => items[i] = v,
+                _ => return Vec::new(),
+            },
+            _ => return Vec::new(),
+        }
+        replaced.push(pointer);
+    }
+    let Ok(fleet) = serde_json::from_value::<Fleet>(patched) else {
+        return Vec::new();
+    };
+    validate::check_partial(&fleet)
+        .into_iter()
+        .filter(|p| {
+            !replaced.iter().any(|r| {
+                p.pointer == *r
+                    || p.pointer.starts_with(&format!("{r}/"))
+                    || r.starts_with(&format!("{}/", p.pointer))
+            })
+        })
+        .collect()
+}
+
+/// A value the schema `node` accepts: the least one (first enum value, minimum, empty).
+fn stand_in(schema: &Value, node: &Value, depth: usize) -> Value {
+    let node = resolve_ref(schema, node);
+    if let Some(first) = node
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    if let Some(first) = node
+        .get("oneOf")
+        .or_else(|| node.get("anyOf"))
+        .and_then(Value::as_array)
+        .and_then(|b| b.first())
+    {
+        return stand_in(schema, first, depth + 1);
+    }
+    if let Some(c) = node.get("const") {
+        return c.clone();
+    }
+    match node.get("type").and_then(Value::as_str) {
+        Some("string") => Value::String(String::new()),
+        Some("integer" | "number") => node.get("minimum").cloned().unwrap_or(Value::from(0)),
+        Some("boolean") => Value::Bool(false),
+        Some("array") => Value::Array(Vec::new()),
+        Some("object") if depth < 8 => {
+            let mut map = Map::new();
+            let required = node.get("required").and_then(Value::as_array);
+            for field in required.into_iter().flatten().filter_map(Value::as_str) {
+                if let Some(child) = node.get("properties").and_then(|p| p.get(field)) {
+                    map.insert(field.to_owned(), stand_in(schema, child, depth + 1));
+                }
+            }
+            Value::Object(map)
+        }
+        _ => Value::Null,
+    }
+}
+
+fn escape_segment(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
 }
 
 /// A parsed YAML document: its JSON value and the node tree that knows where each part is.
@@ -372,6 +484,24 @@ impl Node {
             }
         }
         node.pos
+    }
+
+    /// The node at a JSON pointer, when there is one.
+    fn at(&self, pointer: &str) -> Option<&Node> {
+        let mut node = self;
+        for seg in split_pointer(pointer) {
+            node = match &node.kind {
+                NodeKind::Map(entries) => {
+                    &entries
+                        .iter()
+                        .find(|(k, _)| k.scalar_text() == Some(seg.as_str()))?
+                        .1
+                }
+                NodeKind::Seq(items) => items.get(seg.parse::<usize>().ok()?)?,
+                NodeKind::Scalar { .. } => return None,
+            };
+        }
+        Some(node)
     }
 
     fn scalar_text(&self) -> Option<&str> {
@@ -688,24 +818,66 @@ fn scan_problem(e: &ScanError) -> (Pos, Problem) {
 }
 
 /// The structural problems of a fleet document: what the fleet's JSON Schema rejects.
-fn structural_problems(value: &Value) -> Vec<Problem> {
-    static SCHEMA: OnceLock<(Value, jsonschema::Validator)> = OnceLock::new();
-    let (schema, validator) = SCHEMA.get_or_init(|| {
-        let schema = Fleet::json_schema();
-        let validator = jsonschema::validator_for(&schema).expect("the fleet schema compiles");
-        (schema, validator)
-    });
+fn structural_problems(doc: &Document) -> Vec<Problem> {
+    let (schema, validator) = fleet_schema();
     let mut problems = Vec::new();
-    for error in validator.iter_errors(value) {
+    for error in validator.iter_errors(&doc.value) {
         let pointer = error.instance_path().as_str().to_owned();
+        let source = doc.root.at(&pointer).and_then(|node| match &node.kind {
+            NodeKind::Scalar { text, plain, .. } => Some(Source {
+                text: text.as_str(),
+                plain: *plain,
+            }),
+            _ => None,
+        });
         problems.extend(describe_schema_error(
             schema,
             &pointer,
             error.kind(),
             error.instance(),
+            source,
         ));
     }
     problems
+}
+
+fn fleet_schema() -> &'static (Value, jsonschema::Validator) {
+    static SCHEMA: OnceLock<(Value, jsonschema::Validator)> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let schema = Fleet::json_schema();
+        let validator = jsonschema::validator_for(&schema).expect("the fleet schema compiles");
+        (schema, validator)
+    })
+}
+
+/// A scalar as written in the file: its text, and whether it was plain (unquoted).
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    text: &'a str,
+    plain: bool,
+}
+
+/// The range the schema gives the integer at `pointer`, as `(minimum, maximum)`.
+fn integer_range(schema: &Value, pointer: &str) -> (u64, u64) {
+    let node = schema_at(schema, pointer);
+    let bound = |key: &str, default: u64| {
+        node.and_then(|n| n.get(key))
+            .and_then(Value::as_u64)
+            .unwrap_or(default)
+    };
+    (bound("minimum", 0), bound("maximum", u64::from(u32::MAX)))
+}
+
+/// What a number out of range is told: ports by their own name, other integers by the range.
+fn out_of_range(schema: &Value, pointer: &str, shown: &str) -> Problem {
+    let (min, max) = integer_range(schema, pointer);
+    if (min, max) == (1, 65535) {
+        Problem::new(pointer, format!("{shown} is not a port number (1–65535)"))
+            .hint("ports are numbered 1 to 65535")
+    } else {
+        Problem::new(pointer, format!("{shown} is out of range ({min}–{max})"))
+            .hint(format!("integers here are between {min} and {max}"))
+    }
 }
 
 fn describe_schema_error(
@@ -713,6 +885,7 @@ fn describe_schema_error(
     pointer: &str,
     kind: &jsonschema::error::ValidationErrorKind,
     instance: &Value,
+    source: Option<Source<'_>>,
 ) -> Vec<Problem> {
     use jsonschema::error::{TypeKind, ValidationErrorKind as K};
     match kind {
@@ -722,6 +895,7 @@ fn describe_schema_error(
                 let known = known_fields(schema, pointer);
                 let child = format!("{pointer}/{}", name.replace('~', "~0").replace('/', "~1"));
                 let mut problem = Problem::new(&child, format!("unknown field `{name}`")).at_key();
+                problem.unknown_field = true;
                 problem.hint = Some(match did_you_mean(name, &known) {
                     Some(best) => format!("did you mean `{best}`?"),
                     None if known.is_empty() => "remove it".to_owned(),
@@ -732,10 +906,10 @@ fn describe_schema_error(
             .collect(),
         K::Required { property } => {
             let name = property.as_str().unwrap_or_default();
-            vec![
-                Problem::new(pointer, format!("missing field `{name}`"))
-                    .hint(format!("add `{name}:` here; docs/fleet.md describes it")),
-            ]
+            let mut problem = Problem::new(pointer, format!("missing field `{name}`"))
+                .hint(format!("add `{name}:` here; docs/fleet.md describes it"));
+            problem.missing = Some(name.to_owned());
+            vec![problem]
         }
         K::Type { kind } => {
             let expected = match kind {
@@ -748,19 +922,18 @@ fn describe_schema_error(
                     names.join(" or ")
                 }
             };
-            // Plain digits too large for any integer were read as a string.
             let digits = instance.as_str().is_some_and(|s| {
                 let s = s.strip_prefix(['-', '+']).unwrap_or(s);
                 !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
             });
-            if expected == "an integer" && digits {
-                return vec![
-                    Problem::new(
-                        pointer,
-                        format!("{} is out of range", instance.as_str().unwrap_or_default()),
-                    )
-                    .hint("integers here are between 0 and 4294967295"),
-                ];
+            // Plain digits too large for any integer were read as a string; quoted digits are
+            // a string the user wrote.
+            if expected == "an integer" && digits && source.is_none_or(|s| s.plain) {
+                return vec![out_of_range(
+                    schema,
+                    pointer,
+                    instance.as_str().unwrap_or_default(),
+                )];
             }
             let found = json_type_name(instance);
             let mut problem = Problem::new(
@@ -770,9 +943,15 @@ fn describe_schema_error(
                     short_json(instance)
                 ),
             );
+            // Quote what the user wrote, not what YAML made of it: `1.20` is not `1.2`.
+            let written = source.map_or_else(|| instance.to_string(), |s| s.text.to_owned());
             problem.hint = match (expected.as_str(), instance) {
-                ("a string", Value::Number(_) | Value::Bool(_)) => {
-                    Some(format!("quote it to make it a string: \"{instance}\""))
+                ("a string", Value::Number(_) | Value::Bool(_)) => Some(format!(
+                    "quote it to make it a string: {}",
+                    serde_json::Value::String(written)
+                )),
+                ("an integer", Value::String(_)) if digits => {
+                    Some(format!("remove the quotes: write {}", instance.as_str().unwrap_or_default()))
                 }
                 ("a boolean", Value::String(s))
                     if matches!(
@@ -816,19 +995,60 @@ fn describe_schema_error(
             });
             vec![problem]
         }
-        K::Minimum { .. } | K::Maximum { .. } if instance.is_number() => vec![
-            Problem::new(pointer, format!("{instance} is out of range"))
-                .hint("integers here are between 0 and 4294967295"),
+        K::Minimum { .. } | K::Maximum { .. } if instance.is_number() => {
+            let shown = source.map_or_else(|| instance.to_string(), |s| s.text.to_owned());
+            vec![out_of_range(schema, pointer, &shown)]
+        }
+        // The shape of strings (patterns, lengths), the constants and the least lengths are in
+        // the schema for editors; the semantic checks report each of them, with a better
+        // message, so the structural check leaves them to those.
+        K::Pattern { .. }
+        | K::MinLength { .. }
+        | K::MaxLength { .. }
+        | K::MinItems { .. }
+        | K::Constant { .. }
+        | K::PropertyNames { .. } => Vec::new(),
+        K::MaxItems { limit } => vec![
+            Problem::new(
+                pointer,
+                format!(
+                    "the list has {} items; Istio's CRDs allow at most {limit}",
+                    instance.as_array().map_or(0, Vec::len)
+                ),
+            )
+            .hint("split the service, or remove items"),
         ],
-        _ => vec![Problem::new(
-            pointer,
-            format!("{} is not valid here", short_json(instance)),
-        )],
+        K::MaxProperties { limit } => vec![
+            Problem::new(
+                pointer,
+                format!(
+                    "the mapping has {} entries; Istio's CRDs allow at most {limit}",
+                    instance.as_object().map_or(0, Map::len)
+                ),
+            )
+            .hint("remove entries"),
+        ],
+        _ => vec![
+            Problem::new(
+                pointer,
+                format!("{} is not valid here", short_json(instance)),
+            )
+            .hint("docs/fleet.md describes the field"),
+        ],
     }
 }
 
 /// The field names the schema allows in the object at `pointer`.
 fn known_fields(schema: &Value, pointer: &str) -> Vec<String> {
+    schema_at(schema, pointer)
+        .and_then(|node| node.get("properties"))
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The schema of the value at `pointer` in a fleet document, its `$ref`s resolved.
+fn schema_at<'a>(schema: &'a Value, pointer: &str) -> Option<&'a Value> {
     let mut node = schema;
     for seg in split_pointer(pointer) {
         node = resolve_ref(schema, node);
@@ -839,14 +1059,10 @@ fn known_fields(schema: &Value, pointer: &str) -> Vec<String> {
         } else if let Some(values) = node.get("additionalProperties").filter(|v| v.is_object()) {
             values
         } else {
-            return Vec::new();
+            return None;
         };
     }
-    resolve_ref(schema, node)
-        .get("properties")
-        .and_then(Value::as_object)
-        .map(|p| p.keys().cloned().collect())
-        .unwrap_or_default()
+    Some(resolve_ref(schema, node))
 }
 
 fn resolve_ref<'a>(schema: &'a Value, mut node: &'a Value) -> &'a Value {

@@ -5,6 +5,7 @@
 //! with its position, before the typed read.
 
 pub mod diagnostic;
+pub mod istio_rules;
 mod load;
 pub mod names;
 pub mod root_cert;
@@ -32,8 +33,10 @@ pub const KIND: &str = "Fleet";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Fleet {
     /// Always `meshvm.io/v1alpha1`.
+    #[schemars(extend("const" = "meshvm.io/v1alpha1"))]
     pub api_version: String,
     /// Always `Fleet`.
+    #[schemars(extend("const" = "Fleet"))]
     pub kind: String,
     pub mesh: Mesh,
     pub sidecar: Sidecar,
@@ -157,6 +160,7 @@ pub struct EastWestGateway {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Sidecar {
     /// Istio release, such as `1.28.0`.
+    #[schemars(regex(pattern = r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]*)?$"))]
     pub version: String,
     #[serde(default)]
     pub package: PackageFormat,
@@ -164,6 +168,7 @@ pub struct Sidecar {
     pub arch: Arch,
     /// SHA-256 of the package, as 64 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{64}$"))]
     pub sha256: Option<String>,
     /// Where to download the package instead of Istio's release storage (a mirror).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,20 +258,35 @@ pub enum Engine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Workload {
+    /// A DNS-1123 label: the WorkloadGroup's name.
+    #[schemars(length(max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
+    /// A DNS-1123 label.
+    #[schemars(length(max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: String,
     /// Defaults to `default`, as istioctl does.
     #[serde(default = "default_service_account")]
+    #[schemars(length(max = 253))]
     pub service_account: String,
     /// The VMs' network; empty when they share the cluster's network.
     #[serde(default)]
     pub network: String,
+    /// At most 256 (the WorkloadEntry and WorkloadGroup CRDs' limit).
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 256))]
     pub labels: BTreeMap<String, String>,
+    /// At most 256 (the WorkloadGroup CRD's limit).
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 256))]
     pub annotations: BTreeMap<String, String>,
-    /// Named ports the VMs serve, such as `http: 5000`.
+    /// Named ports the VMs serve, such as `http: 5000`: at most 128, names of up to 62
+    /// characters, numbers 1 to 65535 (the WorkloadEntry CRD's limits).
     #[serde(default)]
+    #[schemars(extend(
+        "additionalProperties" = {"type": "integer", "format": "uint32", "minimum": 1, "maximum": 65535},
+        "propertyNames" = {"maxLength": 62, "pattern": "^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"},
+        "maxProperties" = 128
+    ))]
     pub ports: BTreeMap<String, u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<Probe>,
@@ -306,20 +326,26 @@ pub struct Probe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecProbe>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
     pub initial_delay_seconds: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
     pub timeout_seconds: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
     pub period_seconds: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
     pub success_threshold: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
     pub failure_threshold: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpGet {
+    #[schemars(range(min = 1, max = 65535))]
     pub port: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -333,6 +359,7 @@ pub struct HttpGet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpSocket {
+    #[schemars(range(min = 1, max = 65535))]
     pub port: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -341,6 +368,8 @@ pub struct TcpSocket {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecProbe {
+    /// The command and its arguments, none empty (the WorkloadGroup CRD's `minLength: 1`).
+    #[schemars(length(min = 1), inner(length(min = 1)))]
     pub command: Vec<String>,
 }
 
@@ -350,10 +379,17 @@ pub struct ExecProbe {
 pub struct Service {
     /// The ServiceEntry's name; defaults to the group's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: Option<String>,
+    /// 1 to 256 host names (the ServiceEntry CRD's limits).
+    #[schemars(length(min = 1, max = 256), inner(length(max = 255)))]
     pub hosts: Vec<String>,
+    /// At most 256 IP addresses or CIDR blocks (the ServiceEntry CRD's limits).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 64)))]
     pub addresses: Vec<String>,
+    /// 1 to 256 ports (the ServiceEntry CRD allows at most 256).
+    #[schemars(length(min = 1, max = 256))]
     pub ports: Vec<ServicePort>,
     #[serde(default)]
     pub resolution: Resolution,
@@ -362,12 +398,16 @@ pub struct Service {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServicePort {
+    #[schemars(range(min = 1, max = 65535))]
     pub number: u32,
+    #[schemars(length(max = 63), regex(pattern = r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"))]
     pub name: String,
-    /// HTTP, HTTPS, GRPC, HTTP2, MONGO, TCP, TLS (Istio's protocol names).
-    #[serde(default = "default_protocol")]
-    pub protocol: String,
+    /// HTTP, HTTPS, HTTP2, GRPC, GRPC-Web, TCP, TLS, UDP, Mongo, Redis, MySQL (Istio's
+    /// protocol names, in any letter case). Omitted: Istio detects the protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub target_port: Option<u32>,
 }
 
@@ -394,6 +434,8 @@ impl Resolution {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Instance {
+    /// A DNS-1123 label: the WorkloadEntry's name.
+    #[schemars(length(max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// The VM's IP address (v4 or v6), or a host name when the service resolves by DNS.
     pub address: String,
@@ -401,8 +443,9 @@ pub struct Instance {
     /// `--external-ip`.
     #[serde(default)]
     pub external: bool,
-    /// Extra labels of this VM, over the group's.
+    /// Extra labels of this VM, over the group's (with them, at most 256).
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 256))]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<String>,
@@ -497,9 +540,6 @@ fn default_engines() -> Vec<Engine> {
 }
 fn default_service_account() -> String {
     "default".to_owned()
-}
-fn default_protocol() -> String {
-    "TCP".to_owned()
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use super::istio_rules;
+
 pub type Check = Result<(), String>;
 
 const LABEL_RULE: &str =
@@ -113,7 +115,8 @@ pub fn ip(s: &str) -> Check {
         .map_err(|_| "is not an IPv4 or IPv6 address".into())
 }
 
-/// An IP address, or a fully qualified host name.
+/// An IP address, or a host name as istiod takes a WorkloadEntry's (`ValidateFQDN`: upper case
+/// and a trailing dot allowed, the top-level label not all digits).
 pub fn ip_or_hostname(s: &str) -> Check {
     if s.parse::<IpAddr>().is_ok() {
         return Ok(());
@@ -124,44 +127,22 @@ pub fn ip_or_hostname(s: &str) -> Check {
     if s.contains(':') {
         return Err("is not a valid IPv6 address".into());
     }
-    dns1123_subdomain(s).map_err(|_| "is neither an IP address nor a host name".into())
+    istio_rules::fqdn(s).map_err(|why| format!("is neither an IP address nor a host name: it {why}"))
 }
 
-/// An IP address or a CIDR block.
-pub fn ip_or_cidr(s: &str) -> Check {
-    let (addr, bits) = match s.split_once('/') {
-        Some((a, b)) => (a, Some(b)),
-        None => (s, None),
-    };
-    let ip: IpAddr = addr
-        .parse()
-        .map_err(|_| "is not an IP address or CIDR block".to_string())?;
-    if let Some(bits) = bits {
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        match bits.parse::<u8>() {
-            Ok(n) if n <= max => {}
-            _ => return Err(format!("has a prefix length that is not 0..{max}")),
-        }
-    }
-    Ok(())
-}
-
-/// A port number, 1 to 65535.
+/// A port number, 1 to 65535 (istiod's `ValidatePort`).
 pub fn port(n: u32) -> Check {
-    if (1..=65535).contains(&n) {
-        Ok(())
-    } else {
-        Err(format!("{n} is not a port number (1 to 65535)"))
-    }
+    istio_rules::port(i64::from(n))
 }
 
-/// A ServiceEntry host: a DNS name, possibly with a leading `*.` wildcard, never `*` alone.
+/// A ServiceEntry host as istiod takes it (`ValidateWildcardDomain`), never `*` alone.
+/// Partial wildcards (`*foo.example.com`), which istiod only warns about, are refused by the
+/// caller, with the reason.
 pub fn service_host(s: &str) -> Check {
     if s == "*" {
         return Err("would capture all traffic: `*` alone is not a host".into());
     }
-    let name = s.strip_prefix("*.").unwrap_or(s);
-    dns1123_subdomain(name)
+    istio_rules::wildcard_domain(s)
 }
 
 /// A Git branch name, by Git's own rules (libgit2's), and not starting with `-`, which `git`
@@ -174,6 +155,42 @@ pub fn branch(s: &str) -> Check {
     } else {
         Err("is not a valid Git branch name".into())
     }
+}
+
+/// The first part of a relative path that Git would read as its own `.git` directory: `.git`
+/// in any letter case, also with trailing dots (NTFS drops them). Git refuses to write such a
+/// path into a tree (`verify_path`), so a sync into it would fail.
+pub fn git_dir_component(path: &str) -> Option<&str> {
+    path.split('/')
+        .find(|part| part.trim_end_matches('.').eq_ignore_ascii_case(".git"))
+}
+
+/// A repository address that carries no secret: no password, no user part over HTTP(S) (where
+/// the user name itself may be a token, as GitHub accepts), and no query (where tokens go in
+/// some Git hosting). The address is committed and pushed, so the secret would be published.
+/// The reason never repeats the secret.
+pub fn repo_url_without_credentials(url: &str) -> Check {
+    let shown = crate::git::target::redact_url(url);
+    let shown = shown.split(['?', '#']).next().unwrap_or_default();
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            if userinfo.contains(':') {
+                return Err(format!("{shown} carries a password"));
+            }
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
+                return Err(format!(
+                    "{shown} carries a user part, which over HTTP(S) may be a token"
+                ));
+            }
+        }
+        if rest.contains('?') {
+            return Err(format!(
+                "{shown} has a query part (`?…`), where tokens are passed"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -205,7 +222,6 @@ mod tests {
         for bad in ["10.0.0.300", "1.2.3", "fd00:::1", "a_b.example.com", ""] {
             assert!(ip_or_hostname(bad).is_err(), "{bad}");
         }
-        assert!(ip_or_cidr("10.0.0.0/8").is_ok() && ip_or_cidr("fd00::/129").is_err());
         assert!(port(0).is_err() && port(65536).is_err() && port(1).is_ok() && port(65535).is_ok());
         assert!(service_host("*").is_err() && service_host("*.example.com").is_ok());
         assert!(branch("main").is_ok() && branch("a..b").is_err() && branch("x.lock").is_err());
@@ -254,8 +270,6 @@ mod edges {
         for bad in ["", "10.0.0.256", "vm.example.com", "10.0.0.1/32"] {
             assert!(ip(bad).is_err(), "{bad}");
         }
-        assert!(ip_or_cidr("10.0.0.0/32").is_ok() && ip_or_cidr("10.0.0.0/33").is_err());
-        assert!(ip_or_cidr("fd00::/128").is_ok() && ip_or_cidr("x/8").is_err());
         assert!(service_host("a.example.com").is_ok() && service_host("*.*").is_err());
     }
 
@@ -271,4 +285,29 @@ mod edges {
             assert!(branch(bad).is_err(), "{bad:?}");
         }
     }
+}
+
+/// True for an address in the ranges reserved for documentation (RFC 5737: 192.0.2.0/24,
+/// 198.51.100.0/24, 203.0.113.0/24; RFC 3849: 2001:db8::/32), which examples use.
+pub fn is_documentation_address(s: &str) -> bool {
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => {
+            let [a, b, c, _] = v4.octets();
+            matches!((a, b, c), (192, 0, 2) | (198, 51, 100) | (203, 0, 113))
+        }
+        Ok(IpAddr::V6(v6)) => v6.segments()[..2] == [0x2001, 0x0db8],
+        Err(_) => false,
+    }
+}
+
+/// True for a URL whose host is `example.com`, `example.org`, `example.net` or below them
+/// (RFC 2606), which examples use.
+pub fn is_example_domain_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = host.split(':').next().unwrap_or_default().to_ascii_lowercase();
+    ["example.com", "example.org", "example.net"]
+        .iter()
+        .any(|d| host == *d || host.ends_with(&format!(".{d}")))
 }

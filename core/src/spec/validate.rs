@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{Fleet, Instance, Probe, Resolution, Service, Workload};
+use crate::spec::istio_rules::{self, Protocol};
 use crate::spec::names::{self, Check};
 use crate::vmfiles;
 
@@ -15,6 +16,10 @@ pub struct Problem {
     pub hint: Option<String>,
     /// Point at the mapping key rather than its value.
     pub at_key: bool,
+    /// A structural problem: the field that is missing from the object at `pointer`.
+    pub missing: Option<String>,
+    /// A structural problem: the field at `pointer` is not one the fleet has.
+    pub unknown_field: bool,
 }
 
 impl Problem {
@@ -24,6 +29,8 @@ impl Problem {
             message: message.into(),
             hint: None,
             at_key: false,
+            missing: None,
+            unknown_field: false,
         }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Problem {
@@ -36,10 +43,11 @@ impl Problem {
     }
 }
 
-/// Protocol names Istio accepts on a service port.
-const PROTOCOLS: &[&str] = &[
-    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "REDIS", "MYSQL", "TCP", "TLS", "UDP",
-];
+
+/// Most labels of a WorkloadEntry (the CRD's `maxProperties`).
+const MAX_LABELS: usize = 256;
+/// Longest locality of a WorkloadEntry (the CRD's `maxLength`).
+const MAX_LOCALITY: usize = 2048;
 
 /// Every semantic problem of the fleet.
 pub fn check(fleet: &Fleet) -> Vec<Problem> {
@@ -48,6 +56,15 @@ pub fn check(fleet: &Fleet) -> Vec<Problem> {
     if c.problems.is_empty() {
         c.vm_files(fleet);
     }
+    c.problems
+}
+
+/// The semantic problems of a fleet read with stand-ins for the values its file got wrong
+/// (see `load`): the checks of the fleet itself, without the VM files' check, which would
+/// report the stand-ins again at the group.
+pub fn check_partial(fleet: &Fleet) -> Vec<Problem> {
+    let mut c = Checker::default();
+    c.fleet(fleet);
     c.problems
 }
 
@@ -259,6 +276,14 @@ impl Checker {
                 Problem::new("/gitops/path", format!("path {:?} is not a relative path inside the repository", g.path))
                     .hint("use parts of letters, digits, '-', '_' and '.', separated by '/', such as `clusters/cluster1`"),
             );
+        } else if let Some(part) = names::git_dir_component(&g.path) {
+            self.problems.push(
+                Problem::new(
+                    "/gitops/path",
+                    format!("path {:?} has a `{part}` part, which Git refuses to hold in a tree", g.path),
+                )
+                .hint("Git reserves `.git` in any letter case (and `.git.`, which some file systems read as `.git`): choose another folder name, such as `meshvm`"),
+            );
         }
         self.report(
             "/gitops/branch",
@@ -271,6 +296,11 @@ impl Checker {
                 self.problems.push(
                     Problem::new("/gitops/repoURL", "repoURL is not a repository address")
                         .hint("such as https://git.example.com/mesh.git"),
+                );
+            } else if let Err(reason) = names::repo_url_without_credentials(url) {
+                self.problems.push(
+                    Problem::new("/gitops/repoURL", format!("repoURL {reason}"))
+                        .hint("the address is committed into the Argo CD and Flux objects and pushed: give it without credentials, such as https://git.example.com/mesh.git, and let the engines read a token from their own repository secret (`meshvm gitops sync` reads MESHVM_GIT_TOKEN)"),
                 );
             }
         }
@@ -339,9 +369,18 @@ impl Checker {
             self.report(
                 &p,
                 name,
-                names::dns1123_label(name),
+                istio_rules::port_name(name),
                 "name ports like `http` or `grpc-api`",
             );
+            // The WorkloadEntry and WorkloadGroup CRDs: `size(key) < 63`, one less than
+            // istiod's own limit.
+            if istio_rules::port_name(name).is_ok() && name.len() >= 63 {
+                self.problems.push(
+                    Problem::new(&p, format!("port name {name:?} is {} characters long; the WorkloadEntry CRD allows at most 62", name.len()))
+                        .hint("shorten the port name")
+                        .at_key(),
+                );
+            }
             self.port(&p, *port);
         }
         if let Some(probe) = &w.probe {
@@ -366,12 +405,19 @@ impl Checker {
             names::dns1123_label(&vm.name),
             "name VMs like Kubernetes objects, such as `tester-1`",
         );
-        self.report(
-            &format!("{at}/address"),
-            &vm.address,
-            names::ip_or_hostname(&vm.address),
-            "give the VM's IP address, such as 10.0.0.11 or fd00::11",
-        );
+        if vm.address.starts_with("unix://") {
+            self.problems.push(
+                Problem::new(&format!("{at}/address"), format!("address {:?} is a unix socket: a meshvm rule refuses it (Istio takes one for a workload on the proxy's own host, but a VM joins the mesh over the network)", vm.address))
+                    .hint("give the VM's IP address, such as 10.0.0.11 or fd00::11"),
+            );
+        } else {
+            self.report(
+                &format!("{at}/address"),
+                &vm.address,
+                names::ip_or_hostname(&vm.address),
+                "give the VM's IP address, such as 10.0.0.11 or fd00::11",
+            );
+        }
         if vm.ip().is_none() && names::ip_or_hostname(&vm.address).is_ok() {
             if w.service
                 .as_ref()
@@ -402,6 +448,13 @@ impl Checker {
             }
         }
         self.labels(&format!("{at}/labels"), &vm.labels);
+        let merged = w.labels.keys().chain(vm.labels.keys()).collect::<HashSet<_>>();
+        if merged.len() > MAX_LABELS {
+            self.problems.push(
+                Problem::new(&format!("{at}/labels"), format!("the VM has {} labels with its group's; the WorkloadEntry CRD allows at most {MAX_LABELS}", merged.len()))
+                    .hint("remove labels from the VM or its group"),
+            );
+        }
         if let Some(locality) = &vm.locality {
             self.locality(&format!("{at}/locality"), locality);
         }
@@ -424,23 +477,40 @@ impl Checker {
         }
         for (i, host) in s.hosts.iter().enumerate() {
             let p = format!("{at}/hosts/{i}");
+            let syntax = names::service_host(host);
+            let partial = syntax.is_ok() && istio_rules::partial_wildcard(host).is_err();
             self.report(
                 &p,
                 host,
-                names::service_host(host),
+                syntax.clone(),
                 "give the DNS name clients use, such as `tester.vm-apps.svc.cluster.local`",
             );
-            if host.starts_with("*.") && s.resolution == Resolution::Dns {
+            if partial {
+                self.problems.push(
+                    Problem::new(&p, format!("host {host:?} is a partial wildcard: a meshvm rule refuses it (istiod only warns that it is not allowed for resolution {}, and what it then matches is not specified)", s.resolution.as_str()))
+                        .hint("use `*` as a whole first label, as in `*.example.com`, or name the host fully"),
+                );
+            } else if syntax.is_ok()
+                && s.resolution == Resolution::Dns
+                && istio_rules::fqdn(host).is_err()
+            {
                 self.problems.push(Problem::new(&p, format!("host {host:?} is a wildcard, but resolution DNS needs a host name to resolve")).hint("name the host fully, or use resolution NONE"));
             }
         }
         for (i, addr) in s.addresses.iter().enumerate() {
+            let p = format!("{at}/addresses/{i}");
             self.report(
-                &format!("{at}/addresses/{i}"),
+                &p,
                 addr,
-                names::ip_or_cidr(addr),
+                istio_rules::ip_subnet(addr),
                 "such as 240.240.0.10 or 10.0.0.0/24",
             );
+            if istio_rules::is_cidr(addr) && s.resolution == Resolution::Dns {
+                self.problems.push(
+                    Problem::new(&p, format!("address {addr:?} is a CIDR block, which Istio allows only for resolution NONE or STATIC"))
+                        .hint("give single addresses, or set `resolution: STATIC` or `NONE`"),
+                );
+            }
         }
         if s.ports.is_empty() {
             self.problems.push(
@@ -459,18 +529,25 @@ impl Checker {
             self.report(
                 &format!("{p}/name"),
                 &port.name,
-                names::dns1123_label(&port.name),
+                istio_rules::port_name(&port.name),
                 "name ports like `http` or `grpc-api`",
             );
-            if !PROTOCOLS.contains(&port.protocol.as_str()) {
-                let known: Vec<String> = PROTOCOLS.iter().map(|s| s.to_string()).collect();
+            let protocol = port.protocol.as_deref().unwrap_or_default();
+            if istio_rules::protocol(protocol).is_err() {
+                let known: Vec<String> = istio_rules::PROTOCOL_NAMES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
                 let mut problem = Problem::new(
                     &format!("{p}/protocol"),
-                    format!("protocol {:?} is not one Istio knows", port.protocol),
+                    format!("protocol {protocol:?} is not one Istio knows"),
                 );
-                problem.hint = Some(match super::load::did_you_mean(&port.protocol, &known) {
+                problem.hint = Some(match super::load::did_you_mean(protocol, &known) {
                     Some(best) => format!("did you mean `{best}`?"),
-                    None => format!("one of: {}", PROTOCOLS.join(", ")),
+                    None => format!(
+                        "one of: {} (in any letter case), or none to let Istio detect it",
+                        istio_rules::PROTOCOL_NAMES.join(", ")
+                    ),
                 });
                 self.problems.push(problem);
             }
@@ -493,11 +570,35 @@ impl Checker {
                 );
             }
         }
+        // istiod (ValidateServiceEntry): with several hosts and a resolution other than NONE,
+        // a port must be told apart by host: HTTP by its authority, TLS by its SNI. A port
+        // without protocol is detected, which is neither.
+        if s.resolution != Resolution::None && s.hosts.len() > 1 {
+            if let Some((i, port)) = s.ports.iter().enumerate().find(|(_, port)| {
+                !port
+                    .protocol
+                    .as_deref()
+                    .and_then(Protocol::parse)
+                    .is_some_and(|p| p.is_http() || p.is_tls())
+            }) {
+                self.problems.push(
+                    Problem::new(
+                        &format!("{at}/ports/{i}"),
+                        format!(
+                            "port {} is not HTTP or TLS, but the service has {} hosts: istiod refuses that, since nothing in the traffic tells the hosts apart",
+                            port.number,
+                            s.hosts.len()
+                        ),
+                    )
+                    .hint("give the port an HTTP or TLS protocol (HTTP, HTTP2, GRPC, HTTPS, TLS), keep one host, or set `resolution: NONE`"),
+                );
+            }
+        }
         if w.labels.is_empty() {
             self.problems.push(
                 Problem::new(
                     &format!("{}/labels", at.trim_end_matches("/service")),
-                    "a group with a service needs labels: the ServiceEntry selects its VMs by them",
+                    "a group with a service needs labels: a meshvm rule, since a ServiceEntry without a selector's labels would select every workload of the namespace",
                 )
                 .hint(format!("add `labels: {{app: {}}}`", w.name)),
             );
@@ -554,6 +655,15 @@ impl Checker {
                         .hint("such as [/usr/local/bin/check]"),
                 );
             }
+            // The WorkloadGroup CRD: `minLength: 1` on each item.
+            for (i, arg) in e.command.iter().enumerate() {
+                if arg.is_empty() {
+                    self.problems.push(
+                        Problem::new(&format!("{at}/exec/command/{i}"), "an item of the command is empty, which the WorkloadGroup CRD refuses")
+                            .hint("remove the empty item, or write the argument"),
+                    );
+                }
+            }
         }
     }
 
@@ -585,7 +695,12 @@ impl Checker {
 
     fn locality(&mut self, at: &str, locality: &str) {
         let parts: Vec<&str> = locality.split('/').collect();
-        if parts.len() > 3
+        if locality.len() > MAX_LOCALITY {
+            self.problems.push(
+                Problem::new(at, format!("locality is {} characters long; the WorkloadEntry CRD allows at most {MAX_LOCALITY}", locality.len()))
+                    .hint("such as `us-east1/us-east1-b`"),
+            );
+        } else if parts.len() > 3
             || parts
                 .iter()
                 .any(|p| p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()))
@@ -683,4 +798,144 @@ fn nul_in_metadata(at: &str, key: &str) -> Problem {
 
 fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
+}
+
+/// Ports the sidecar listens on or uses itself on every VM (Envoy's admin, inbound and
+/// outbound captures, the agent's status and metrics ports).
+const SIDECAR_PORTS: std::ops::RangeInclusive<u32> = 15000..=15090;
+
+/// Namespaces of the cluster's own workloads, where VMs do not belong.
+const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
+
+/// What a fleet may hold but most likely holds by mistake: each a warning, never a refusal.
+/// Run on a fleet that passed [`check`].
+pub fn warnings(fleet: &Fleet) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut warn = |pointer: String, message: String, hint: &str| {
+        out.push(Problem::new(&pointer, message).hint(hint));
+    };
+    if fleet.sidecar.sha256.is_none() {
+        warn(
+            "/sidecar".into(),
+            format!(
+                "the sidecar package is not pinned: VMs install whatever {} serves",
+                fleet.sidecar.download_url()
+            ),
+            "add `sha256:` with the package's checksum (its `.sha256` file beside it)",
+        );
+    }
+    let placeholder_hint = "`meshvm init` writes examples: replace them with your own values";
+    if names::is_documentation_address(&fleet.mesh.east_west_gateway.address) {
+        warn(
+            "/mesh/eastWestGateway/address".into(),
+            format!(
+                "address {} is in a range reserved for documentation (RFC 5737, RFC 3849): a placeholder?",
+                fleet.mesh.east_west_gateway.address
+            ),
+            placeholder_hint,
+        );
+    }
+    for (pointer, url) in [
+        ("/gitops/repoURL", fleet.gitops.repo_url.as_deref()),
+        ("/sidecar/url", fleet.sidecar.url.as_deref()),
+    ] {
+        if let Some(url) = url.filter(|u| names::is_example_domain_url(u)) {
+            warn(
+                pointer.into(),
+                format!("{url} is an example address (example.com): a placeholder?"),
+                placeholder_hint,
+            );
+        }
+    }
+    let mut hosts: HashMap<(&str, String), String> = HashMap::new();
+    for (wi, w) in fleet.workloads.iter().enumerate() {
+        let at = format!("/workloads/{wi}");
+        if SYSTEM_NAMESPACES.contains(&w.namespace.as_str())
+            || w.namespace == fleet.mesh.istio_namespace
+        {
+            warn(
+                format!("{at}/namespace"),
+                format!("namespace {:?} is a system namespace", w.namespace),
+                "put VMs in a namespace of their own, such as `vm-apps`",
+            );
+        }
+        let mut numbers: HashMap<u32, &str> = HashMap::new();
+        for (name, number) in &w.ports {
+            let p = format!("{at}/ports/{}", escape(name));
+            if let Some(first) = numbers.insert(*number, name) {
+                warn(
+                    p.clone(),
+                    format!("ports {first:?} and {name:?} are both {number}"),
+                    "give each port of the VMs its own number",
+                );
+            }
+            if SIDECAR_PORTS.contains(number) {
+                warn(
+                    p,
+                    format!("port {number} is one the sidecar uses itself (15000–15090)"),
+                    "serve the application on another port",
+                );
+            }
+        }
+        for (ii, vm) in w.instances.iter().enumerate() {
+            for (key, value) in &vm.labels {
+                if let Some(group) = w.labels.get(key).filter(|g| *g != value) {
+                    if w.service.is_some() {
+                        warn(
+                            format!("{at}/instances/{ii}/labels/{}", escape(key)),
+                            format!(
+                                "label {key}={value} replaces the group's {key}={group}: the service selects the group's VMs by it, and no longer this one"
+                            ),
+                            "keep the group's value, or give the VM another label key",
+                        );
+                    }
+                }
+            }
+        }
+        let Some(s) = &w.service else { continue };
+        let served: HashSet<u32> = w.ports.values().copied().collect();
+        for (i, port) in s.ports.iter().enumerate() {
+            let target = port.target_port.unwrap_or(port.number);
+            let p = format!("{at}/service/ports/{i}");
+            if !served.contains(&target) {
+                warn(
+                    p.clone(),
+                    format!("the service sends port {} to {target}, which no port of the group's VMs serves (`ports:`)", port.number),
+                    "add the port under the group's `ports:`, or set `targetPort:` to one it lists",
+                );
+            }
+            if SIDECAR_PORTS.contains(&target) {
+                warn(
+                    p,
+                    format!("port {target} is one the sidecar uses itself (15000–15090)"),
+                    "send the service to another port",
+                );
+            }
+        }
+        for (hi, host) in s.hosts.iter().enumerate() {
+            let key = (w.namespace.as_str(), host.trim_end_matches('.').to_ascii_lowercase());
+            let here = format!("{at}/service/hosts/{hi}");
+            if let Some(first) = hosts.insert(key, here.clone()) {
+                warn(
+                    here,
+                    format!(
+                        "host {host:?} is also a host of the service at {} in namespace {:?}: istiod merges or picks one",
+                        super::load::display_path(&first),
+                        w.namespace
+                    ),
+                    "give each service of a namespace its own hosts",
+                );
+            }
+        }
+        for (ii, vm) in w.instances.iter().enumerate() {
+            if names::is_documentation_address(&vm.address) {
+                warn(
+                    format!("{at}/instances/{ii}/address"),
+                    format!("address {} is in a range reserved for documentation: a placeholder?", vm.address),
+                    placeholder_hint,
+                );
+            }
+        }
+    }
+    out
 }
