@@ -936,13 +936,13 @@ fn describe_schema_error(
                 )];
             }
             let found = json_type_name(instance);
-            let mut problem = Problem::new(
-                pointer,
-                format!(
-                    "expected {expected}, found {found} {}",
-                    short_json(instance)
-                ),
-            );
+            // A plain scalar as written: YAML reads `1.20` as the number 1.2.
+            let shown = match source {
+                Some(s) if s.plain && !instance.is_string() => s.text.to_owned(),
+                _ => short_json(instance),
+            };
+            let mut problem =
+                Problem::new(pointer, format!("expected {expected}, found {found} {shown}"));
             // Quote what the user wrote, not what YAML made of it: `1.20` is not `1.2`.
             let written = source.map_or_else(|| instance.to_string(), |s| s.text.to_owned());
             problem.hint = match (expected.as_str(), instance) {
