@@ -94,8 +94,14 @@ fn istio_test_tables_agree() {
             let stricter = match case.meshvm.as_deref() {
                 None => false,
                 Some("refuses") => {
-                    assert!(case.valid, "{label}: meshvm can only be stricter where Istio accepts");
-                    assert!(case.why.as_deref().is_some_and(|w| !w.is_empty()), "{label}: say why");
+                    assert!(
+                        case.valid,
+                        "{label}: meshvm can only be stricter where Istio accepts"
+                    );
+                    assert!(
+                        case.why.as_deref().is_some_and(|w| !w.is_empty()),
+                        "{label}: say why"
+                    );
                     true
                 }
                 Some(other) => panic!("{label}: meshvm: {other:?}"),
@@ -103,7 +109,10 @@ fn istio_test_tables_agree() {
             let expected = case.valid && !stricter;
             let got = meshvm_says(&table.rule, case);
             if got.is_ok() != expected {
-                failures.push(format!("{label}: Istio valid={}, meshvm: {got:?}", case.valid));
+                failures.push(format!(
+                    "{label}: Istio valid={}, meshvm: {got:?}",
+                    case.valid
+                ));
             }
             checked += 1;
         }

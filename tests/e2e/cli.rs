@@ -43,6 +43,32 @@ fn validate_json_output_lists_diagnostics() {
     assert!(first["message"].is_string());
 }
 
+/// Issue 16, item 13: what is most likely a mistake is a warning, not an error.
+#[test]
+fn validate_warns_of_likely_mistakes_and_succeeds() {
+    let fleet = fixture("warnings/every-warning.yaml");
+    let out = run(meshvm().arg("validate").arg("-f").arg(&fleet));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let warnings = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .count();
+    assert!(warnings >= 8, "{}", out.stdout);
+    let out = run(meshvm()
+        .args(["validate", "--output", "json", "-f"])
+        .arg(&fleet));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let diags: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let diags = diags.as_array().unwrap();
+    assert_eq!(diags.len(), warnings);
+    assert!(
+        diags
+            .iter()
+            .all(|d| d["severity"] == "warning" && d["hint"].is_string())
+    );
+}
+
 #[test]
 fn init_writes_a_valid_starter_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,6 +113,17 @@ fn schema_and_completions_print() {
     assert_eq!(out.code, 0);
     let schema: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert!(schema["properties"]["workloads"].is_object());
+    // The constraints validate enforces, for editors (issue 16, item 14).
+    assert_eq!(
+        schema["properties"]["apiVersion"]["const"],
+        "meshvm.io/v1alpha1"
+    );
+    assert_eq!(schema["properties"]["kind"]["const"], "Fleet");
+    let number = &schema["$defs"]["ServicePort"]["properties"]["number"];
+    assert_eq!(
+        (&number["minimum"], &number["maximum"]),
+        (&1.into(), &65535.into())
+    );
     let out = run(meshvm().args(["completions", "bash"]));
     assert_eq!(out.code, 0);
     assert!(out.stdout.contains("meshvm"));

@@ -16,7 +16,8 @@ use crate::command_error::{CmdResult, CommandError, Kind, exit_code, to_stdout};
 pub struct Args {
     #[command(flatten)]
     fleet: FleetArg,
-    /// `text` for people, `json` for machines (a list of {file, pos, path, message, hint}).
+    /// `text` for people, `json` for machines (a list of {file, pos, path, message, hint}; a
+    /// valid fleet's list holds only its warnings, each with `severity: warning`).
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
 }
@@ -28,14 +29,8 @@ enum Output {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    let loaded = meshvm::spec::load_fleet(&args.fleet.file);
-    if let Ok(source) = &loaded {
-        // Warnings do not fail the check; they go to stderr, apart from the result.
-        for w in source.warnings.iter() {
-            eprintln!("warning: {w}");
-        }
-    }
-    match (loaded, args.output) {
+    match (meshvm::spec::load_fleet(&args.fleet.file), args.output) {
+        // Warnings do not fail the check: they are part of its report, after the verdict.
         (Ok(source), Output::Text) => {
             let f = &source.fleet;
             to_stdout(|out| {
@@ -46,12 +41,28 @@ pub fn run(args: Args) -> CmdResult {
                     f.workloads.len(),
                     f.vms().count(),
                     f.mesh.mesh_id
-                )
+                )?;
+                for w in source.warnings.iter() {
+                    writeln!(out, "warning: {w}")?;
+                }
+                Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        (Ok(_), Output::Json) => {
-            to_stdout(|out| writeln!(out, "[]"))?;
+        (Ok(source), Output::Json) => {
+            // The list holds problems; warnings are marked so that a consumer can tell them
+            // from errors (which carry no severity).
+            let warnings: Vec<serde_json::Value> = source
+                .warnings
+                .iter()
+                .map(|w| {
+                    let mut v = serde_json::to_value(w).expect("JSON");
+                    v["severity"] = "warning".into();
+                    v
+                })
+                .collect();
+            let json = serde_json::to_string_pretty(&warnings).expect("JSON");
+            to_stdout(|out| writeln!(out, "{json}"))?;
             Ok(ExitCode::SUCCESS)
         }
         (Err(LoadError::Invalid(diags)), Output::Json) => {

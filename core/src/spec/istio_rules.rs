@@ -196,7 +196,10 @@ pub fn wildcard_domain(name: &str) -> Check {
 /// `ValidatePartialWildCard`: a `*` only as `*` alone or as a whole first label (`*.`).
 pub fn partial_wildcard(host: &str) -> Check {
     if host.contains('*') && host.len() != 1 && !host.starts_with("*.") {
-        Err("is a partial wildcard: `*` stands only for a whole first label, as in `*.example.com`".into())
+        Err(
+            "is a partial wildcard: `*` stands only for a whole first label, as in `*.example.com`"
+                .into(),
+        )
     } else {
         Ok(())
     }

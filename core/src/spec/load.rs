@@ -941,8 +941,10 @@ fn describe_schema_error(
                 Some(s) if s.plain && !instance.is_string() => s.text.to_owned(),
                 _ => short_json(instance),
             };
-            let mut problem =
-                Problem::new(pointer, format!("expected {expected}, found {found} {shown}"));
+            let mut problem = Problem::new(
+                pointer,
+                format!("expected {expected}, found {found} {shown}"),
+            );
             // Quote what the user wrote, not what YAML made of it: `1.20` is not `1.2`.
             let written = source.map_or_else(|| instance.to_string(), |s| s.text.to_owned());
             problem.hint = match (expected.as_str(), instance) {
@@ -950,9 +952,10 @@ fn describe_schema_error(
                     "quote it to make it a string: {}",
                     serde_json::Value::String(written)
                 )),
-                ("an integer", Value::String(_)) if digits => {
-                    Some(format!("remove the quotes: write {}", instance.as_str().unwrap_or_default()))
-                }
+                ("an integer", Value::String(_)) if digits => Some(format!(
+                    "remove the quotes: write {}",
+                    instance.as_str().unwrap_or_default()
+                )),
                 ("a boolean", Value::String(s))
                     if matches!(
                         s.to_ascii_lowercase().as_str(),

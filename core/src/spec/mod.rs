@@ -400,7 +400,10 @@ pub struct Service {
 pub struct ServicePort {
     #[schemars(range(min = 1, max = 65535))]
     pub number: u32,
-    #[schemars(length(max = 63), regex(pattern = r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"))]
+    #[schemars(
+        length(max = 63),
+        regex(pattern = r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+    )]
     pub name: String,
     /// HTTP, HTTPS, HTTP2, GRPC, GRPC-Web, TCP, TLS, UDP, Mongo, Redis, MySQL (Istio's
     /// protocol names, in any letter case). Omitted: Istio detects the protocol.
@@ -548,5 +551,42 @@ mod tests {
     fn the_starter_fleet_is_valid() {
         let fleet = super::load_fleet_str(super::STARTER, "meshvm.yaml".as_ref()).unwrap();
         assert_eq!(fleet.vms().count(), 1);
+    }
+
+    /// `meshvm schema` carries validate's constraints (constants, ranges, name patterns, the
+    /// CRDs' limits): an editor with the schema alone flags each of these fleets, which
+    /// validate refuses.
+    #[test]
+    fn the_schema_alone_catches_what_validate_refuses() {
+        let schema = super::Fleet::json_schema();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/invalid");
+        for name in [
+            "wrong-api-version",
+            "port-zero",
+            "port-too-large",
+            "port-65536-in-ports",
+            "probe-port-zero",
+            "bad-sha256",
+            "name-with-slash",
+            "name-too-long",
+            "namespace-too-long",
+            "port-name-63",
+            "probe-seconds-over-int32",
+            "probe-exec-empty-argument",
+            "version-as-number",
+            "no-hosts",
+        ] {
+            let text = std::fs::read_to_string(dir.join(format!("{name}.yaml"))).unwrap();
+            let value: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+            assert!(!validator.is_valid(&value), "{name}: the schema accepts it");
+        }
+        let seed = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fixtures/fleets/seed/meshvm.yaml"),
+        )
+        .unwrap();
+        let value: serde_json::Value = serde_saphyr::from_str(&seed).unwrap();
+        assert!(validator.is_valid(&value), "the seed fleet passes");
     }
 }

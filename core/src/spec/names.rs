@@ -127,7 +127,8 @@ pub fn ip_or_hostname(s: &str) -> Check {
     if s.contains(':') {
         return Err("is not a valid IPv6 address".into());
     }
-    istio_rules::fqdn(s).map_err(|why| format!("is neither an IP address nor a host name: it {why}"))
+    istio_rules::fqdn(s)
+        .map_err(|why| format!("is neither an IP address nor a host name: it {why}"))
 }
 
 /// A port number, 1 to 65535 (istiod's `ValidatePort`).
@@ -306,7 +307,11 @@ pub fn is_example_domain_url(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = host.split(':').next().unwrap_or_default().to_ascii_lowercase();
+    let host = host
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     ["example.com", "example.org", "example.net"]
         .iter()
         .any(|d| host == *d || host.ends_with(&format!(".{d}")))

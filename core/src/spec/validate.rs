@@ -43,7 +43,6 @@ impl Problem {
     }
 }
 
-
 /// Most labels of a WorkloadEntry (the CRD's `maxProperties`).
 const MAX_LABELS: usize = 256;
 /// Longest locality of a WorkloadEntry (the CRD's `maxLength`).
@@ -448,7 +447,11 @@ impl Checker {
             }
         }
         self.labels(&format!("{at}/labels"), &vm.labels);
-        let merged = w.labels.keys().chain(vm.labels.keys()).collect::<HashSet<_>>();
+        let merged = w
+            .labels
+            .keys()
+            .chain(vm.labels.keys())
+            .collect::<HashSet<_>>();
         if merged.len() > MAX_LABELS {
             self.problems.push(
                 Problem::new(&format!("{at}/labels"), format!("the VM has {} labels with its group's; the WorkloadEntry CRD allows at most {MAX_LABELS}", merged.len()))
@@ -659,8 +662,11 @@ impl Checker {
             for (i, arg) in e.command.iter().enumerate() {
                 if arg.is_empty() {
                     self.problems.push(
-                        Problem::new(&format!("{at}/exec/command/{i}"), "an item of the command is empty, which the WorkloadGroup CRD refuses")
-                            .hint("remove the empty item, or write the argument"),
+                        Problem::new(
+                            &format!("{at}/exec/command/{i}"),
+                            "an item of the command is empty, which the WorkloadGroup CRD refuses",
+                        )
+                        .hint("remove the empty item, or write the argument"),
                     );
                 }
             }
@@ -900,7 +906,10 @@ pub fn warnings(fleet: &Fleet) -> Vec<Problem> {
             if !served.contains(&target) {
                 warn(
                     p.clone(),
-                    format!("the service sends port {} to {target}, which no port of the group's VMs serves (`ports:`)", port.number),
+                    format!(
+                        "the service sends port {} to {target}, which no port of the group's VMs serves (`ports:`)",
+                        port.number
+                    ),
                     "add the port under the group's `ports:`, or set `targetPort:` to one it lists",
                 );
             }
@@ -913,7 +922,10 @@ pub fn warnings(fleet: &Fleet) -> Vec<Problem> {
             }
         }
         for (hi, host) in s.hosts.iter().enumerate() {
-            let key = (w.namespace.as_str(), host.trim_end_matches('.').to_ascii_lowercase());
+            let key = (
+                w.namespace.as_str(),
+                host.trim_end_matches('.').to_ascii_lowercase(),
+            );
             let here = format!("{at}/service/hosts/{hi}");
             if let Some(first) = hosts.insert(key, here.clone()) {
                 warn(
@@ -931,7 +943,10 @@ pub fn warnings(fleet: &Fleet) -> Vec<Problem> {
             if names::is_documentation_address(&vm.address) {
                 warn(
                     format!("{at}/instances/{ii}/address"),
-                    format!("address {} is in a range reserved for documentation: a placeholder?", vm.address),
+                    format!(
+                        "address {} is in a range reserved for documentation: a placeholder?",
+                        vm.address
+                    ),
                     placeholder_hint,
                 );
             }
