@@ -1059,10 +1059,8 @@ fn schema_at<'a>(schema: &'a Value, pointer: &str) -> Option<&'a Value> {
             child
         } else if let Some(items) = node.get("items") {
             items
-        } else if let Some(values) = node.get("additionalProperties").filter(|v| v.is_object()) {
-            values
         } else {
-            return None;
+            node.get("additionalProperties").filter(|v| v.is_object())?
         };
     }
     Some(resolve_ref(schema, node))
