@@ -180,7 +180,7 @@ fn cloud_proofs_are_verified_and_hostile_requests_refused() {
         assert_eq!((got, answer["error"].as_str()), (*status, Some(*code)), "{name}: {answer}");
         assert!(!answer["reason"].as_str().unwrap_or_default().is_empty(), "{name}");
     }
-    let (status, answer) = broker.post(&vec![b'{'; 17 * 1024]);
+    let (status, answer) = broker.post(&[b'{'; 17 * 1024]);
     assert_eq!((status, answer["error"].as_str()), (413, Some("too-large")), "{answer}");
     let (status, answer) = broker.post(b"{\"namespace\": 1}");
     assert_eq!((status, answer["error"].as_str()), (400, Some("bad-request")), "{answer}");

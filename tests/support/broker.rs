@@ -331,6 +331,7 @@ fn serve_token_request(
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
+    drop(reader);
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     recorded.lock().unwrap().push((path.clone(), body));
     let parts: Vec<&str> = path.split('/').collect();

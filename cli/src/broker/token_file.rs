@@ -21,10 +21,6 @@ impl TokenFile {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Runs `f` on the book under the lock; writes the book back when `f` returns
     /// `(_, true)`. A missing file is an empty book.
     pub fn update<T>(&self, f: impl FnOnce(&mut TokenBook) -> (T, bool)) -> Result<T, String> {

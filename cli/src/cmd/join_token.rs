@@ -67,7 +67,8 @@ fn now() -> i64 {
 /// `30s`, `15m`, `24h`, `7d` in seconds.
 fn parse_ttl(text: &str) -> Result<i64, CommandError> {
     let bad = || CommandError::usage(format!("--ttl {text:?} is not a duration such as 30m, 24h or 7d"));
-    let (number, unit) = text.split_at(text.len().checked_sub(1).ok_or_else(bad)?);
+    let unit_at = text.char_indices().last().map(|(i, _)| i).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(unit_at);
     let n: i64 = number.parse().map_err(|_| bad())?;
     let scale = match unit {
         "s" => 1,
