@@ -57,7 +57,7 @@ fn broker(dir: &Path, extra: &[&str]) -> (Broker, FakeKube) {
 
 fn create_token(dir: &Path, group: &str, uses: &str) -> String {
     let out = run(meshvm()
-        .args(["join-token", "create", "--group", group, "--uses", uses, "--ttl", "1h", "--file"])
+        .args(["join-token", "create", "--group", group, "--uses", uses, "--ttl", "1h", "--book"])
         .arg(dir.join("join-tokens.json"))
         .arg("-f")
         .arg(fleet()));
@@ -70,8 +70,9 @@ fn aws_proof(account: &str, region: &str, ip: &str) -> Value {
     json!({"method": "aws", "document": document, "signature": signature})
 }
 
-fn gcp_proof(aud: &str, project: &str) -> Value {
-    let now = crate::support::broker::unix_now();
+/// A GCE token `age` seconds old (tokens made in the same second are the same token).
+fn gcp_proof(aud: &str, project: &str, age: i64) -> Value {
+    let now = crate::support::broker::unix_now() - age;
     json!({"method": "gcp", "jwt": sign::gcp_token("k1", &sign::gcp_claims(aud, now - 5, now + 3595, project, "europe-west1-b", "gce-7"))})
 }
 
@@ -111,7 +112,7 @@ fn a_join_token_gets_an_istio_token_its_number_of_uses_and_no_more() {
         assert!(!text.contains(&token) && !text.contains("fake-token"), "the audit line holds a secret: {text}");
     }
 
-    let list = run(meshvm().args(["join-token", "list", "--file"]).arg(&book_path));
+    let list = run(meshvm().args(["join-token", "list", "--book"]).arg(&book_path));
     assert_eq!(list.code, 0, "{}", list.stderr);
     assert!(list.stdout.contains("join-apps/onprem") && list.stdout.contains("used-up"), "{}", list.stdout);
     assert!(!list.stdout.contains(&token));
@@ -124,15 +125,15 @@ fn a_revoked_or_foreign_join_token_is_refused() {
     let token = create_token(dir.path(), "join-apps/onprem", "5");
     let book_path = dir.path().join("join-tokens.json");
     let id = token.split('_').nth(1).unwrap().to_owned();
-    let out = run(meshvm().args(["join-token", "revoke", &id, "--file"]).arg(&book_path));
+    let out = run(meshvm().args(["join-token", "revoke", &id, "--book"]).arg(&book_path));
     assert_eq!(out.code, 0, "{}", out.stderr);
     let (status, answer) = broker.join(&join_request(NS, "onprem", json!({"method": "join-token", "token": token})));
     assert_eq!((status, answer["error"].as_str()), (401, Some("bad-token")), "{answer}");
-    let out = run(meshvm().args(["join-token", "revoke", &id, "--file"]).arg(&book_path));
+    let out = run(meshvm().args(["join-token", "revoke", &id, "--book"]).arg(&book_path));
     assert_eq!(out.code, 1, "revoking twice says there is no such token");
 
     let refused = run(meshvm()
-        .args(["join-token", "create", "--group", "web", "--file"])
+        .args(["join-token", "create", "--group", "web", "--book"])
         .arg(&book_path)
         .arg("-f")
         .arg(fleet()));
@@ -149,7 +150,7 @@ fn cloud_proofs_are_verified_and_hostile_requests_refused() {
     let (status, answer) = broker.join(&join_request(NS, "web", good.clone()));
     assert_eq!(status, 200, "{answer}");
     assert_eq!((answer["token"].as_str(), answer["instance"].as_str()), (Some("fake-token.join-apps.web-sa"), Some("web-1")));
-    let (status, answer) = broker.join(&join_request(NS, "gce", gcp_proof(AUD, "my-project")));
+    let (status, answer) = broker.join(&join_request(NS, "gce", gcp_proof(AUD, "my-project", 5)));
     assert_eq!(status, 200, "{answer}");
 
     let mut forged = good.clone();
@@ -159,7 +160,7 @@ fn cloud_proofs_are_verified_and_hostile_requests_refused() {
     assert_eq!(broker.join(&replayed).0, 200);
     let mut stale = join_request(NS, "asg", good.clone());
     stale["timestamp"] = (crate::support::broker::unix_now() - 3600).into();
-    let gcp_once = join_request(NS, "gce", gcp_proof(AUD, "my-project"));
+    let gcp_once = join_request(NS, "gce", gcp_proof(AUD, "my-project", 10));
     assert_eq!(broker.join(&gcp_once).0, 200);
     let mut gcp_again = gcp_once.clone();
     gcp_again["nonce"] = crate::support::broker::nonce().into();
@@ -170,7 +171,7 @@ fn cloud_proofs_are_verified_and_hostile_requests_refused() {
         ("replayed request", replayed, 403, "replayed"),
         ("replayed gce token", gcp_again, 403, "replayed"),
         ("stale request", stale, 403, "stale"),
-        ("gcp for another audience", join_request(NS, "gce", gcp_proof("https://evil.example", "my-project")), 401, "bad-proof"),
+        ("gcp for another audience", join_request(NS, "gce", gcp_proof("https://evil.example", "my-project", 15)), 401, "bad-proof"),
         ("token group", join_request(NS, "classic", good.clone()), 403, "unknown-group"),
         ("wrong method", join_request(NS, "onprem", good), 403, "wrong-method"),
     ];

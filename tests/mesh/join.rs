@@ -17,7 +17,7 @@ fn fleet(dir: &Path) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "apiVersion: meshvm.io/v1alpha1\nkind: Fleet\nmesh: {{meshID: mesh1, clusterID: cluster1, eastWestGateway: {{address: 192.0.2.10}}}}\nsidecar: {{version: 1.28.0}}\nworkloads:\n- name: onprem\n  namespace: {NS}\n  serviceAccount: {SA}\n  autoRegister: true\n  join: {{method: join-token}}\n"
+            "apiVersion: meshvm.io/v1alpha1\nkind: Fleet\nmesh: {{meshID: mesh1, clusterID: cluster1, eastWestGateway: {{address: 192.0.2.10}}}}\nsidecar: {{version: 1.28.0}}\ngitops: {{engines: []}}\nworkloads:\n- name: onprem\n  namespace: {NS}\n  serviceAccount: {SA}\n  autoRegister: true\n  join: {{method: join-token}}\n"
         ),
     )
     .unwrap();
@@ -59,7 +59,7 @@ fn the_broker_issues_a_real_token_that_token_review_authenticates() {
     let book = dir.path().join("join-tokens.json");
     let token = checked(
         meshvm()
-            .args(["join-token", "create", "--group", "onprem", "--uses", "1", "--file"])
+            .args(["join-token", "create", "--group", "onprem", "--uses", "1", "--book"])
             .arg(&book)
             .arg("-f")
             .arg(&fleet),

@@ -40,7 +40,7 @@ pub struct Args {
     /// The policy JSON `meshvm render` writes into the broker's ConfigMap (re-read when it changes).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// The join-token book (`meshvm join-token --file`) for `join-token` groups.
+    /// The join-token book (`meshvm join-token --book`) for `join-token` groups.
     #[arg(long, value_name = "FILE")]
     join_tokens: Option<PathBuf>,
     /// AWS's regional RSA certificates, as JSON `{"eu-west-1": "-----BEGIN CERTIFICATE-----…"}`.

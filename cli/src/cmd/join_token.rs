@@ -10,7 +10,7 @@ use crate::command_error::{CmdResult, CommandError, to_stdout};
 
 /// Join tokens for on-premises VMs of `join: {method: join-token}` groups.
 ///
-/// A token is shown once, at creation; the book (`--file`) keeps only its SHA-256, its group,
+/// A token is shown once, at creation; the book (`--book`) keeps only its SHA-256, its group,
 /// expiry and remaining uses. The broker (`meshvm join-server --join-tokens FILE`) consumes a
 /// use per join.
 #[derive(Debug, clap::Subcommand)]
@@ -26,7 +26,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct BookArg {
     /// The join-token book (JSON, 0600).
-    #[arg(long = "file", value_name = "FILE", env = "MESHVM_JOIN_TOKENS", default_value = "join-tokens.json")]
+    #[arg(long = "book", value_name = "FILE", env = "MESHVM_JOIN_TOKENS", default_value = "join-tokens.json")]
     book: PathBuf,
 }
 

@@ -14,6 +14,7 @@ apiVersion: meshvm.io/v1alpha1
 kind: Fleet
 mesh: {meshID: m, clusterID: c, eastWestGateway: {address: 192.0.2.1}}
 sidecar: {version: 1.28.0}
+gitops: {engines: []}
 workloads:
 - name: web
   namespace: apps
