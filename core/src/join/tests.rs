@@ -332,12 +332,15 @@ fn a_join_token_works_its_number_of_uses_then_is_used_up() {
         &policy,
         &trust,
         &mut book,
-        &request(
-            "onprem",
-            Proof::JoinToken {
-                token: other.token.clone(),
-            },
-        ),
+        &JoinRequest {
+            timestamp: NOW + 600,
+            ..request(
+                "onprem",
+                Proof::JoinToken {
+                    token: other.token.clone(),
+                },
+            )
+        },
         NOW + 600,
     )
     .unwrap_err();

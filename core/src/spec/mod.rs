@@ -324,20 +324,21 @@ impl Join {
     }
 }
 
-/// How a VM proves who it is.
+/// How a VM proves who it is. (Plain comments on the variants: doc comments would make the
+/// schema a `oneOf`, whose errors carry no list of the accepted values.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum JoinMethod {
-    /// An istio-token in the user-data (`meshvm cloud-init --token-file`).
+    // An istio-token in the user-data (`meshvm cloud-init --token-file`).
     #[default]
     Token,
-    /// A join token from `meshvm join-token create` (on-premises VMs).
+    // A join token from `meshvm join-token create` (on-premises VMs).
     JoinToken,
-    /// The EC2 instance identity document and its signature.
+    // The EC2 instance identity document and its signature.
     Aws,
-    /// The GCE instance identity token.
+    // The GCE instance identity token.
     Gcp,
-    /// The Azure IMDS attested document.
+    // The Azure IMDS attested document.
     Azure,
 }
 
