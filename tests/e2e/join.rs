@@ -23,7 +23,11 @@ fn fleet() -> std::path::PathBuf {
 fn trust_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let aws = dir.join("aws-certs.json");
     let gcp = dir.join("gcp-certs.json");
-    std::fs::write(&aws, json!({"eu-west-1": sign::cert("aws"), "us-east-1": sign::cert("aws")}).to_string()).unwrap();
+    std::fs::write(
+        &aws,
+        json!({"eu-west-1": sign::cert("aws"), "us-east-1": sign::cert("aws")}).to_string(),
+    )
+    .unwrap();
     std::fs::write(&gcp, json!({"k1": sign::cert("gcp")}).to_string()).unwrap();
     (aws, gcp)
 }
@@ -57,7 +61,17 @@ fn broker(dir: &Path, extra: &[&str]) -> (Broker, FakeKube) {
 
 fn create_token(dir: &Path, group: &str, uses: &str) -> String {
     let out = run(meshvm()
-        .args(["join-token", "create", "--group", group, "--uses", uses, "--ttl", "1h", "--book"])
+        .args([
+            "join-token",
+            "create",
+            "--group",
+            group,
+            "--uses",
+            uses,
+            "--ttl",
+            "1h",
+            "--book",
+        ])
         .arg(dir.join("join-tokens.json"))
         .arg("-f")
         .arg(fleet()));
@@ -66,7 +80,8 @@ fn create_token(dir: &Path, group: &str, uses: &str) -> String {
 }
 
 fn aws_proof(account: &str, region: &str, ip: &str) -> Value {
-    let (document, signature) = sign::aws_proof(&sign::aws_document(account, region, "i-0123456789", ip));
+    let (document, signature) =
+        sign::aws_proof(&sign::aws_document(account, region, "i-0123456789", ip));
     json!({"method": "aws", "document": document, "signature": signature})
 }
 
@@ -86,7 +101,10 @@ fn a_join_token_gets_an_istio_token_its_number_of_uses_and_no_more() {
     let book = std::fs::read_to_string(&book_path).unwrap();
     assert!(!book.contains(&token), "the book holds only hashes");
     assert!(book.contains(&meshvm::join::tokens::sha256_hex(&token)));
-    assert_eq!(std::fs::metadata(&book_path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&book_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     let proof = json!({"method": "join-token", "token": token});
     let (status, answer) = broker.join(&join_request(NS, "onprem", proof.clone()));
@@ -94,14 +112,28 @@ fn a_join_token_gets_an_istio_token_its_number_of_uses_and_no_more() {
     assert_eq!(answer["token"], "fake-token.join-apps.onprem-sa");
     assert_eq!(answer["serviceAccount"], "onprem-sa");
     let (path, body) = kube.requests.lock().unwrap()[0].clone();
-    assert_eq!(path, "/api/v1/namespaces/join-apps/serviceaccounts/onprem-sa/token");
+    assert_eq!(
+        path,
+        "/api/v1/namespaces/join-apps/serviceaccounts/onprem-sa/token"
+    );
     assert_eq!(body["spec"]["audiences"], json!(["istio-ca"]));
     assert_eq!(body["spec"]["expirationSeconds"], 3600);
 
     let (status, answer) = broker.join(&join_request(NS, "onprem", proof));
-    assert_eq!((status, answer["error"].as_str()), (401, Some("bad-token")), "{answer}");
-    assert!(answer["reason"].as_str().unwrap().contains("used up"), "{answer}");
-    assert_eq!(kube.requests.lock().unwrap().len(), 1, "no token for a used-up join token");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("bad-token")),
+        "{answer}"
+    );
+    assert!(
+        answer["reason"].as_str().unwrap().contains("used up"),
+        "{answer}"
+    );
+    assert_eq!(
+        kube.requests.lock().unwrap().len(),
+        1,
+        "no token for a used-up join token"
+    );
 
     let decisions = broker.decisions(2);
     assert_eq!(decisions[0]["decision"], "issued");
@@ -109,12 +141,21 @@ fn a_join_token_gets_an_istio_token_its_number_of_uses_and_no_more() {
     assert_eq!(decisions[1]["code"], "bad-token");
     for line in &decisions {
         let text = line.to_string();
-        assert!(!text.contains(&token) && !text.contains("fake-token"), "the audit line holds a secret: {text}");
+        assert!(
+            !text.contains(&token) && !text.contains("fake-token"),
+            "the audit line holds a secret: {text}"
+        );
     }
 
-    let list = run(meshvm().args(["join-token", "list", "--book"]).arg(&book_path));
+    let list = run(meshvm()
+        .args(["join-token", "list", "--book"])
+        .arg(&book_path));
     assert_eq!(list.code, 0, "{}", list.stderr);
-    assert!(list.stdout.contains("join-apps/onprem") && list.stdout.contains("used-up"), "{}", list.stdout);
+    assert!(
+        list.stdout.contains("join-apps/onprem") && list.stdout.contains("used-up"),
+        "{}",
+        list.stdout
+    );
     assert!(!list.stdout.contains(&token));
 }
 
@@ -125,11 +166,23 @@ fn a_revoked_or_foreign_join_token_is_refused() {
     let token = create_token(dir.path(), "join-apps/onprem", "5");
     let book_path = dir.path().join("join-tokens.json");
     let id = token.split('_').nth(1).unwrap().to_owned();
-    let out = run(meshvm().args(["join-token", "revoke", &id, "--book"]).arg(&book_path));
+    let out = run(meshvm()
+        .args(["join-token", "revoke", &id, "--book"])
+        .arg(&book_path));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let (status, answer) = broker.join(&join_request(NS, "onprem", json!({"method": "join-token", "token": token})));
-    assert_eq!((status, answer["error"].as_str()), (401, Some("bad-token")), "{answer}");
-    let out = run(meshvm().args(["join-token", "revoke", &id, "--book"]).arg(&book_path));
+    let (status, answer) = broker.join(&join_request(
+        NS,
+        "onprem",
+        json!({"method": "join-token", "token": token}),
+    ));
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("bad-token")),
+        "{answer}"
+    );
+    let out = run(meshvm()
+        .args(["join-token", "revoke", &id, "--book"])
+        .arg(&book_path));
     assert_eq!(out.code, 1, "revoking twice says there is no such token");
 
     let refused = run(meshvm()
@@ -138,7 +191,11 @@ fn a_revoked_or_foreign_join_token_is_refused() {
         .arg("-f")
         .arg(fleet()));
     assert_eq!(refused.code, 1);
-    assert!(refused.stderr.contains("joins by `aws`"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("joins by `aws`"),
+        "{}",
+        refused.stderr
+    );
     assert!(kube.requests.lock().unwrap().is_empty());
 }
 
@@ -149,14 +206,23 @@ fn cloud_proofs_are_verified_and_hostile_requests_refused() {
     let good = aws_proof("111122223333", "eu-west-1", "10.20.0.11");
     let (status, answer) = broker.join(&join_request(NS, "web", good.clone()));
     assert_eq!(status, 200, "{answer}");
-    assert_eq!((answer["token"].as_str(), answer["instance"].as_str()), (Some("fake-token.join-apps.web-sa"), Some("web-1")));
+    assert_eq!(
+        (answer["token"].as_str(), answer["instance"].as_str()),
+        (Some("fake-token.join-apps.web-sa"), Some("web-1"))
+    );
     let (status, answer) = broker.join(&join_request(NS, "gce", gcp_proof(AUD, "my-project", 5)));
     assert_eq!(status, 200, "{answer}");
 
     let mut forged = good.clone();
-    let doc = sign::aws_document("111122223333", "eu-west-1", "i-0123456789", "10.20.0.11").replace("111122223333", "444455556666");
-    forged["document"] = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, doc).into();
-    let replayed = join_request(NS, "asg", aws_proof("111122223333", "us-east-1", "10.0.0.1"));
+    let doc = sign::aws_document("111122223333", "eu-west-1", "i-0123456789", "10.20.0.11")
+        .replace("111122223333", "444455556666");
+    forged["document"] =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, doc).into();
+    let replayed = join_request(
+        NS,
+        "asg",
+        aws_proof("111122223333", "us-east-1", "10.0.0.1"),
+    );
     assert_eq!(broker.join(&replayed).0, 200);
     let mut stale = join_request(NS, "asg", good.clone());
     stale["timestamp"] = (crate::support::broker::unix_now() - 3600).into();
@@ -165,30 +231,100 @@ fn cloud_proofs_are_verified_and_hostile_requests_refused() {
     let mut gcp_again = gcp_once.clone();
     gcp_again["nonce"] = crate::support::broker::nonce().into();
     let cases: Vec<(&str, Value, u16, &str)> = vec![
-        ("forged document", join_request(NS, "web", forged), 401, "bad-proof"),
-        ("wrong account", join_request(NS, "web", aws_proof("999988887777", "eu-west-1", "10.20.0.11")), 403, "forbidden"),
-        ("address not in the fleet", join_request(NS, "web", aws_proof("111122223333", "eu-west-1", "10.20.0.99")), 403, "forbidden"),
+        (
+            "forged document",
+            join_request(NS, "web", forged),
+            401,
+            "bad-proof",
+        ),
+        (
+            "wrong account",
+            join_request(
+                NS,
+                "web",
+                aws_proof("999988887777", "eu-west-1", "10.20.0.11"),
+            ),
+            403,
+            "forbidden",
+        ),
+        (
+            "address not in the fleet",
+            join_request(
+                NS,
+                "web",
+                aws_proof("111122223333", "eu-west-1", "10.20.0.99"),
+            ),
+            403,
+            "forbidden",
+        ),
         ("replayed request", replayed, 403, "replayed"),
         ("replayed gce token", gcp_again, 403, "replayed"),
         ("stale request", stale, 403, "stale"),
-        ("gcp for another audience", join_request(NS, "gce", gcp_proof("https://evil.example", "my-project", 15)), 401, "bad-proof"),
-        ("token group", join_request(NS, "classic", good.clone()), 403, "unknown-group"),
-        ("wrong method", join_request(NS, "onprem", good), 403, "wrong-method"),
+        (
+            "gcp for another audience",
+            join_request(
+                NS,
+                "gce",
+                gcp_proof("https://evil.example", "my-project", 15),
+            ),
+            401,
+            "bad-proof",
+        ),
+        (
+            "token group",
+            join_request(NS, "classic", good.clone()),
+            403,
+            "unknown-group",
+        ),
+        (
+            "wrong method",
+            join_request(NS, "onprem", good),
+            403,
+            "wrong-method",
+        ),
     ];
     let before = kube.requests.lock().unwrap().len();
     for (name, request, status, code) in &cases {
         let (got, answer) = broker.join(request);
-        assert_eq!((got, answer["error"].as_str()), (*status, Some(*code)), "{name}: {answer}");
-        assert!(!answer["reason"].as_str().unwrap_or_default().is_empty(), "{name}");
+        assert_eq!(
+            (got, answer["error"].as_str()),
+            (*status, Some(*code)),
+            "{name}: {answer}"
+        );
+        assert!(
+            !answer["reason"].as_str().unwrap_or_default().is_empty(),
+            "{name}"
+        );
     }
     let (status, answer) = broker.post(&[b'{'; 17 * 1024]);
-    assert_eq!((status, answer["error"].as_str()), (413, Some("too-large")), "{answer}");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (413, Some("too-large")),
+        "{answer}"
+    );
     let (status, answer) = broker.post(b"{\"namespace\": 1}");
-    assert_eq!((status, answer["error"].as_str()), (400, Some("bad-request")), "{answer}");
-    assert_eq!(kube.requests.lock().unwrap().len(), before, "no token for a refused request");
-    let refused: Vec<Value> = broker.decisions(4 + cases.len() + 2).into_iter().filter(|d| d["decision"] == "refused").collect();
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("bad-request")),
+        "{answer}"
+    );
+    assert_eq!(
+        kube.requests.lock().unwrap().len(),
+        before,
+        "no token for a refused request"
+    );
+    let refused: Vec<Value> = broker
+        .decisions(4 + cases.len() + 2)
+        .into_iter()
+        .filter(|d| d["decision"] == "refused")
+        .collect();
     assert_eq!(refused.len(), cases.len() + 2, "one audit line per refusal");
-    assert!(refused.iter().all(|d| d["code"].is_string() && d["reason"].is_string()), "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|d| d["code"].is_string() && d["reason"].is_string()),
+        "{refused:?}"
+    );
 }
 
 #[test]
@@ -198,13 +334,20 @@ fn a_slow_client_is_cut_off_and_does_not_hold_the_broker() {
     let mut slow = broker.connect();
     write!(slow, "POST /v1/join HTTP/1.1\r\nHost: 127.0").unwrap();
     slow.flush().unwrap();
-    let (status, answer) = broker.join(&join_request(NS, "asg", aws_proof("111122223333", "us-east-1", "10.0.0.1")));
+    let (status, answer) = broker.join(&join_request(
+        NS,
+        "asg",
+        aws_proof("111122223333", "us-east-1", "10.0.0.1"),
+    ));
     assert_eq!(status, 200, "{answer}");
     std::thread::sleep(Duration::from_millis(2500));
     let mut rest = Vec::new();
     let read = std::io::Read::read_to_end(&mut slow, &mut rest);
     let text = String::from_utf8_lossy(&rest);
-    assert!(read.is_err() || rest.is_empty() || text.starts_with("HTTP/1.1 408"), "the slow connection was served: {text}");
+    assert!(
+        read.is_err() || rest.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "the slow connection was served: {text}"
+    );
 }
 
 #[test]
@@ -212,7 +355,15 @@ fn a_source_over_its_rate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (broker, kube) = broker(dir.path(), &["--rate", "0.01", "--burst", "2"]);
     let codes: Vec<u16> = (0..3)
-        .map(|_| broker.join(&join_request(NS, "asg", aws_proof("111122223333", "us-east-1", "10.0.0.1"))).0)
+        .map(|_| {
+            broker
+                .join(&join_request(
+                    NS,
+                    "asg",
+                    aws_proof("111122223333", "us-east-1", "10.0.0.1"),
+                ))
+                .0
+        })
         .collect();
     assert_eq!(codes, [200, 200, 429]);
     assert_eq!(kube.requests.lock().unwrap().len(), 2);

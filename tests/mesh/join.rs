@@ -30,10 +30,16 @@ fn ensure_service_account(dir: &Path) {
     let file = dir.join("sa.yaml");
     crate::cluster::write_stream(
         &file,
-        &[json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA, "namespace": NS}})],
+        &[
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA, "namespace": NS}}),
+        ],
     );
     let out = crate::cluster::apply(&file, false);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// TokenReview of `token` for `istio-ca`, as istiod makes it.
@@ -59,7 +65,15 @@ fn the_broker_issues_a_real_token_that_token_review_authenticates() {
     let book = dir.path().join("join-tokens.json");
     let token = checked(
         meshvm()
-            .args(["join-token", "create", "--group", "onprem", "--uses", "1", "--book"])
+            .args([
+                "join-token",
+                "create",
+                "--group",
+                "onprem",
+                "--uses",
+                "1",
+                "--book",
+            ])
             .arg(&book)
             .arg("-f")
             .arg(&fleet),
@@ -81,12 +95,23 @@ fn the_broker_issues_a_real_token_that_token_review_authenticates() {
             "600".as_ref(),
         ],
     );
-    let (status, answer) = broker.join(&join_request(NS, "onprem", json!({"method": "join-token", "token": token})));
+    let (status, answer) = broker.join(&join_request(
+        NS,
+        "onprem",
+        json!({"method": "join-token", "token": token}),
+    ));
     assert_eq!(status, 200, "{}", answer["reason"]);
     let istio_token = answer["token"].as_str().unwrap();
     let status = &review(dir.path(), istio_token)["status"];
-    assert_eq!(status["authenticated"], true, "TokenReview: {}", status["error"]);
-    assert_eq!(status["user"]["username"], format!("system:serviceaccount:{NS}:{SA}"));
+    assert_eq!(
+        status["authenticated"], true,
+        "TokenReview: {}",
+        status["error"]
+    );
+    assert_eq!(
+        status["user"]["username"],
+        format!("system:serviceaccount:{NS}:{SA}")
+    );
     assert_eq!(status["audiences"], json!(["istio-ca"]));
 
     // The claims say the lifetime asked for (the minimum the API allows).
@@ -95,11 +120,22 @@ fn the_broker_issues_a_real_token_that_token_review_authenticates() {
         &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
     )
     .unwrap();
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 600);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        600
+    );
 
     // The used-up join token gets nothing more.
-    let (status, answer) = broker.join(&join_request(NS, "onprem", json!({"method": "join-token", "token": token})));
+    let (status, answer) = broker.join(&join_request(
+        NS,
+        "onprem",
+        json!({"method": "join-token", "token": token}),
+    ));
     assert_eq!((status, answer["error"].as_str()), (401, Some("bad-token")));
     let decisions = broker.decisions(2);
-    assert!(decisions.iter().all(|d| !d.to_string().contains(istio_token)));
+    assert!(
+        decisions
+            .iter()
+            .all(|d| !d.to_string().contains(istio_token))
+    );
 }

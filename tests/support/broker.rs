@@ -219,7 +219,10 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("fewer than {n} audit lines: {:?}", self.audit.lock().unwrap())
+        panic!(
+            "fewer than {n} audit lines: {:?}",
+            self.audit.lock().unwrap()
+        )
     }
 }
 
@@ -311,7 +314,11 @@ fn serve_token_request(
     let mut reader = BufReader::new(&mut *stream);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    let path = request_line.split_whitespace().nth(1).unwrap_or("").to_owned();
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .to_owned();
     let (mut length, mut authorized) = (0, false);
     loop {
         let mut line = String::new();
@@ -336,12 +343,27 @@ fn serve_token_request(
     recorded.lock().unwrap().push((path.clone(), body));
     let parts: Vec<&str> = path.split('/').collect();
     let (status, answer) = match parts.as_slice() {
-        ["", "api", "v1", "namespaces", ns, "serviceaccounts", sa, "token"] if authorized => (
+        [
+            "",
+            "api",
+            "v1",
+            "namespaces",
+            ns,
+            "serviceaccounts",
+            sa,
+            "token",
+        ] if authorized => (
             "201 Created",
             json!({"kind": "TokenRequest", "status": {"token": format!("fake-token.{ns}.{sa}"), "expirationTimestamp": "2030-01-01T00:00:00Z"}}),
         ),
-        _ if !authorized => ("401 Unauthorized", json!({"kind": "Status", "message": "Unauthorized"})),
-        _ => ("404 Not Found", json!({"kind": "Status", "message": "not found"})),
+        _ if !authorized => (
+            "401 Unauthorized",
+            json!({"kind": "Status", "message": "Unauthorized"}),
+        ),
+        _ => (
+            "404 Not Found",
+            json!({"kind": "Status", "message": "not found"}),
+        ),
     };
     let answer = answer.to_string();
     write!(

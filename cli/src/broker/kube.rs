@@ -97,7 +97,11 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// A file's bytes or inline base64 data, paths relative to the kubeconfig's directory.
-fn file_or_data(dir: &Path, file: &Option<PathBuf>, data: &Option<String>) -> Result<Option<Vec<u8>>, String> {
+fn file_or_data(
+    dir: &Path,
+    file: &Option<PathBuf>,
+    data: &Option<String>,
+) -> Result<Option<Vec<u8>>, String> {
     if let Some(data) = data {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(data.trim())
@@ -126,13 +130,21 @@ impl Kube {
                     .clusters
                     .iter()
                     .find(|c| c.name == context.context.cluster)
-                    .ok_or_else(|| format!("{}: no cluster {:?}", path.display(), context.context.cluster))?
+                    .ok_or_else(|| {
+                        format!(
+                            "{}: no cluster {:?}",
+                            path.display(),
+                            context.context.cluster
+                        )
+                    })?
                     .cluster;
                 let user = &config
                     .users
                     .iter()
                     .find(|u| u.name == context.context.user)
-                    .ok_or_else(|| format!("{}: no user {:?}", path.display(), context.context.user))?
+                    .ok_or_else(|| {
+                        format!("{}: no user {:?}", path.display(), context.context.user)
+                    })?
                     .user;
                 let ca = file_or_data(dir, &cluster.ca_file, &cluster.ca_data)?;
                 let cert = file_or_data(dir, &user.cert_file, &user.cert_data)?;
@@ -140,7 +152,12 @@ impl Kube {
                 let identity = match (cert, key) {
                     (Some(c), Some(k)) => Some((c, k)),
                     (None, None) => None,
-                    _ => return Err(format!("{}: a client certificate needs its key", path.display())),
+                    _ => {
+                        return Err(format!(
+                            "{}: a client certificate needs its key",
+                            path.display()
+                        ));
+                    }
                 };
                 (
                     cluster.server.trim_end_matches('/').to_owned(),
@@ -152,10 +169,16 @@ impl Kube {
             }
             None => {
                 let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
-                    "not in a cluster (KUBERNETES_SERVICE_HOST is not set): pass --kubeconfig".to_owned()
+                    "not in a cluster (KUBERNETES_SERVICE_HOST is not set): pass --kubeconfig"
+                        .to_owned()
                 })?;
-                let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-                let host = if host.contains(':') { format!("[{host}]") } else { host };
+                let port =
+                    std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host
+                };
                 let dir = Path::new(IN_CLUSTER);
                 (
                     format!("https://{host}:{port}"),
@@ -211,7 +234,12 @@ impl Kube {
     }
 
     /// A TokenRequest for `namespace/sa`: audience `istio-ca`, `seconds` long.
-    pub async fn token_request(&self, namespace: &str, sa: &str, seconds: u32) -> Result<Minted, String> {
+    pub async fn token_request(
+        &self,
+        namespace: &str,
+        sa: &str,
+        seconds: u32,
+    ) -> Result<Minted, String> {
         let body = serde_json::json!({
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
@@ -226,9 +254,7 @@ impl Kube {
             .header("accept", "application/json")
             .header("user-agent", "meshvm-join-server");
         let bearer = match (&self.token_file, &self.token) {
-            (Some(file), _) => Some(
-                String::from_utf8_lossy(&read(file)?).trim().to_owned(),
-            ),
+            (Some(file), _) => Some(String::from_utf8_lossy(&read(file)?).trim().to_owned()),
             (None, Some(token)) => Some(token.clone()),
             (None, None) => None,
         };
@@ -265,7 +291,9 @@ impl Kube {
                 token: token.to_owned(),
                 expiration_timestamp: exp.to_owned(),
             }),
-            _ => Err(format!("TokenRequest for {namespace}/{sa}: the answer has no token")),
+            _ => Err(format!(
+                "TokenRequest for {namespace}/{sa}: the answer has no token"
+            )),
         }
     }
 }

@@ -18,7 +18,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use meshvm::join::guard::{RateLimiter, ReplayCache};
 use meshvm::join::tokens::TokenBook;
-use meshvm::join::{self, Grant, JoinRequest, JoinResponse, Policy, Proof, Refusal, RefusalCode, Trust};
+use meshvm::join::{
+    self, Grant, JoinRequest, JoinResponse, Policy, Proof, Refusal, RefusalCode, Trust,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
@@ -63,12 +65,15 @@ impl PolicySource {
     }
 
     fn read(&self) -> Result<(Option<SystemTime>, Policy), String> {
-        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
         let policy = if self.is_fleet {
             let source = meshvm::spec::load_fleet(&self.path).map_err(|e| e.to_string())?;
             Policy::from_fleet(&source.fleet)
         } else {
-            let bytes = std::fs::read(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
+            let bytes =
+                std::fs::read(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
             serde_json::from_slice(&bytes)
                 .map_err(|e| format!("{}: not a join policy: {e}", self.path.display()))?
         };
@@ -78,12 +83,16 @@ impl PolicySource {
     /// The policy, re-read first when the file changed; a file that no longer reads keeps
     /// the last good policy (and says so).
     fn get(&self) -> Arc<Policy> {
-        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
         let mut current = self.current.lock().unwrap();
         if mtime != current.0 {
             match self.read() {
                 Ok((mtime, policy)) => {
-                    audit(json!({"event": "policy", "file": self.path.display().to_string(), "groups": policy.groups.len()}));
+                    audit(
+                        json!({"event": "policy", "file": self.path.display().to_string(), "groups": policy.groups.len()}),
+                    );
                     *current = (mtime, Arc::new(policy));
                 }
                 Err(e) => {
@@ -113,7 +122,9 @@ fn now() -> i64 {
 /// One JSON line on stderr: the audit trail.
 fn audit(mut line: serde_json::Value) {
     let ts = meshvm::timestamp::rfc3339(time::UtcDateTime::now());
-    line.as_object_mut().expect("an object").insert("time".into(), ts.into());
+    line.as_object_mut()
+        .expect("an object")
+        .insert("time".into(), ts.into());
     eprintln!("{line}");
 }
 
@@ -145,7 +156,8 @@ pub fn serve(config: Config) -> Result<(), String> {
 }
 
 async fn serve_async(config: Config) -> Result<(), String> {
-    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&config.tls_cert, &config.tls_key)?));
+    let tls =
+        tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&config.tls_cert, &config.tls_key)?));
     let kube = kube::Kube::new(config.kubeconfig.as_deref())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -154,12 +166,18 @@ async fn serve_async(config: Config) -> Result<(), String> {
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     let state = Arc::new(State {
         replay: Mutex::new(ReplayCache::new(1 << 20)),
-        limiter: Mutex::new(RateLimiter::new(config.rate_per_second, config.burst, 1 << 16)),
+        limiter: Mutex::new(RateLimiter::new(
+            config.rate_per_second,
+            config.burst,
+            1 << 16,
+        )),
         kube,
         started: std::time::Instant::now(),
         config,
     });
-    audit(json!({"event": "listening", "address": address.to_string(), "groups": state.config.policy.get().groups.len()}));
+    audit(
+        json!({"event": "listening", "address": address.to_string(), "groups": state.config.policy.get().groups.len()}),
+    );
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -202,12 +220,18 @@ fn respond(status: u16, body: &serde_json::Value) -> Response<Full<Bytes>> {
 }
 
 fn refuse(refusal: &Refusal) -> Response<Full<Bytes>> {
-    respond(refusal.code.http_status(), &serde_json::to_value(refusal).expect("JSON"))
+    respond(
+        refusal.code.http_status(),
+        &serde_json::to_value(refusal).expect("JSON"),
+    )
 }
 
 async fn handle(state: &State, source: IpAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => respond(200, &json!({"ok": true, "uptimeSeconds": state.started.elapsed().as_secs()})),
+        (&Method::GET, "/healthz") => respond(
+            200,
+            &json!({"ok": true, "uptimeSeconds": state.started.elapsed().as_secs()}),
+        ),
         (&Method::POST, "/v1/join") => {
             let mut seen = Seen::default();
             let outcome = join(state, source, req, &mut seen).await;
@@ -224,7 +248,10 @@ async fn handle(state: &State, source: IpAddr, req: Request<Incoming>) -> Respon
                     fields.insert("decision".into(), "issued".into());
                     fields.insert("identity".into(), grant.identity.clone().into());
                     fields.insert("instance".into(), grant.instance.clone().into());
-                    fields.insert("serviceAccount".into(), grant.service_account.clone().into());
+                    fields.insert(
+                        "serviceAccount".into(),
+                        grant.service_account.clone().into(),
+                    );
                     fields.insert("expires".into(), minted.expiration_timestamp.clone().into());
                 }
                 Err(refusal) => {
@@ -249,7 +276,10 @@ async fn handle(state: &State, source: IpAddr, req: Request<Incoming>) -> Respon
                 Err(refusal) => refuse(&refusal),
             }
         }
-        _ => refuse(&Refusal::new(RefusalCode::BadRequest, "the broker serves POST /v1/join (and GET /healthz)")),
+        _ => refuse(&Refusal::new(
+            RefusalCode::BadRequest,
+            "the broker serves POST /v1/join (and GET /healthz)",
+        )),
     }
 }
 
@@ -272,11 +302,30 @@ async fn join(
     state.limiter.lock().unwrap().allow(&source, clock)?;
     let limited = http_body_util::Limited::new(req.into_body(), join::protocol::MAX_BODY);
     let body = match tokio::time::timeout(config.request_timeout, limited.collect()).await {
-        Err(_) => return Err(Refusal::new(RefusalCode::BadRequest, format!("the request body did not arrive within {}s", config.request_timeout.as_secs()))),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(Refusal::new(RefusalCode::TooLarge, format!("the request is larger than {} bytes", join::protocol::MAX_BODY)));
+        Err(_) => {
+            return Err(Refusal::new(
+                RefusalCode::BadRequest,
+                format!(
+                    "the request body did not arrive within {}s",
+                    config.request_timeout.as_secs()
+                ),
+            ));
         }
-        Ok(Err(_)) => return Err(Refusal::new(RefusalCode::BadRequest, "the request body could not be read")),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(Refusal::new(
+                RefusalCode::TooLarge,
+                format!(
+                    "the request is larger than {} bytes",
+                    join::protocol::MAX_BODY
+                ),
+            ));
+        }
+        Ok(Err(_)) => {
+            return Err(Refusal::new(
+                RefusalCode::BadRequest,
+                "the request body could not be read",
+            ));
+        }
         Ok(Ok(body)) => body.to_bytes(),
     };
     let request: JoinRequest = join::protocol::parse_request(&body)?;
@@ -304,20 +353,41 @@ async fn join(
                 })
             })
             .await
-            .map_err(|_| Refusal::new(RefusalCode::Upstream, "the join-token book could not be read"))?
-            .map_err(|e| Refusal::new(RefusalCode::Upstream, format!("the join-token book: {e}")))??
+            .map_err(|_| {
+                Refusal::new(
+                    RefusalCode::Upstream,
+                    "the join-token book could not be read",
+                )
+            })?
+            .map_err(|e| {
+                Refusal::new(RefusalCode::Upstream, format!("the join-token book: {e}"))
+            })??
         }
-        _ => join::authorize(&policy, &config.trust, &mut TokenBook::default(), &request, now)?,
+        _ => join::authorize(
+            &policy,
+            &config.trust,
+            &mut TokenBook::default(),
+            &request,
+            now,
+        )?,
     };
     if let Proof::Gcp { jwt } = &request.proof {
         // A GCE identity token is a one-time proof here: replayed, it is refused until it
         // expires anyway.
         let key = format!("gcp:{}", join::tokens::sha256_hex(jwt));
-        state.replay.lock().unwrap().check_and_insert(&key, now + 3600, now)?;
+        state
+            .replay
+            .lock()
+            .unwrap()
+            .check_and_insert(&key, now + 3600, now)?;
     }
     let minted = state
         .kube
-        .token_request(&grant.namespace, &grant.service_account, config.token_seconds)
+        .token_request(
+            &grant.namespace,
+            &grant.service_account,
+            config.token_seconds,
+        )
         .await
         .map_err(|e| Refusal::new(RefusalCode::Upstream, e))?;
     Ok((grant, minted))

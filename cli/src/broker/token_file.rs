@@ -33,18 +33,20 @@ impl TokenFile {
             .mode(0o600)
             .open(&lock_path)
             .map_err(|e| err("cannot open the lock of", e))?;
-        flock(&lock, FlockOperation::LockExclusive)
-            .map_err(|e| err("cannot lock", e.into()))?;
+        flock(&lock, FlockOperation::LockExclusive).map_err(|e| err("cannot lock", e.into()))?;
         let mut book = match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                format!("{}: not a join-token book: {e}", self.path.display())
-            })?,
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{}: not a join-token book: {e}", self.path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => TokenBook::default(),
             Err(e) => return Err(err("cannot read", e)),
         };
         let (out, changed) = f(&mut book);
         if changed {
-            let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = self
+                .path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             let mut tmp = tempfile::Builder::new()
                 .prefix(".join-tokens")
                 .tempfile_in(dir)
@@ -52,8 +54,11 @@ impl TokenFile {
             let mut json = serde_json::to_vec_pretty(&book).expect("JSON");
             json.push(b'\n');
             tmp.write_all(&json).map_err(|e| err("cannot write", e))?;
-            tmp.as_file().sync_all().map_err(|e| err("cannot write", e))?;
-            tmp.persist(&self.path).map_err(|e| err("cannot replace", e.error))?;
+            tmp.as_file()
+                .sync_all()
+                .map_err(|e| err("cannot write", e))?;
+            tmp.persist(&self.path)
+                .map_err(|e| err("cannot replace", e.error))?;
         }
         drop(lock);
         Ok(out)

@@ -35,7 +35,12 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
     /// The fleet file: its `join` policies decide who may join (re-read when it changes).
-    #[arg(long, value_name = "FILE", conflicts_with = "policy", required_unless_present = "policy")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "policy",
+        required_unless_present = "policy"
+    )]
     fleet: Option<PathBuf>,
     /// The policy JSON `meshvm render` writes into the broker's ConfigMap (re-read when it changes).
     #[arg(long, value_name = "FILE")]

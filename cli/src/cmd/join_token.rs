@@ -26,7 +26,12 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct BookArg {
     /// The join-token book (JSON, 0600).
-    #[arg(long = "book", value_name = "FILE", env = "MESHVM_JOIN_TOKENS", default_value = "join-tokens.json")]
+    #[arg(
+        long = "book",
+        value_name = "FILE",
+        env = "MESHVM_JOIN_TOKENS",
+        default_value = "join-tokens.json"
+    )]
     book: PathBuf,
 }
 
@@ -66,7 +71,11 @@ fn now() -> i64 {
 
 /// `30s`, `15m`, `24h`, `7d` in seconds.
 fn parse_ttl(text: &str) -> Result<i64, CommandError> {
-    let bad = || CommandError::usage(format!("--ttl {text:?} is not a duration such as 30m, 24h or 7d"));
+    let bad = || {
+        CommandError::usage(format!(
+            "--ttl {text:?} is not a duration such as 30m, 24h or 7d"
+        ))
+    };
     let unit_at = text.char_indices().last().map(|(i, _)| i).ok_or_else(bad)?;
     let (number, unit) = text.split_at(unit_at);
     let n: i64 = number.parse().map_err(|_| bad())?;
@@ -79,7 +88,9 @@ fn parse_ttl(text: &str) -> Result<i64, CommandError> {
     };
     match n.checked_mul(scale) {
         Some(s) if s > 0 && s <= 366 * 86_400 => Ok(s),
-        _ => Err(CommandError::usage(format!("--ttl {text:?} must be between 1s and 366d"))),
+        _ => Err(CommandError::usage(format!(
+            "--ttl {text:?} must be between 1s and 366d"
+        ))),
     }
 }
 
@@ -113,8 +124,21 @@ fn create(args: CreateArgs) -> CmdResult {
         .collect();
     let group = match matches.as_slice() {
         [one] => *one,
-        [] => return Err(CommandError::invalid(format!("{}: no workload group {:?}", source.path.display(), args.group))),
-        _ => return Err(CommandError::invalid(format!("{}: several groups are named {:?}", source.path.display(), args.group)).hinted("name it as NAMESPACE/NAME")),
+        [] => {
+            return Err(CommandError::invalid(format!(
+                "{}: no workload group {:?}",
+                source.path.display(),
+                args.group
+            )));
+        }
+        _ => {
+            return Err(CommandError::invalid(format!(
+                "{}: several groups are named {:?}",
+                source.path.display(),
+                args.group
+            ))
+            .hinted("name it as NAMESPACE/NAME"));
+        }
     };
     if group.join.method != meshvm::spec::JoinMethod::JoinToken {
         return Err(CommandError::invalid(format!(
@@ -127,7 +151,10 @@ fn create(args: CreateArgs) -> CmdResult {
     }
     if let Some(vm) = &args.vm {
         if !group.instances.iter().any(|i| &i.name == vm) {
-            return Err(CommandError::invalid(format!("group {}/{} has no VM {vm:?}", group.namespace, group.name)));
+            return Err(CommandError::invalid(format!(
+                "group {}/{} has no VM {vm:?}",
+                group.namespace, group.name
+            )));
         }
     }
     let random = random()?;
@@ -135,12 +162,21 @@ fn create(args: CreateArgs) -> CmdResult {
         .update(|book| {
             let now = now();
             book.prune(now);
-            let c = book.create(random, &group.namespace, &group.name, args.vm.as_deref(), ttl, args.uses, now);
+            let c = book.create(
+                random,
+                &group.namespace,
+                &group.name,
+                args.vm.as_deref(),
+                ttl,
+                args.uses,
+                now,
+            );
             (c, true)
         })
         .map_err(CommandError::invalid)?;
     let expires = meshvm::timestamp::rfc3339(
-        time::UtcDateTime::from_unix_timestamp(created.entry.expires).unwrap_or(time::UtcDateTime::UNIX_EPOCH),
+        time::UtcDateTime::from_unix_timestamp(created.entry.expires)
+            .unwrap_or(time::UtcDateTime::UNIX_EPOCH),
     );
     to_stdout(|out| writeln!(out, "{}", created.token))?;
     eprintln!(
@@ -155,13 +191,19 @@ fn create(args: CreateArgs) -> CmdResult {
 }
 
 fn list(args: BookArg) -> CmdResult {
-    let book = TokenFile::new(&args.book).update(|book| (book.clone(), false)).map_err(CommandError::invalid)?;
+    let book = TokenFile::new(&args.book)
+        .update(|book| (book.clone(), false))
+        .map_err(CommandError::invalid)?;
     let now = now();
     to_stdout(|out| {
-        writeln!(out, "ID            GROUP                          VM              EXPIRES               USES  STATE")?;
+        writeln!(
+            out,
+            "ID            GROUP                          VM              EXPIRES               USES  STATE"
+        )?;
         for e in &book.tokens {
             let expires = meshvm::timestamp::rfc3339(
-                time::UtcDateTime::from_unix_timestamp(e.expires).unwrap_or(time::UtcDateTime::UNIX_EPOCH),
+                time::UtcDateTime::from_unix_timestamp(e.expires)
+                    .unwrap_or(time::UtcDateTime::UNIX_EPOCH),
             );
             let state = if e.expires <= now {
                 "expired"
@@ -193,7 +235,12 @@ fn revoke(args: RevokeArgs) -> CmdResult {
         })
         .map_err(CommandError::invalid)?;
     if !removed {
-        return Err(CommandError::invalid(format!("{}: no join token {:?}", args.book.book.display(), args.id)).hinted("`meshvm join-token list` shows the IDs"));
+        return Err(CommandError::invalid(format!(
+            "{}: no join token {:?}",
+            args.book.book.display(),
+            args.id
+        ))
+        .hinted("`meshvm join-token list` shows the IDs"));
     }
     eprintln!("join token {} revoked", args.id);
     Ok(ExitCode::SUCCESS)

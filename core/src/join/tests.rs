@@ -68,7 +68,10 @@ fn request(group: &str, proof: Proof) -> JoinRequest {
 
 fn aws(account: &str, region: &str, ip: &str) -> Proof {
     let (document, signature) = sign::aws_proof(&sign::aws_document(account, region, "i-0abc", ip));
-    Proof::Aws { document, signature }
+    Proof::Aws {
+        document,
+        signature,
+    }
 }
 
 fn gcp(aud: &str, iat: i64, project: &str, name: &str) -> Proof {
