@@ -1,6 +1,7 @@
 //! `meshvm`: the command line. Thin: it parses arguments, calls the library, prints, and maps
 //! errors to the documented exit codes (see `command_error.rs`).
 
+mod broker;
 mod cmd;
 mod command_error;
 
@@ -43,6 +44,10 @@ enum Command {
     Gitops(cmd::gitops::Command),
     #[command(name = "cloud-init")]
     CloudInit(cmd::cloud_init::Args),
+    #[command(name = "join-server")]
+    JoinServer(cmd::join_server::Args),
+    #[command(name = "join-token", subcommand)]
+    JoinToken(cmd::join_token::Command),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +62,8 @@ fn main() -> ExitCode {
         Command::Completions(args) => cmd::completions::run(args, &mut Cli::command()),
         Command::Gitops(command) => cmd::gitops::run(command),
         Command::CloudInit(args) => cmd::cloud_init::run(args),
+        Command::JoinServer(args) => cmd::join_server::run(args),
+        Command::JoinToken(command) => cmd::join_token::run(command),
     };
     match result {
         Ok(code) => code,

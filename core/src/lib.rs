@@ -11,6 +11,8 @@ pub mod spec;
 pub mod k8s;
 // Pure: checked input → bytes.
 pub mod cloudinit;
+// Pure: the join broker's policy, proofs and protocol (the server is in the binary).
+pub mod join;
 pub mod render;
 pub mod tree;
 pub mod vmfiles;

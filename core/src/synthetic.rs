@@ -121,6 +121,7 @@ fn workload(g: usize, vms: std::ops::Range<usize>) -> Workload {
                 weight: None,
             })
             .collect(),
+        join: Default::default(),
     }
 }
 

@@ -15,6 +15,7 @@ const PURE: &[&str] = &[
     "core/src/render",
     "core/src/vmfiles",
     "core/src/cloudinit",
+    "core/src/join",
     "core/src/k8s",
     "core/src/tree.rs",
 ];

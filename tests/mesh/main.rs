@@ -10,7 +10,11 @@
 //! (one fleet at a time, [`cluster::fleet_turn`]); every other test uses namespaces of its own.
 
 mod apply;
+#[path = "../support/broker.rs"]
+#[allow(dead_code)]
+mod broker_support;
 mod cluster;
 mod install;
+mod join;
 mod offline;
 mod parity;

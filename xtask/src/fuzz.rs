@@ -18,6 +18,7 @@ const TARGETS: &[(&str, &[&str])] = &[
             "fixtures/istioctl/nil-proxy-metadata",
         ],
     ),
+    ("join_proof", &["fixtures/join/seeds"]),
 ];
 
 pub fn run(root: &Path, seconds: u32) -> ExitCode {

@@ -4,6 +4,8 @@ pub mod cloud_init;
 pub mod completions;
 pub mod gitops;
 pub mod init;
+pub mod join_server;
+pub mod join_token;
 pub mod render;
 pub mod schema;
 pub mod validate;

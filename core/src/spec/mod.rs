@@ -304,6 +304,74 @@ pub struct Workload {
     pub service: Option<Service>,
     #[serde(default)]
     pub instances: Vec<Instance>,
+    /// How the group's VMs get their istio-token: `token` (in the user-data, the default) or
+    /// from the join broker (`meshvm join-server`) with a proof of identity.
+    #[serde(default, skip_serializing_if = "Join::is_default")]
+    pub join: Join,
+}
+
+/// How a group's VMs join: the method and, for a cloud method, who may join.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Join {
+    #[serde(default)]
+    pub method: JoinMethod,
+    /// AWS account IDs (12 digits) whose instances may join (`aws`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
+    /// AWS regions the instances may run in (`aws`); empty for any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// GCP project IDs whose instances may join (`gcp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<String>,
+    /// GCP zones the instances may run in (`gcp`); empty for any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
+    /// Azure subscription IDs whose VMs may join (`azure`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<String>,
+}
+
+impl Join {
+    pub fn is_default(&self) -> bool {
+        *self == Join::default()
+    }
+
+    /// True when the group's VMs get their token from the join broker.
+    pub fn uses_broker(&self) -> bool {
+        self.method != JoinMethod::Token
+    }
+}
+
+/// How a VM proves who it is. (Plain comments on the variants: doc comments would make the
+/// schema a `oneOf`, whose errors carry no list of the accepted values.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum JoinMethod {
+    // An istio-token in the user-data (`meshvm cloud-init --token-file`).
+    #[default]
+    Token,
+    // A join token from `meshvm join-token create` (on-premises VMs).
+    JoinToken,
+    // The EC2 instance identity document and its signature.
+    Aws,
+    // The GCE instance identity token.
+    Gcp,
+    // The Azure IMDS attested document.
+    Azure,
+}
+
+impl JoinMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinMethod::Token => "token",
+            JoinMethod::JoinToken => "join-token",
+            JoinMethod::Aws => "aws",
+            JoinMethod::Gcp => "gcp",
+            JoinMethod::Azure => "azure",
+        }
+    }
 }
 
 impl Workload {

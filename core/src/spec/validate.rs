@@ -395,6 +395,77 @@ impl Checker {
         for (ii, vm) in w.instances.iter().enumerate() {
             self.instance(&format!("{at}/instances/{ii}"), w, vm);
         }
+        self.join(&format!("{at}/join"), &w.join);
+    }
+
+    /// A group's join policy: each method's own fields only, and a cloud method names who may
+    /// join (an empty allowlist would let any account of that cloud in).
+    fn join(&mut self, at: &str, j: &super::Join) {
+        use super::JoinMethod as M;
+        let fields: [(&str, &[String], M, &str); 5] = [
+            (
+                "accounts",
+                &j.accounts,
+                M::Aws,
+                "12 digits, such as `123456789012`",
+            ),
+            ("regions", &j.regions, M::Aws, "such as `eu-west-1`"),
+            ("projects", &j.projects, M::Gcp, "such as `my-project-123`"),
+            ("zones", &j.zones, M::Gcp, "such as `europe-west1-b`"),
+            (
+                "subscriptions",
+                &j.subscriptions,
+                M::Azure,
+                "a subscription ID, such as `0a1b2c3d-0000-4000-8000-000000000000`",
+            ),
+        ];
+        for (field, values, method, example) in fields {
+            if !values.is_empty() && j.method != method {
+                self.problems.push(
+                    Problem::new(
+                        &format!("{at}/{field}"),
+                        format!(
+                            "`{field}` applies to `method: {}`, but this group joins by `{}`",
+                            method.as_str(),
+                            j.method.as_str()
+                        ),
+                    )
+                    .hint(format!(
+                        "remove `{field}`, or set `method: {}`",
+                        method.as_str()
+                    ))
+                    .at_key(),
+                );
+                continue;
+            }
+            for (i, v) in values.iter().enumerate() {
+                if let Err(reason) = crate::join::policy::check_value(field, v) {
+                    self.problems.push(
+                        Problem::new(&format!("{at}/{field}/{i}"), format!("{v:?} {reason}"))
+                            .hint(example),
+                    );
+                }
+            }
+        }
+        let required = match j.method {
+            M::Aws => Some(("accounts", j.accounts.is_empty())),
+            M::Gcp => Some(("projects", j.projects.is_empty())),
+            M::Azure => Some(("subscriptions", j.subscriptions.is_empty())),
+            M::Token | M::JoinToken => None,
+        };
+        if let Some((field, true)) = required {
+            self.problems.push(
+                Problem::new(
+                    &format!("{at}/method"),
+                    format!(
+                        "`method: {}` needs `{field}`: without it any {} identity could join",
+                        j.method.as_str(),
+                        j.method.as_str()
+                    ),
+                )
+                .hint(format!("list the {field} whose VMs may join this group")),
+            );
+        }
     }
 
     fn instance(&mut self, at: &str, w: &Workload, vm: &Instance) {

@@ -3,6 +3,8 @@
 //!
 //! It depends on nothing of meshvm's, so that every crate of the workspace can use it.
 
+pub mod join;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,82 @@
+//! The EC2 instance identity document (IID) and its RSA-SHA256 `signature`
+//! (`/latest/dynamic/instance-identity/signature`), verified offline against AWS's regional
+//! RSA certificate for the region the document names. The signature covers the document's
+//! exact bytes, so the document is verified as received and only then read.
+
+use base64::Engine;
+use serde::Deserialize;
+
+use super::keys::KeySet;
+use super::protocol::{Refusal, RefusalCode};
+
+/// The largest document accepted (a real one is about 500 bytes).
+pub const MAX_DOCUMENT: usize = 4096;
+
+/// The fields of an instance identity document the policy uses.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Document {
+    pub account_id: String,
+    pub region: String,
+    pub instance_id: String,
+    #[serde(default)]
+    pub private_ip: Option<String>,
+    #[serde(default)]
+    pub pending_time: Option<String>,
+}
+
+fn bad(reason: impl Into<String>) -> Refusal {
+    Refusal::new(RefusalCode::BadProof, reason)
+}
+
+/// Reads a document without verifying it (the verification needs its region first).
+pub fn parse_document(document: &str) -> Result<Document, Refusal> {
+    if document.len() > MAX_DOCUMENT {
+        return Err(bad(format!(
+            "the instance identity document has {} bytes, at most {MAX_DOCUMENT}",
+            document.len()
+        )));
+    }
+    serde_json::from_str(document).map_err(|e| {
+        bad(format!(
+            "the instance identity document is not one: {}",
+            super::protocol::json_error(&e)
+        ))
+    })
+}
+
+/// Base64 without line breaks or with them, as IMDS and `base64` write it.
+fn base64_decode(text: &str, max: usize, what: &str) -> Result<Vec<u8>, Refusal> {
+    let compact: String = text.split_ascii_whitespace().collect();
+    if compact.len() > max / 3 * 4 + 4 {
+        return Err(bad(format!("the {what} has more than {max} bytes")));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|_| bad(format!("the {what} is not base64")))
+}
+
+/// Verifies `signature` (base64, RSA-SHA256) over `document` (base64 of the document's
+/// bytes) with the certificate of the document's region; the verified document.
+pub fn verify(document: &str, signature: &str, certs: &KeySet) -> Result<Document, Refusal> {
+    let bytes = base64_decode(document, MAX_DOCUMENT, "instance identity document")?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| bad("the instance identity document is not UTF-8"))?;
+    let doc = parse_document(text)?;
+    let key = certs.get(&doc.region).ok_or_else(|| {
+        bad(format!(
+            "no AWS certificate is configured for region {:?}: add the region's RSA \
+             certificate to the broker's --aws-certs",
+            doc.region
+        ))
+    })?;
+    let sig = base64_decode(signature, 1024, "signature")?;
+    if !key.verify_sha256(&bytes, &sig) {
+        return Err(bad(format!(
+            "the instance identity document's signature does not verify with the certificate \
+             of region {}",
+            doc.region
+        )));
+    }
+    Ok(doc)
+}
