@@ -30,6 +30,7 @@ enum Output {
 pub fn run(args: Args) -> CmdResult {
     match (meshvm::spec::load_fleet(&args.fleet.file), args.output) {
         (Ok(source), Output::Text) => {
+            super::warn_about_root_rotation(&source);
             let f = &source.fleet;
             to_stdout(|out| {
                 writeln!(
@@ -43,7 +44,8 @@ pub fn run(args: Args) -> CmdResult {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        (Ok(_), Output::Json) => {
+        (Ok(source), Output::Json) => {
+            super::warn_about_root_rotation(&source);
             to_stdout(|out| writeln!(out, "[]"))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -60,6 +62,7 @@ pub fn run(args: Args) -> CmdResult {
                 if n == 1 { "" } else { "s" }
             )))
         }
-        (Err(e), _) => Err(e.into()),
+        (Err(e), Output::Json) => Err(CommandError::from(e).in_json()),
+        (Err(e), Output::Text) => Err(e.into()),
     }
 }
