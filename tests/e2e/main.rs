@@ -9,6 +9,8 @@ mod cli;
 mod cloud_init;
 mod gitops;
 mod hardening;
+mod interrupt;
+mod readme;
 mod render;
 mod stdout;
 mod vm_files;
