@@ -59,7 +59,7 @@ pub struct SyncArgs {
     /// Committer, `Name <email>`; default: the author.
     #[arg(long, env = "MESHVM_GIT_COMMITTER", value_name = "NAME <EMAIL>", value_parser = identity)]
     committer: Option<git::Identity>,
-    /// Allow a sync that removes more than half of the committed VMs (VMs that move to
+    /// Allow a sync that removes more than half of the committed VMs, and more than one (VMs that move to
     /// another group do not count).
     #[arg(long)]
     allow_mass_removal: bool,

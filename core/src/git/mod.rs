@@ -99,7 +99,7 @@ pub struct Options {
     /// pushed to, the branch its HEAD names), so that the new branch can be merged as a pull
     /// request.
     pub base: Option<String>,
-    /// Allow a sync that removes more than half of the committed VMs (moves do not count).
+    /// Allow a sync that removes more than half (and more than one) of the committed VMs; moves do not count.
     pub allow_mass_removal: bool,
     pub mode: Mode,
     /// Push the branch to the remote; a dry run then plans against the remote's tip.

@@ -405,12 +405,13 @@ pub fn count_vms(files: &Files) -> usize {
 }
 
 impl Plan {
-    /// When the plan removes more than half of the committed VMs (moves are not removals):
+    /// When the plan removes more than half of the committed VMs, and more than one (moves
+    /// are not removals; replacing the one VM of a tiny fleet is not a mass removal):
     /// (removed, committed).
     pub fn mass_removal(&self) -> Option<(usize, usize)> {
         let removed = self.vms.removed.len();
         let of = self.committed_vms?;
-        (removed * 2 > of).then_some((removed, of))
+        (removed > 1 && removed * 2 > of).then_some((removed, of))
     }
 }
 
