@@ -153,13 +153,16 @@ fn replace_dir(tree: &FileTree, dir: &Path, with_manifest: bool) -> io::Result<(
     };
     fs::create_dir_all(&parent)?;
     remove_abandoned(&parent);
-    let staging = tempfile::Builder::new()
-        .prefix(STAGING_PREFIX)
-        .tempdir_in(&parent)?;
     // Locked while this process works in it: the next run removes it only when unlocked.
-    let lock = fs::File::open(staging.path())?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
-    let _registered = crate::interrupt::remove_dir_on_interrupt(staging.path());
+    let ((staging, lock), _registered) = crate::interrupt::make_dir_removed_on_interrupt(|| {
+        let staging = tempfile::Builder::new()
+            .prefix(STAGING_PREFIX)
+            .tempdir_in(&parent)?;
+        let lock = fs::File::open(staging.path())?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+        let path = staging.path().to_path_buf();
+        Ok(((staging, lock), path))
+    })?;
     write_into(tree, staging.path())?;
     if with_manifest {
         fs::write(staging.path().join(MANIFEST), manifest(tree))?;

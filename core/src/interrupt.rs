@@ -57,9 +57,17 @@ fn register(f: impl FnOnce(&mut State, u64)) -> Registered {
     Registered(id)
 }
 
-/// `dir` is removed if the process is interrupted before the registration is dropped.
-pub fn remove_dir_on_interrupt(dir: &Path) -> Registered {
-    register(|s, id| s.dirs.push((id, dir.to_path_buf())))
+/// Makes a directory with `make` (which returns it and its path) and registers it for removal,
+/// as one step an interrupt cannot split: no directory is left unregistered.
+pub fn make_dir_removed_on_interrupt<T>(
+    make: impl FnOnce() -> std::io::Result<(T, PathBuf)>,
+) -> std::io::Result<(T, Registered)> {
+    let mut s = state();
+    let (made, path) = make()?;
+    s.next += 1;
+    let id = s.next;
+    s.dirs.push((id, path));
+    Ok((made, Registered(id)))
 }
 
 /// libgit2's temporary pack files (`pack_git2_*`) in `pack_dir` are removed if the process is
