@@ -186,3 +186,48 @@ fn dash_reads_the_fleet_from_stdin() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("-:3:7"), "{}", r.stderr);
 }
+
+#[test]
+fn vm_list_filters_by_group_and_namespace_in_text_and_json() {
+    let fleet = fixture("fleets/single-network/meshvm.yaml");
+    let source = meshvm::spec::load_fleet(&fleet).unwrap();
+    let r = run(meshvm().args(["vm", "list", "-f"]).arg(&fleet));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("NAME "), "{}", r.stdout);
+    assert_eq!(r.stdout.lines().count(), source.fleet.vms().count() + 1);
+    let (group, _) = source.fleet.vms().next().unwrap();
+    let r = run(meshvm()
+        .args([
+            "vm",
+            "list",
+            "--output",
+            "json",
+            "--group",
+            &group.name,
+            "-f",
+        ])
+        .arg(&fleet));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    let expected: Vec<&str> = source
+        .fleet
+        .vms()
+        .filter(|(g, _)| g.name == group.name)
+        .map(|(_, vm)| vm.name.as_str())
+        .collect();
+    let names: Vec<&str> = list.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, expected);
+    assert!(list.iter().all(|v| v["group"] == group.name.as_str()));
+    let r = run(meshvm()
+        .args([
+            "vm",
+            "list",
+            "--output",
+            "names",
+            "-n",
+            "no-such-namespace",
+            "-f",
+        ])
+        .arg(&fleet));
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""));
+}

@@ -30,7 +30,7 @@ fn an_interrupted_render_leaves_nothing_and_changes_nothing() {
     let before = files(&out);
     let mut interrupted = 0;
     for signal in ["INT", "TERM", "INT", "TERM", "INT", "TERM", "INT", "TERM"] {
-        let mut child = meshvm()
+        let child = meshvm()
             .args(["render", "-f"])
             .arg(&big)
             .arg("-o")
