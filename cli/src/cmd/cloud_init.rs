@@ -198,7 +198,7 @@ fn run_many(args: &Args) -> CmdResult {
             "--all and --group read each group's token from --token-dir",
         ));
     }
-    refuse_git_work_tree(&out_dir.join("x.user-data"), args.allow_in_repo)?;
+    refuse_git_work_tree(out_dir, args.allow_in_repo)?;
     let source = args.fleet.load()?;
     let templates = load_templates(args.template.as_deref())?;
     let vms: Vec<_> = source
