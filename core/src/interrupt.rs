@@ -96,7 +96,7 @@ pub fn critical<T, E>(
 pub fn clean_up() -> Vec<String> {
     let s = state();
     for (_, dir) in &s.dirs {
-        let _ = std::fs::remove_dir_all(dir);
+        remove_while_written(dir);
     }
     for (_, dir) in &s.pack_dirs {
         remove_pack_temporaries(dir);
@@ -104,6 +104,19 @@ pub fn clean_up() -> Vec<String> {
     let changed = s.changed.clone();
     std::mem::forget(s);
     changed
+}
+
+/// Removes `dir`, which other threads may still be writing into: a removal that meets a
+/// file created meanwhile is tried again (the writers soon fail, their directories gone).
+fn remove_while_written(dir: &Path) {
+    for _ in 0..100 {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound && dir.exists() => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Removes libgit2's temporary pack files in `pack_dir` (`pack_git2_*`: a pack being written).
