@@ -78,6 +78,8 @@ pub struct CommandError {
     pub kind: Kind,
     pub error: Box<dyn Error + Send + Sync>,
     pub hints: Vec<String>,
+    /// Reported as JSON on stdout (`--output json`) rather than as text on stderr.
+    pub json: bool,
 }
 
 pub type CmdResult = Result<ExitCode, CommandError>;
@@ -88,7 +90,39 @@ impl CommandError {
             kind: kind.into(),
             error: error.into(),
             hints: Vec::new(),
+            json: false,
         }
+    }
+
+    /// For `--output json`: the error is reported as a JSON object on stdout, where the
+    /// command's JSON would have been (see [`CommandError::to_json`]).
+    pub fn in_json(mut self) -> Self {
+        self.json = true;
+        self
+    }
+
+    /// `{"error": {"message", "causes", "hints", "kind", "exitCode"}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut causes = Vec::new();
+        let mut cause = self.error.source();
+        while let Some(e) = cause {
+            causes.push(e.to_string());
+            cause = e.source();
+        }
+        let kind = match self.kind {
+            Kind::Usage => "usage".to_owned(),
+            Kind::ClosedStdout => "closed-stdout".to_owned(),
+            Kind::Library(kind) => kebab(&format!("{kind:?}")),
+        };
+        serde_json::json!({
+            "error": {
+                "message": self.error.to_string().trim_end(),
+                "causes": causes,
+                "hints": self.hints,
+                "kind": kind,
+                "exitCode": exit_code(self.kind) as u8,
+            }
+        })
     }
 
     pub fn invalid(message: impl Display) -> Self {
@@ -106,7 +140,11 @@ impl CommandError {
 
     /// Prints the error, its causes and its hints on stderr; returns the exit code.
     pub fn report(&self) -> ExitCode {
-        if self.kind != Kind::ClosedStdout {
+        if self.json && self.kind != Kind::ClosedStdout {
+            let json = serde_json::to_string_pretty(&self.to_json()).expect("JSON values print");
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{json}").and_then(|()| out.flush());
+        } else if self.kind != Kind::ClosedStdout {
             let message = self.error.to_string();
             let message = message.trim_end();
             // Diagnostics say `error:` on each of their lines already.
@@ -168,8 +206,17 @@ impl From<GitError> for CommandError {
             GitError::InvalidBranch { role, .. } => vec![match role {
                 BranchRole::Local => "name another with --branch (or gitops.branch)".into(),
                 BranchRole::Remote => "name another with --remote-branch".into(),
+                BranchRole::Base => "name another with --base".into(),
             }],
             GitError::InvalidRemote { .. } => vec!["name another with --remote".into()],
+            GitError::NoBase { .. } => {
+                vec!["name an existing branch with --base (a new branch starts from it)".into()]
+            }
+            GitError::MassRemoval { .. } => vec![
+                "check `meshvm gitops diff`; if these VMs are really gone, run again with \
+                 --allow-mass-removal"
+                    .into(),
+            ],
             GitError::HostKey {
                 unknown: Some(fingerprint),
                 ..
@@ -188,8 +235,21 @@ impl From<GitError> for CommandError {
             kind: e.kind().into(),
             error: Box::new(e),
             hints,
+            json: false,
         }
     }
+}
+
+/// `InvalidInput` → `invalid-input`.
+fn kebab(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 #[cfg(test)]

@@ -50,7 +50,28 @@ enum Command {
     JoinToken(cmd::join_token::Command),
 }
 
+/// On SIGINT or SIGTERM: remove what the command was making (`meshvm::interrupt`), say
+/// whether anything changed, and exit 130 or 143 as a shell does for a killed command.
+fn clean_up_on_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return; // without handlers the default applies: the next run cleans up
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let changed = meshvm::interrupt::clean_up();
+            if changed.is_empty() {
+                eprintln!("\ninterrupted; nothing changed");
+            } else {
+                eprintln!("\ninterrupted after: {}", changed.join("; "));
+            }
+            std::process::exit(128 + signal);
+        }
+    });
+}
+
 fn main() -> ExitCode {
+    clean_up_on_signals();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(args) => cmd::init::run(args),

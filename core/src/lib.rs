@@ -19,6 +19,7 @@ pub mod vmfiles;
 // Edges: the only modules that touch the world.
 pub mod disk;
 pub mod git;
+pub mod interrupt;
 
 // What kind of failure an error is, across the modules.
 pub mod error;

@@ -867,3 +867,215 @@ fn a_retry_that_fails_in_the_local_repository_still_says_the_commit_is_kept() {
     assert!(matches!(err.cause(), GitError::Git { .. }), "{err}");
     assert_eq!(err.kind(), ErrorKind::Repository);
 }
+
+/// Like `fleet_tree`, with the VMs in group `group` of namespace `apps`.
+fn group_tree(group: &str, vms: &[&str]) -> FileTree {
+    let mut t = FileTree::new();
+    t.insert("README.md", "meshvm owns this subtree\n");
+    let list: String = vms.iter().map(|v| format!("- vms/{v}\n")).collect();
+    t.insert(
+        format!("{}/kustomization.yaml", layout::group_dir("apps", group)),
+        format!("resources:\n{list}"),
+    );
+    t.insert(
+        format!("{}/workloadgroup.yaml", layout::group_dir("apps", group)),
+        format!("name: {group}\n"),
+    );
+    for vm in vms {
+        let dir = layout::vm_dir("apps", group, vm);
+        t.insert(format!("{dir}/workloadentry.yaml"), format!("name: {vm}\n"));
+    }
+    t
+}
+
+#[test]
+fn a_renamed_group_shows_moves_and_what_argo_cd_keeps() {
+    let f = fixture();
+    let opts = options(Target::Path(f.repo.clone()), &f.cache);
+    let vms = ["vm-1", "vm-2", "vm-3", "vm-4"];
+    run(&group_tree("g", &vms), &opts).unwrap();
+    let report = run(&group_tree("h", &vms), &opts).unwrap();
+    let v = &report.plan.vms;
+    assert!(v.added.is_empty() && v.removed.is_empty(), "{v:?}");
+    let moves: Vec<(String, String, String)> = v
+        .moved
+        .iter()
+        .map(|m| (m.from.group.clone(), m.to.group.clone(), m.to.name.clone()))
+        .collect();
+    assert_eq!(
+        moves,
+        vms.map(|vm| ("g".to_owned(), "h".to_owned(), vm.to_owned()))
+    );
+    assert_eq!(
+        report.plan.removed_groups,
+        [git::GroupRef {
+            namespace: "apps".into(),
+            group: "g".into()
+        }]
+    );
+    let repo = Repository::open(&f.repo).unwrap();
+    let msg = repo
+        .revparse_single("main")
+        .unwrap()
+        .peel_to_commit()
+        .unwrap()
+        .message()
+        .unwrap()
+        .to_owned();
+    assert!(
+        msg.starts_with("meshvm: sync clusters/c1: VMs 4 moved\n"),
+        "{msg}"
+    );
+    assert!(msg.contains("Moved: vm-1 (apps/g → apps/h), "), "{msg}");
+}
+
+#[test]
+fn removing_more_than_half_of_the_vms_needs_allow_mass_removal() {
+    let f = fixture();
+    let mut opts = options(Target::Path(f.repo.clone()), &f.cache);
+    run(&group_tree("g", &["vm-1", "vm-2", "vm-3", "vm-4"]), &opts).unwrap();
+    // Half is not more than half.
+    run(&group_tree("g", &["vm-1", "vm-2"]), &opts).unwrap();
+    // A move is not a removal; but removing 2 of 2 is.
+    let err = run(&group_tree("h", &[]), &opts).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GitError::MassRemoval {
+                removed: 2,
+                of: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Refused);
+    let tip = Repository::open(&f.repo)
+        .unwrap()
+        .refname_to_id("refs/heads/main")
+        .unwrap();
+    // A dry run says so without refusing.
+    let dry = run(
+        &group_tree("h", &[]),
+        &Options {
+            mode: Mode::DryRun,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(dry.plan.mass_removal(), Some((2, 2)));
+    opts.allow_mass_removal = true;
+    let done = run(&group_tree("h", &[]), &opts).unwrap();
+    assert_eq!(done.plan.base, Some(tip));
+    assert_eq!(done.plan.vms.removed.len(), 2);
+}
+
+#[test]
+fn a_new_branch_starts_from_the_default_branch_or_base_not_an_orphan() {
+    let f = fixture();
+    // A local repository: a new branch starts from the branch HEAD names.
+    let opts = options(Target::Path(f.repo.clone()), &f.cache);
+    run(
+        &fleet_tree(&[("vm-1", "10.0.0.1"), ("vm-2", "10.0.0.2")]),
+        &opts,
+    )
+    .unwrap();
+    let repo = Repository::open(&f.repo).unwrap();
+    let main_tip = human_commit(&repo, "main", &[("NOTES.md", Some("kept\n"))]);
+    let feature = Options::new(Target::Path(f.repo.clone()), f.cache.clone(), "feature");
+    let report = run(
+        &fleet_tree(&[
+            ("vm-1", "10.0.0.11"),
+            ("vm-2", "10.0.0.2"),
+            ("vm-3", "10.0.0.3"),
+        ]),
+        &feature,
+    )
+    .unwrap();
+    assert_eq!(report.plan.base, Some(main_tip));
+    let names = |v: &[git::VmRef]| v.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&report.plan.vms.added), ["vm-3"]);
+    assert_eq!(names(&report.plan.vms.changed), ["vm-1"]);
+    assert!(report.plan.hand_edits.is_empty());
+    let head = report.head.unwrap();
+    assert_eq!(repo.merge_base(head, main_tip).unwrap(), main_tip);
+    assert!(files_at(&repo, "feature").contains(&"NOTES.md".to_owned()));
+
+    // --base names another start, which must exist.
+    human_commit(&repo, "release", &[("RELEASE.md", Some("r\n"))]);
+    let from_release = run(
+        &fleet_tree(&[("vm-1", "10.0.0.1")]),
+        &Options {
+            base: Some("release".into()),
+            ..Options::new(Target::Path(f.repo.clone()), f.cache.clone(), "hotfix")
+        },
+    )
+    .unwrap();
+    let release_tip = repo.refname_to_id("refs/heads/release").unwrap();
+    assert_eq!(from_release.plan.base, Some(release_tip));
+    let err = run(
+        &fleet_tree(&[("vm-1", "10.0.0.1")]),
+        &Options {
+            base: Some("nope".into()),
+            ..Options::new(Target::Path(f.repo.clone()), f.cache.clone(), "other")
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, GitError::NoBase { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+
+    // Through a URL: from the remote's default branch.
+    let (server, url) = with_remote(&f);
+    let mut url_opts = options(Target::Url(url.clone()), &f.cache);
+    url_opts.push = true;
+    run(&fleet_tree(&[("vm-1", "10.0.0.1")]), &url_opts).unwrap();
+    let server_repo = Repository::open(&server).unwrap();
+    server_repo.set_head("refs/heads/main").unwrap();
+    let server_main = human_commit(&server_repo, "main", &[("NOTES.md", Some("n\n"))]);
+    let pushed = run(
+        &fleet_tree(&[("vm-1", "10.0.0.1"), ("vm-2", "10.0.0.2")]),
+        &Options {
+            branch: "feature".into(),
+            ..url_opts.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(pushed.plan.base, Some(server_main));
+    assert_eq!(names(&pushed.plan.vms.added), ["vm-2"]);
+    let feature_tip = server_repo.refname_to_id("refs/heads/feature").unwrap();
+    assert_eq!(
+        server_repo.merge_base(feature_tip, server_main).unwrap(),
+        server_main
+    );
+}
+
+#[test]
+fn concurrent_first_syncs_into_a_missing_repository_take_turns() {
+    // The trial: four syncs at once into a repository that does not exist yet; some failed
+    // with "exists and is not a Git repository".
+    for round in 0..8 {
+        let f = fixture();
+        let barrier = std::sync::Barrier::new(4);
+        let tree = fleet_tree(&[("vm-1", "10.0.0.1")]);
+        let results: Vec<Result<git::Report, GitError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let opts = options(Target::Path(f.repo.clone()), &f.cache);
+                    let (tree, barrier) = (&tree, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        run(tree, &opts)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut commits = 0;
+        for r in results {
+            let r = r.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            commits += usize::from(r.commit.is_some());
+        }
+        assert_eq!(commits, 1, "round {round}: one commit, three no-ops");
+        git(&f.repo, &["fsck", "--strict"]);
+    }
+}

@@ -158,3 +158,113 @@ fn branch_and_remote_names_git_refuses_are_refused_up_front() {
         assert!(!repo.exists(), "{flag} {name}: nothing was created");
     }
 }
+
+#[test]
+fn a_root_bundle_with_an_expired_old_root_beside_a_valid_one_is_accepted_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = tmp.path().join("meshvm.yaml");
+    std::fs::copy(fixture("fleets/single-network/meshvm.yaml"), &fleet).unwrap();
+    let old = std::fs::read_to_string(fixture("invalid/certs/expired-root-cert.pem")).unwrap();
+    let new = std::fs::read_to_string(fixture("certs/test-root-cert.pem")).unwrap();
+    std::fs::write(tmp.path().join("root-cert.pem"), format!("{old}{new}")).unwrap();
+    let r = run(meshvm().args(["validate", "-f"]).arg(&fleet));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("warning: ")
+            && r.stderr.contains("mesh.rootCert: the root certificate")
+            && r.stderr.contains("expired at 2021-01-01T")
+            && r.stderr.contains("(a CA rotation?)"),
+        "{}",
+        r.stderr
+    );
+    // The old root alone is still refused.
+    std::fs::write(tmp.path().join("root-cert.pem"), old).unwrap();
+    let r = run(meshvm().args(["validate", "-f"]).arg(&fleet));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("expired at 2021-01-01T"), "{}", r.stderr);
+}
+
+/// Runs `cmd` with `input` on its standard input.
+fn run_with_stdin(cmd: &mut std::process::Command, input: &[u8]) -> crate::support::Run {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    crate::support::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn dash_reads_the_fleet_from_stdin() {
+    let seed = std::fs::read(fixture("fleets/seed/meshvm.yaml")).unwrap();
+    let r = run_with_stdin(meshvm().args(["validate", "-f", "-"]), &seed);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("-: valid: "), "{}", r.stdout);
+    let piped = run_with_stdin(meshvm().args(["render", "--stdout", "-f", "-"]), &seed);
+    let from_file = run(meshvm()
+        .args(["render", "--stdout", "-f"])
+        .arg(fixture("fleets/seed/meshvm.yaml")));
+    assert_eq!(piped.code, 0, "{}", piped.stderr);
+    assert_eq!(piped.stdout, from_file.stdout);
+    // Problems are located in `-` as in a file.
+    let r = run_with_stdin(
+        meshvm().args(["validate", "-f", "-"]),
+        b"apiVersion: meshvm.io/v1alpha1\nkind: Fleet\nmesh: 3\n",
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("-:3:7"), "{}", r.stderr);
+}
+
+#[test]
+fn vm_list_filters_by_group_and_namespace_in_text_and_json() {
+    let fleet = fixture("fleets/single-network/meshvm.yaml");
+    let source = meshvm::spec::load_fleet(&fleet).unwrap();
+    let r = run(meshvm().args(["vm", "list", "-f"]).arg(&fleet));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("NAME "), "{}", r.stdout);
+    assert_eq!(r.stdout.lines().count(), source.fleet.vms().count() + 1);
+    let (group, _) = source.fleet.vms().next().unwrap();
+    let r = run(meshvm()
+        .args([
+            "vm",
+            "list",
+            "--output",
+            "json",
+            "--group",
+            &group.name,
+            "-f",
+        ])
+        .arg(&fleet));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    let expected: Vec<&str> = source
+        .fleet
+        .vms()
+        .filter(|(g, _)| g.name == group.name)
+        .map(|(_, vm)| vm.name.as_str())
+        .collect();
+    let names: Vec<&str> = list.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, expected);
+    assert!(list.iter().all(|v| v["group"] == group.name.as_str()));
+    let r = run(meshvm()
+        .args([
+            "vm",
+            "list",
+            "--output",
+            "names",
+            "-n",
+            "no-such-namespace",
+            "-f",
+        ])
+        .arg(&fleet));
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""));
+}

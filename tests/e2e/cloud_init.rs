@@ -264,3 +264,97 @@ fn token_source_is_required_and_single() {
         .arg(seed_fleet()));
     assert_eq!(out.code, 2, "{}", out.stderr);
 }
+
+#[test]
+fn all_and_group_write_one_private_user_data_per_vm_with_tokens_from_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fixture("fleets/single-network/meshvm.yaml");
+    let source = meshvm::spec::load_fleet(&fleet).unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    for (group, _) in source.fleet.vms() {
+        let subject = format!(
+            "system:serviceaccount:{}:{}",
+            group.namespace, group.service_account
+        );
+        std::fs::write(
+            tokens.join(format!("{}.{}", group.namespace, group.service_account)),
+            token_with(json!({ "sub": subject })),
+        )
+        .unwrap();
+    }
+    let many = |extra: &[&str], out: &Path| {
+        run(meshvm()
+            .arg("cloud-init")
+            .args(extra)
+            .arg("-f")
+            .arg(&fleet)
+            .arg("--token-dir")
+            .arg(&tokens)
+            .arg("-o")
+            .arg(out))
+    };
+    let out = dir.path().join("all");
+    let r = many(&["--all"], &out);
+    assert_ok(&r);
+    let names: Vec<&str> = source.fleet.vms().map(|(_, vm)| vm.name.as_str()).collect();
+    assert!(names.len() >= 2, "{names:?}");
+    for name in &names {
+        let file = out.join(format!("{name}.user-data"));
+        assert_eq!(mode(&file), 0o600, "{name}");
+        assert!(
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .starts_with("#cloud-config")
+        );
+    }
+
+    let (first_group, _) = source.fleet.vms().next().unwrap();
+    let out = dir.path().join("group");
+    assert_ok(&many(&["--group", &first_group.name], &out));
+    let written = std::fs::read_dir(&out).unwrap().count();
+    let in_group = source
+        .fleet
+        .vms()
+        .filter(|(g, _)| g.name == first_group.name)
+        .count();
+    assert_eq!(written, in_group);
+
+    // A missing token: all or nothing.
+    let first = std::fs::read_dir(&tokens)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::remove_file(&first).unwrap();
+    let out = dir.path().join("partial");
+    let r = many(&["--all"], &out);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("nothing written"), "{}", r.stderr);
+    assert!(!out.exists());
+
+    // Inside a Git work tree: refused.
+    std::fs::create_dir_all(dir.path().join("repo/.git")).unwrap();
+    let r = many(&["--all"], &dir.path().join("repo/user-data"));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("Git work tree"), "{}", r.stderr);
+}
+
+#[test]
+fn print_template_prints_the_embedded_templates() {
+    for (name, file) in [
+        ("user-data.yaml.hbs", "user-data.yaml.hbs"),
+        ("join.sh.hbs", "join.sh.hbs"),
+    ] {
+        let r = run(meshvm().args(["cloud-init", "--print-template", name]));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let embedded = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../core/src/cloudinit/templates")
+                .join(file),
+        )
+        .unwrap();
+        assert_eq!(r.stdout, embedded, "{name}");
+    }
+}

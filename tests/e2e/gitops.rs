@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use crate::support::gitops::{Scratch, files, ok};
-use crate::support::{checked, free_port, git, run};
+use crate::support::{checked, fixture, free_port, git, meshvm, run};
 
 #[test]
 fn an_unreachable_remote_fails_fast_with_exit_3() {
@@ -86,4 +86,47 @@ fn a_server_that_never_answers_times_out() {
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
     assert!(started.elapsed().as_secs() < 15, "{:?}", started.elapsed());
     assert!(r.stderr.contains("fetching"), "{}", r.stderr);
+}
+
+#[test]
+fn with_output_json_errors_are_json_on_stdout_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let not_a_repo = tmp.path().join("file");
+    std::fs::write(&not_a_repo, "x").unwrap();
+    for args in [
+        vec!["gitops", "sync", "--output", "json", "--repo"],
+        vec!["gitops", "diff", "--output", "json", "--repo"],
+    ] {
+        let r = run(meshvm()
+            .args(&args)
+            .arg(&not_a_repo)
+            .arg("-f")
+            .arg(fixture("fleets/seed/meshvm.yaml")));
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stderr);
+        let json: serde_json::Value = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", r.stdout));
+        let error = &json["error"];
+        assert_eq!(error["kind"], "invalid-input", "{json}");
+        assert_eq!(error["exitCode"], 1);
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("exists and is not a Git repository"),
+            "{json}"
+        );
+        assert_eq!(r.stderr, "", "{args:?}");
+    }
+    let r = run(meshvm()
+        .args(["validate", "--output", "json", "-f"])
+        .arg(tmp.path().join("missing.yaml")));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing.yaml"),
+        "{json}"
+    );
 }

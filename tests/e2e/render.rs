@@ -90,7 +90,11 @@ fn refuses_to_replace_a_directory_meshvm_did_not_render() {
         .arg("-o")
         .arg(&mine));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("not rendered by meshvm"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("meshvm did not write") && r.stderr.contains("notes.txt"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(
         std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
         "keep me"
@@ -111,6 +115,48 @@ fn refuses_to_replace_a_directory_meshvm_did_not_render() {
         .arg(&fleet_dir));
     assert_eq!(r.code, 1);
     assert!(fleet_dir.join("meshvm.yaml").exists());
+}
+
+#[test]
+fn a_rerender_never_deletes_what_meshvm_did_not_write_unless_forced() {
+    // The trial: a tree rendered earlier, then `git init` in it and a file of one's own; the
+    // next `render -o` deleted both.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("tree");
+    let fleet = fixture("fleets/seed/meshvm.yaml");
+    render_to(&fleet, &out);
+    assert!(out.join(".meshvm-files").is_file());
+    std::fs::create_dir_all(out.join(".git/refs")).unwrap();
+    std::fs::write(out.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::fs::write(out.join("mesh/notes.txt"), "mine").unwrap();
+    std::fs::write(out.join("README.md"), "edited by hand").unwrap();
+    let before = files(&out);
+    let r = run(meshvm()
+        .args(["render", "-f"])
+        .arg(&fleet)
+        .arg("-o")
+        .arg(&out));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    for listed in [
+        "3 entries meshvm did not write",
+        "\n  .git/\n",
+        "\n  README.md (changed since meshvm wrote it)\n",
+        "\n  mesh/notes.txt",
+        "--force",
+    ] {
+        assert!(r.stderr.contains(listed), "{listed:?} in {}", r.stderr);
+    }
+    assert_eq!(files(&out), before, "nothing deleted");
+
+    let r = run(meshvm()
+        .args(["render", "--force", "-f"])
+        .arg(&fleet)
+        .arg("-o")
+        .arg(&out));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!out.join(".git").exists() && !out.join("mesh/notes.txt").exists());
+    // And the forced tree is meshvm's again: the next render replaces it without a word.
+    render_to(&fleet, &out);
 }
 
 #[test]

@@ -20,13 +20,27 @@ fn yaml(text: &str) -> serde_json::Value {
     serde_saphyr::from_str(text).expect("valid YAML")
 }
 
-const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2VuLW1hcmtlcg.c2lnbmF0dXJl";
+/// A token of `namespace`/`account` expiring at `exp` (Unix seconds); its signature,
+/// base64url of "secret-signature", is the marker leak checks look for (`c2VjcmV0`).
+fn token_for(namespace: &str, account: &str, exp: i64) -> String {
+    let valid = meshvm::cloudinit::token::unsigned_test_token(&serde_json::json!({
+        "aud": ["istio-ca"],
+        "sub": format!("system:serviceaccount:{namespace}:{account}"),
+        "exp": exp,
+    }));
+    let (unsigned, _) = valid.rsplit_once('.').unwrap();
+    format!("{unsigned}.c2VjcmV0LXNpZ25hdHVyZQ")
+}
+
+/// Year 2100.
+const LATER: i64 = 4_102_444_800;
 
 #[test]
 fn vm_files_writes_every_file_with_its_mode() {
     let tmp = tempfile::tempdir().unwrap();
     let token = tmp.path().join("token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let good = token_for("vm-apps", "billing", LATER);
+    std::fs::write(&token, format!("{good}\n")).unwrap();
     let out_dir = tmp.path().join("billing-1");
     let out = run(meshvm()
         .args(["vm", "files", "billing-1", "-o"])
@@ -57,7 +71,7 @@ fn vm_files_writes_every_file_with_its_mode() {
     }
     assert_eq!(
         read(&out_dir.join("istio-token")),
-        TOKEN,
+        good,
         "the bare token, as istioctl writes it"
     );
     assert_eq!(
@@ -271,7 +285,12 @@ fn bad_input_exits_1_and_writes_nothing() {
     );
     let broken_yaml = write("broken.yaml", "metadata: {name: a\n");
     let empty_token = write("empty-token", "\n");
-    let two_tokens = write("two-tokens", &format!("{TOKEN} {TOKEN}\n"));
+    let good = token_for("vm-apps", "billing", LATER);
+    let two_tokens = write("two-tokens", &format!("{good} {good}\n"));
+    let expired = write("expired", &token_for("vm-apps", "billing", 1_000_000_000));
+    let other_account = write("other-account", &token_for("vm-apps", "payments", LATER));
+    let not_jwt = write("not-jwt", "c2VjcmV0LXRva2Vu\n");
+    let configure_token = write("configure-token", &good);
     let fleet = fixture("fleets/single-network/meshvm.yaml");
 
     let cases: Vec<(&str, Vec<std::ffi::OsString>, &str)> = vec![
@@ -295,6 +314,38 @@ fn bad_input_exits_1_and_writes_nothing() {
                 .chain(args(&["--token-file"], &[&two_tokens]))
                 .collect(),
             "one token",
+        ),
+        (
+            "expired token",
+            args(&["vm", "files", "billing-1", "-f"], &[&fleet])
+                .into_iter()
+                .chain(args(&["--token-file"], &[&expired]))
+                .collect(),
+            "the token expired at 2001-09-09T01:46:40Z",
+        ),
+        (
+            "another ServiceAccount's token",
+            args(&["vm", "files", "billing-1", "-f"], &[&fleet])
+                .into_iter()
+                .chain(args(&["--token-file"], &[&other_account]))
+                .collect(),
+            "not for the VM's ServiceAccount `system:serviceaccount:vm-apps:billing`",
+        ),
+        (
+            "not a JWT",
+            args(&["vm", "files", "billing-1", "-f"], &[&fleet])
+                .into_iter()
+                .chain(args(&["--token-file"], &[&not_jwt]))
+                .collect(),
+            "not a JWT",
+        ),
+        (
+            "configure: the WorkloadGroup's ServiceAccount",
+            configure_args(&good_wg, &good_mesh, &[])
+                .into_iter()
+                .chain(args(&["--token-file"], &[&configure_token]))
+                .collect(),
+            "not for the VM's ServiceAccount `system:serviceaccount:bar:vm-serviceaccount`",
         ),
         (
             "mesh config type",
@@ -466,4 +517,54 @@ fn hostile_values_are_inert_when_sh_sources_cluster_env() {
             .collect();
         assert!(pwned.is_empty(), "commands ran: {pwned:?}");
     }
+}
+
+#[test]
+fn a_token_is_not_written_into_a_git_work_tree_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(repo.join(".git")).unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, token_for("vm-apps", "billing", LATER)).unwrap();
+    let vm_files = |extra: &[&str]| {
+        run(meshvm()
+            .args(["vm", "files", "billing-1", "-f"])
+            .arg(fixture("fleets/single-network/meshvm.yaml"))
+            .arg("--token-file")
+            .arg(&token)
+            .arg("-o")
+            .arg(repo.join("vm"))
+            .args(extra))
+    };
+    let refused = vm_files(&[]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("inside the Git work tree")
+            && refused.stderr.contains("--allow-in-repo"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!repo.join("vm").exists());
+    let allowed = vm_files(&["--allow-in-repo"]);
+    assert_eq!(allowed.code, 0, "{}", allowed.stderr);
+    assert_eq!(mode(&repo.join("vm/istio-token")), 0o600);
+
+    // Without a token, the files hold no secret: a work tree is fine.
+    let dir = fixture("istioctl/ipv4");
+    let configure = run(meshvm()
+        .args(["workload", "entry", "configure", "-f"])
+        .arg(dir.join("workloadgroup.yaml"))
+        .arg("--mesh-config")
+        .arg(dir.join("meshconfig.yaml"))
+        .arg("-o")
+        .arg(repo.join("configured")));
+    assert_eq!(configure.code, 0, "{}", configure.stderr);
+    // … but a VM without the root certificate cannot verify istiod: said so.
+    assert!(
+        configure
+            .stderr
+            .contains("warning: WorkloadGroup foo: no root-cert.pem written"),
+        "{}",
+        configure.stderr
+    );
 }

@@ -10,6 +10,7 @@ mod nspawn;
 mod servers;
 
 mod cloud_init;
+mod completion;
 mod faults;
 mod gitops;
 mod kept_commit;

@@ -309,6 +309,17 @@ fn the_token_appears_only_in_the_token_outputs() {
         std::fs::write(&path, text).unwrap();
         path
     };
+    // The token's ServiceAccount (vm-apps/billing): `workload entry configure` checks it.
+    let wg = write(
+        "workloadgroup.yaml",
+        std::fs::read_to_string(&wg)
+            .unwrap()
+            .replace("namespace: bar", "namespace: vm-apps")
+            .replace(
+                "serviceAccount: vm-serviceaccount",
+                "serviceAccount: billing",
+            ),
+    );
     let two_tokens = write("two-tokens", format!("{} {}\n", sb.token, sb.token));
     let control = write("control", format!("{}\u{1b}[0m\n", sb.token));
     let expired = write("expired", token_for("billing", 1_000_000_000));

@@ -32,12 +32,33 @@ const MAX_TOKEN_FILE: u64 = 64 * 1024;
 ///
 /// The size of the user-data is reported on stderr; with --provider, a document over that
 /// cloud's limit is an error (use --gzip).
+///
+/// With --all or --group, the user-data of many VMs at once: one `<vm>.user-data` per VM in
+/// the directory -o names, each 0600, with the tokens read from --token-dir (one file per
+/// ServiceAccount, named `<namespace>.<serviceAccount>`). Nothing is written unless every
+/// VM's user-data can be.
+///
+/// --print-template NAME prints an embedded template, to start a --template of your own.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("token").required(true).args(["token_file", "token_stdin"])))]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["vm", "all", "group", "print_template"])))]
+#[command(group(clap::ArgGroup::new("token").args(["token_file", "token_stdin", "token_dir"])))]
 pub struct Args {
     /// The VM, by its name in the fleet (`workloads[].instances[].name`).
     #[arg(value_name = "VM")]
-    vm: String,
+    vm: Option<String>,
+    /// Every VM of the fleet (with --token-dir and -o DIR).
+    #[arg(long)]
+    all: bool,
+    /// Every VM of this workload group (with --token-dir and -o DIR).
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+    /// With --all or --group: a directory holding one token file per ServiceAccount, named
+    /// `<namespace>.<serviceAccount>`.
+    #[arg(long, value_name = "DIR")]
+    token_dir: Option<PathBuf>,
+    /// Print the embedded template NAME and exit: a start for your own --template directory.
+    #[arg(long, value_name = "NAME", value_enum)]
+    print_template: Option<TemplateName>,
     #[command(flatten)]
     fleet: FleetArg,
     /// Read the istio-token from this file.
@@ -76,6 +97,14 @@ pub struct Args {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TemplateName {
+    #[value(name = "user-data.yaml.hbs")]
+    UserData,
+    #[value(name = "join.sh.hbs")]
+    Join,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum ProviderArg {
     Aws,
     Azure,
@@ -97,13 +126,182 @@ impl From<ProviderArg> for Provider {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    if let Some(name) = args.print_template {
+        let templates = Templates::default();
+        let text = match name {
+            TemplateName::UserData => templates.user_data,
+            TemplateName::Join => templates.join,
+        };
+        to_stdout(|out| out.write_all(text.as_bytes()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.all || args.group.is_some() {
+        return run_many(&args);
+    }
+    let Some(vm) = args.vm.as_deref() else {
+        unreachable!("clap requires one of VM, --all, --group, --print-template")
+    };
+    if args.token_dir.is_some() || !(args.token_file.is_some() || args.token_stdin) {
+        return Err(CommandError::usage(
+            "one VM's user-data needs its token: --token-file FILE or --token-stdin \
+             (--token-dir is for --all and --group)",
+        ));
+    }
+    if args.token_stdin && args.fleet.file == Path::new(meshvm::spec::STDIN) {
+        return Err(CommandError::usage(
+            "the token and the fleet cannot both come from standard input",
+        ));
+    }
     // Checked before anything is rendered, so no token is read for an output that is refused.
     if let Some(output) = &args.output {
         refuse_git_work_tree(output, args.allow_in_repo)?;
     }
     let source = args.fleet.load()?;
+    let templates = load_templates(args.template.as_deref())?;
+    let token = read_token(&args)?;
+    // Whole seconds, as the token's times are.
+    let now = time::UtcDateTime::now();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    let made = user_data(&args, &source, vm, &token, &templates, now)?;
+    let bytes = made.bytes;
+    match &args.output {
+        Some(path) => write_private(path, &bytes)?,
+        None => {
+            if args.gzip && std::io::stdout().is_terminal() {
+                return Err(CommandError::usage(
+                    "gzip-compressed user-data is binary: write it with -o FILE or pipe it",
+                ));
+            }
+            to_stdout(|out| out.write_all(&bytes))?;
+        }
+    }
+    report(&args, vm, &bytes, args.output.as_deref(), made.expires, now);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One VM's user-data, encoded, with when its token expires.
+struct Made {
+    bytes: Vec<u8>,
+    expires: time::UtcDateTime,
+}
+
+/// `--all` / `--group`: every VM's user-data into the directory -o names, all or nothing.
+fn run_many(args: &Args) -> CmdResult {
+    let (Some(token_dir), Some(out_dir)) = (&args.token_dir, &args.output) else {
+        return Err(CommandError::usage(
+            "--all and --group need --token-dir DIR (one token file per ServiceAccount, \
+             named <namespace>.<serviceAccount>) and -o DIR",
+        ));
+    };
+    if args.token_file.is_some() || args.token_stdin {
+        return Err(CommandError::usage(
+            "--all and --group read each group's token from --token-dir",
+        ));
+    }
+    refuse_git_work_tree(out_dir, args.allow_in_repo)?;
+    let source = args.fleet.load()?;
+    let templates = load_templates(args.template.as_deref())?;
+    let vms: Vec<_> = source
+        .fleet
+        .vms()
+        .filter(|(g, _)| args.group.as_ref().is_none_or(|name| *name == g.name))
+        .collect();
+    if vms.is_empty() {
+        return Err(CommandError::invalid(format!(
+            "{}: no workload group named {:?}",
+            args.fleet.file.display(),
+            args.group.as_deref().unwrap_or_default()
+        )));
+    }
+    let now = time::UtcDateTime::now();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    let mut made = Vec::new();
+    let mut problems = Vec::new();
+    for (group, vm) in &vms {
+        let token_file = token_dir.join(format!("{}.{}", group.namespace, group.service_account));
+        let token = match read_token_file(&token_file) {
+            Ok(token) => token,
+            Err(e) => {
+                problems.push(format!("VM {}: {}", vm.name, e.error));
+                continue;
+            }
+        };
+        match user_data(args, &source, &vm.name, &token, &templates, now) {
+            Ok(m) => made.push((vm.name.as_str(), m)),
+            Err(e) => problems.push(e.error.to_string()),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(CommandError::invalid(format!(
+            "nothing written; {} of {} VMs failed:\n  {}",
+            problems.len(),
+            vms.len(),
+            problems.join("\n  ")
+        ))
+        .hinted(
+            "put one token per ServiceAccount in --token-dir, named <namespace>.<serviceAccount>: \
+             kubectl create token <serviceAccount> -n <namespace> --audience istio-ca \
+             --duration 1h > DIR/<namespace>.<serviceAccount>",
+        ));
+    }
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| CommandError::invalid(format!("cannot create {}: {e}", out_dir.display())))?;
+    for (vm, m) in &made {
+        let path = out_dir.join(format!("{vm}.user-data"));
+        write_private(&path, &m.bytes)?;
+        report(args, vm, &m.bytes, Some(&path), m.expires, now);
+    }
+    to_stdout(|out| {
+        writeln!(
+            out,
+            "wrote the user-data of {} VMs into {} (each 0600)",
+            made.len(),
+            out_dir.display()
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What was made, on stderr.
+fn report(
+    args: &Args,
+    vm: &str,
+    bytes: &[u8],
+    output: Option<&Path>,
+    expires: time::UtcDateTime,
+    now: time::UtcDateTime,
+) {
+    let provider = Provider::from(args.provider);
+    let remaining = Duration::try_from(expires - now).unwrap_or_default();
+    eprintln!(
+        "meshvm: user-data of VM {}: {} bytes{}{}{}; the token in it expires at {} (in {})",
+        vm,
+        bytes.len(),
+        if args.gzip { " (gzip)" } else { "" },
+        match provider.limit() {
+            Some(limit) => format!(", {} limit {limit}", provider.name()),
+            None => String::new(),
+        },
+        match output {
+            Some(path) => format!(", written to {} (mode 0600)", path.display()),
+            None => String::new(),
+        },
+        rfc3339(expires),
+        human_duration(remaining),
+    );
+}
+
+/// The user-data of `vm`, checked (token, root certificate, size) and encoded.
+fn user_data(
+    args: &Args,
+    source: &meshvm::spec::SourceFile,
+    vm: &str,
+    token: &str,
+    templates: &Templates,
+    now: time::UtcDateTime,
+) -> Result<Made, CommandError> {
     let fleet_file = args.fleet.file.display();
-    let mut files = vmfiles::vm_files(&source.fleet, &args.vm)
+    let mut files = vmfiles::vm_files(&source.fleet, vm)
         .map_err(|e| CommandError::invalid(format!("{fleet_file}: {e}")))?;
     if let Some(path) = &args.root_cert {
         files.insert(vmfiles::ROOT_CERT, read_text(path, "the root certificate")?);
@@ -117,91 +315,42 @@ pub fn run(args: Args) -> CmdResult {
              istio-ca-root-cert ConfigMap)",
         ));
     }
-    let templates = load_templates(args.template.as_deref())?;
-    let token = read_token(&args)?;
-    // Whole seconds, as the token's times are.
-    let now = time::UtcDateTime::now();
-    let now = now.replace_nanosecond(0).unwrap_or(now);
     let request = cloudinit::Request {
         fleet: &source.fleet,
-        vm: &args.vm,
+        vm,
         files: &files,
-        token: &token,
+        token,
         now,
         min_token_validity: args.min_token_validity,
     };
-    let user_data = cloudinit::render(&request, &templates)
-        .map_err(|e| CommandError::invalid(format!("VM {}: {e}", args.vm)))?;
+    let user_data = cloudinit::render(&request, templates)
+        .map_err(|e| CommandError::invalid(format!("VM {vm}: {e}")))?;
     if let Some(path) = &args.schema {
         check_schema(&user_data.document, path)?;
     }
     for warning in &user_data.warnings {
-        eprintln!("warning: VM {}: {warning}", args.vm);
+        eprintln!("warning: VM {vm}: {warning}");
     }
 
     let bytes = cloudinit::encode(&user_data.document, args.gzip);
     let provider = Provider::from(args.provider);
     cloudinit::check_size(provider, bytes.len(), args.gzip).map_err(|e| {
-        let error = CommandError::invalid(format!("VM {}: {e}", args.vm));
+        let error = CommandError::invalid(format!("VM {vm}: {e}"));
         match e.compressed {
             true => error,
             false => error.hinted("add --gzip: cloud-init accepts gzip-compressed user-data"),
         }
     })?;
-    match &args.output {
-        Some(path) => write_private(path, &bytes)?,
-        None => {
-            if args.gzip && std::io::stdout().is_terminal() {
-                return Err(CommandError::usage(
-                    "gzip-compressed user-data is binary: write it with -o FILE or pipe it",
-                ));
-            }
-            to_stdout(|out| out.write_all(&bytes))?;
-        }
-    }
-
-    let expires = user_data.token_expires_at;
-    let remaining = Duration::try_from(expires - now).unwrap_or_default();
-    eprintln!(
-        "meshvm: user-data of VM {}: {} bytes{}{}{}; the token in it expires at {} (in {})",
-        args.vm,
-        bytes.len(),
-        if args.gzip { " (gzip)" } else { "" },
-        match provider.limit() {
-            Some(limit) => format!(", {} limit {limit}", provider.name()),
-            None => String::new(),
-        },
-        match &args.output {
-            Some(path) => format!(", written to {} (mode 0600)", path.display()),
-            None => String::new(),
-        },
-        rfc3339(expires),
-        human_duration(remaining),
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(Made {
+        bytes,
+        expires: user_data.token_expires_at,
+    })
 }
 
 /// The token from its file or stdin. Errors name where it came from, never what it holds.
 fn read_token(args: &Args) -> Result<String, CommandError> {
-    let (what, bytes) = match &args.token_file {
-        Some(path) => {
-            let file = std::fs::File::open(path).map_err(|e| {
-                CommandError::invalid(format!(
-                    "cannot read the token file {}: {e}",
-                    path.display()
-                ))
-            })?;
-            let mut bytes = Vec::new();
-            file.take(MAX_TOKEN_FILE + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| {
-                    CommandError::invalid(format!(
-                        "cannot read the token file {}: {e}",
-                        path.display()
-                    ))
-                })?;
-            (format!("the token file {}", path.display()), bytes)
-        }
+    match &args.token_file {
+        Some(path) => read_token_file(path),
         None => {
             let mut bytes = Vec::new();
             std::io::stdin()
@@ -211,9 +360,28 @@ fn read_token(args: &Args) -> Result<String, CommandError> {
                 .map_err(|e| {
                     CommandError::invalid(format!("cannot read the token from stdin: {e}"))
                 })?;
-            ("the token on stdin".to_owned(), bytes)
+            token_text("the token on stdin", bytes)
         }
+    }
+}
+
+/// The token in `path`. Errors name the file, never what it holds.
+fn read_token_file(path: &Path) -> Result<String, CommandError> {
+    let cannot = |e| {
+        CommandError::invalid(format!(
+            "cannot read the token file {}: {e}",
+            path.display()
+        ))
     };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TOKEN_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    token_text(&format!("the token file {}", path.display()), bytes)
+}
+
+fn token_text(what: &str, bytes: Vec<u8>) -> Result<String, CommandError> {
     if bytes.len() as u64 > MAX_TOKEN_FILE {
         return Err(CommandError::invalid(format!(
             "{what} is larger than {MAX_TOKEN_FILE} bytes; it should hold one token"
@@ -280,7 +448,7 @@ fn check_schema(document: &str, path: &Path) -> Result<(), CommandError> {
 }
 
 /// A user-data file holds a bearer token: refuse to write it where `git add` would pick it up.
-fn refuse_git_work_tree(output: &Path, allowed: bool) -> Result<(), CommandError> {
+pub(crate) fn refuse_git_work_tree(output: &Path, allowed: bool) -> Result<(), CommandError> {
     if allowed {
         return Ok(());
     }
@@ -329,7 +497,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CommandError> {
 }
 
 /// `90s`, `15m`, `1h30m`, `2d`, or `0`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("{text:?} is not a duration such as 90s, 15m, 1h30m or 2d");
     if text == "0" {
         return Ok(Duration::ZERO);

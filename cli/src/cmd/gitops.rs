@@ -59,6 +59,10 @@ pub struct SyncArgs {
     /// Committer, `Name <email>`; default: the author.
     #[arg(long, env = "MESHVM_GIT_COMMITTER", value_name = "NAME <EMAIL>", value_parser = identity)]
     committer: Option<git::Identity>,
+    /// Allow a sync that removes more than half of the committed VMs, and more than one (VMs that move to
+    /// another group do not count).
+    #[arg(long)]
+    allow_mass_removal: bool,
     /// Push attempts when the remote branch moves meanwhile.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     attempts: u32,
@@ -98,6 +102,11 @@ struct RepoArgs {
     /// The branch on the remote; default: the same as --branch.
     #[arg(long, value_name = "BRANCH")]
     remote_branch: Option<String>,
+    /// Where a new branch (one that exists neither here nor on the remote) starts; default:
+    /// the remote's default branch (for a local repository, the branch its HEAD names), so
+    /// that the new branch can be reviewed and merged as a pull request.
+    #[arg(long, value_name = "BRANCH")]
+    base: Option<String>,
     /// For a local repository: the remote that --push pushes to.
     #[arg(long, default_value = "origin", value_name = "NAME")]
     remote: String,
@@ -138,17 +147,21 @@ fn identity(text: &str) -> Result<git::Identity, String> {
 }
 
 pub fn run(command: Command) -> CmdResult {
-    let timeout = match &command {
-        Command::Sync(a) => a.repo.timeout,
-        Command::Diff(a) => a.repo.timeout,
+    let (timeout, output) = match &command {
+        Command::Sync(a) => (a.repo.timeout, a.repo.output),
+        Command::Diff(a) => (a.repo.timeout, a.repo.output),
     };
     let timeout = Duration::from_secs(timeout);
     // SAFETY: nothing has touched libgit2 yet, and the binary runs commands on one thread.
     unsafe { git::set_network_timeouts(timeout, timeout) };
-    match command {
+    let result = match command {
         Command::Sync(args) => sync(*args),
         Command::Diff(args) => diff(*args),
-    }
+    };
+    result.map_err(|e| match output {
+        Output::Json => e.in_json(),
+        Output::Text => e,
+    })
 }
 
 /// The rendered GitOps tree of the fleet, relative to `gitops.path`: the same tree
@@ -177,6 +190,7 @@ impl RepoArgs {
         let mut opts = Options::new(target, cache_dir, branch);
         opts.remote = self.remote.clone();
         opts.remote_branch = self.remote_branch.clone();
+        opts.base = self.base.clone();
         let env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
         opts.auth = git::Auth {
             token: env("MESHVM_GIT_TOKEN"),
@@ -250,6 +264,7 @@ fn sync(args: SyncArgs) -> CmdResult {
         opts.author = args.author.clone();
         opts.committer = args.committer.clone();
         opts.max_attempts = args.attempts;
+        opts.allow_mass_removal = args.allow_mass_removal;
     })?;
     if args.dry_run {
         print_plan(&report, args.repo.output, &opts.target)?;
@@ -295,8 +310,13 @@ fn short(id: git::Oid) -> String {
 
 fn counts(plan: &Plan) -> String {
     let v = &plan.vms;
+    let moved = if v.moved.is_empty() {
+        String::new()
+    } else {
+        format!(", {} moved", v.moved.len())
+    };
     format!(
-        "{} VM{} added, {} changed, {} removed; {} file{} changed",
+        "{} VM{} added, {} changed, {} removed{moved}; {} file{} changed",
         v.added.len(),
         if v.added.len() == 1 { "" } else { "s" },
         v.changed.len(),
@@ -339,8 +359,23 @@ fn write_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
             writeln!(out, "  {sign} {}  ({}/{})", vm.name, vm.namespace, vm.group)?;
         }
     }
+    for m in &plan.vms.moved {
+        writeln!(
+            out,
+            "  > {}  ({}/{} → {}/{})",
+            m.from.name, m.from.namespace, m.from.group, m.to.namespace, m.to.group
+        )?;
+    }
     for f in plan.other_files() {
         writeln!(out, "  {} {}", f.change.sign(), f.path)?;
+    }
+    write_cleanup(out, plan)?;
+    if let Some((removed, of)) = plan.mass_removal() {
+        writeln!(
+            out,
+            "note: this removes {removed} of the {of} committed VMs; sync refuses that without \
+             --allow-mass-removal"
+        )?;
     }
     if !plan.hand_edits.is_empty() {
         writeln!(
@@ -364,6 +399,42 @@ fn write_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
     if let Some(diff) = plan.diff.as_deref().filter(|d| !d.is_empty()) {
         writeln!(out)?;
         out.write_all(diff.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// What the engines leave behind when a group's directory goes: Flux prunes its objects,
+/// Argo CD keeps the group's Application (the ApplicationSet never deletes one) and the
+/// objects it applied. VMs that moved keep their WorkloadEntry (same name and namespace), now
+/// applied by their new group's Application.
+fn write_cleanup(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
+    if plan.removed_groups.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "groups removed: Flux prunes their objects; Argo CD keeps them and the group's \
+         Application. For Argo CD, delete by hand the Application generated for each directory \
+         (it has no finalizer: its objects stay), then:"
+    )?;
+    for g in &plan.removed_groups {
+        let mut objects = vec![format!("workloadgroup/{}", g.group)];
+        objects.extend(
+            plan.vms
+                .removed
+                .iter()
+                .filter(|v| v.namespace == g.namespace && v.group == g.group)
+                .map(|v| format!("workloadentry/{}", v.name)),
+        );
+        writeln!(
+            out,
+            "  {}/{}:  kubectl -n {} delete {}  (and the group's ServiceEntry, unless another \
+             group now serves it)",
+            plan.path,
+            meshvm::render::layout::group_dir(&g.namespace, &g.group),
+            g.namespace,
+            objects.join(" ")
+        )?;
     }
     Ok(())
 }

@@ -17,7 +17,8 @@ use std::path::PathBuf;
 /// The fleet file flag every fleet command shares.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FleetArg {
-    /// The fleet file.
+    /// The fleet file; `-` reads it from standard input (`mesh.rootCert` is then relative to
+    /// the current directory).
     #[arg(
         short = 'f',
         long = "file",
@@ -31,6 +32,24 @@ pub struct FleetArg {
 impl FleetArg {
     #[allow(dead_code)] // for the fleet commands to come
     pub fn load(&self) -> Result<meshvm::spec::SourceFile, crate::command_error::CommandError> {
-        Ok(meshvm::spec::load_fleet(&self.file)?)
+        let source = meshvm::spec::load_fleet(&self.file)?;
+        warn_about_root_rotation(&source);
+        Ok(source)
+    }
+}
+
+/// A root bundle that holds an expired (or not yet valid) certificate beside a valid one is
+/// accepted, with a warning: a CA rotation in progress.
+pub fn warn_about_root_rotation(source: &meshvm::spec::SourceFile) {
+    let Some(pem) = source.fleet.root_cert() else {
+        return;
+    };
+    if let Ok(certs) = meshvm::spec::root_cert::check(pem, time::UtcDateTime::now()) {
+        for warning in meshvm::spec::root_cert::rotation_warnings(&certs) {
+            eprintln!(
+                "warning: {}: mesh.rootCert: {warning}",
+                source.path.display()
+            );
+        }
     }
 }

@@ -16,10 +16,15 @@ pub struct Args {
     #[command(flatten)]
     fleet: FleetArg,
     /// Write the tree as DIR, replacing a tree meshvm rendered there before (atomically: DIR
-    /// holds the old tree or the new one, never a mix). A directory meshvm did not render is
-    /// left alone.
+    /// holds the old tree or the new one, never a mix). DIR/.meshvm-files lists what meshvm
+    /// wrote; anything else in DIR (a .git directory, your files, files edited since) is
+    /// listed and DIR left alone, unless --force.
     #[arg(short = 'o', long = "output", value_name = "DIR", group = "to")]
     output: Option<std::path::PathBuf>,
+    /// With -o: replace DIR even though it holds files meshvm did not write (they are
+    /// deleted).
+    #[arg(long, requires = "output")]
+    force: bool,
     /// Print every Kubernetes object of the tree as one multi-document YAML stream instead.
     #[arg(long, group = "to")]
     stdout: bool,
@@ -31,8 +36,8 @@ pub fn run(args: Args) -> CmdResult {
     match args.output {
         None => to_stdout(|out| out.write_all(rendered.object_stream().as_bytes()))?,
         Some(dir) => {
-            check_replaceable(&dir, &source.path)?;
-            meshvm::disk::write_dir_atomically(&rendered.files, &dir).map_err(|e| {
+            check_replaceable(&dir, &source.path, args.force)?;
+            meshvm::disk::write_owned_dir(&rendered.files, &dir).map_err(|e| {
                 CommandError::invalid(format!("cannot write {}: {e}", dir.display()))
             })?;
             to_stdout(|out| {
@@ -50,8 +55,9 @@ pub fn run(args: Args) -> CmdResult {
 }
 
 /// `-o DIR` replaces DIR as a whole: allow it only for a missing or empty directory, or one
-/// holding a tree meshvm rendered (its README says so), and never over the fleet file.
-fn check_replaceable(dir: &Path, fleet_file: &Path) -> Result<(), CommandError> {
+/// holding nothing but what meshvm wrote there (its manifest says so), unless `force`; never
+/// over the fleet file.
+fn check_replaceable(dir: &Path, fleet_file: &Path, force: bool) -> Result<(), CommandError> {
     let refuse = |why: &str| {
         CommandError::invalid(format!("refusing to write {}: {why}", dir.display())).hinted(
             "-o replaces the directory as a whole; give a new directory, or one meshvm rendered \
@@ -63,20 +69,32 @@ fn check_replaceable(dir: &Path, fleet_file: &Path) -> Result<(), CommandError> 
             return Err(refuse("it holds the fleet file"));
         }
     }
-    let mut entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(_) if !dir.is_dir() => return Err(refuse("it is not a directory")),
-        Err(e) => return Err(refuse(&e.to_string())),
-    };
-    if entries.next().is_none() {
+    let in_the_way = meshvm::disk::in_the_way(dir).map_err(|e| refuse(&e.to_string()))?;
+    if in_the_way.is_empty() || force {
         return Ok(());
     }
-    let readme =
-        std::fs::read_to_string(dir.join(meshvm::render::layout::README)).unwrap_or_default();
-    if readme.contains(meshvm::render::README_MARKER) {
-        Ok(())
-    } else {
-        Err(refuse("it is not empty and was not rendered by meshvm"))
+    const SHOWN: usize = 20;
+    let mut list: String = in_the_way
+        .iter()
+        .take(SHOWN)
+        .map(|w| format!("\n  {w}"))
+        .collect();
+    if in_the_way.len() > SHOWN {
+        list += &format!("\n  … and {} more", in_the_way.len() - SHOWN);
     }
+    Err(CommandError::invalid(format!(
+        "refusing to write {}: it holds {} {} meshvm did not write, which replacing it would \
+         delete:{list}",
+        dir.display(),
+        in_the_way.len(),
+        if in_the_way.len() == 1 {
+            "entry"
+        } else {
+            "entries"
+        },
+    ))
+    .hinted(
+        "-o replaces the directory as a whole: move those away, give a new directory, or add \
+         --force to delete them",
+    ))
 }

@@ -32,6 +32,7 @@ pub fn run(args: Args) -> CmdResult {
     match (meshvm::spec::load_fleet(&args.fleet.file), args.output) {
         // Warnings do not fail the check: they are part of its report, after the verdict.
         (Ok(source), Output::Text) => {
+            super::warn_about_root_rotation(&source);
             let f = &source.fleet;
             to_stdout(|out| {
                 writeln!(
@@ -50,6 +51,7 @@ pub fn run(args: Args) -> CmdResult {
             Ok(ExitCode::SUCCESS)
         }
         (Ok(source), Output::Json) => {
+            super::warn_about_root_rotation(&source);
             // The list holds problems; warnings are marked so that a consumer can tell them
             // from errors (which carry no severity).
             let warnings: Vec<serde_json::Value> = source
@@ -78,6 +80,7 @@ pub fn run(args: Args) -> CmdResult {
                 if n == 1 { "" } else { "s" }
             )))
         }
-        (Err(e), _) => Err(e.into()),
+        (Err(e), Output::Json) => Err(CommandError::from(e).in_json()),
+        (Err(e), Output::Text) => Err(e.into()),
     }
 }

@@ -120,8 +120,12 @@ pub struct ConfigureArgs {
     #[arg(long, value_name = "FILE")]
     root_cert: Option<PathBuf>,
     /// The VM's ServiceAccount token (audience `istio-ca`), written as istio-token (0600).
+    /// Checked as `meshvm cloud-init` checks it: a JWT for the WorkloadGroup's ServiceAccount,
+    /// valid for at least --min-token-validity.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    #[command(flatten)]
+    token_checks: super::vm::TokenChecks,
 }
 
 /// Print a WorkloadGroup, like `istioctl x workload group create`.
@@ -173,11 +177,20 @@ fn read(path: &Path) -> Result<String, CommandError> {
 }
 
 fn configure(args: ConfigureArgs) -> CmdResult {
+    if args.token_file.is_some() {
+        super::cloud_init::refuse_git_work_tree(&args.output, args.token_checks.allow_in_repo)?;
+    }
     let group = istioctl::read_workload_group(&read(&args.file)?, &args.file)
         .map_err(CommandError::invalid)?;
     let mesh = istioctl::read_mesh_config(&read(&args.mesh_config)?, &args.mesh_config)
         .map_err(CommandError::invalid)?;
     let name = group.metadata.name.clone();
+    let namespace = group
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let service_account = group.spec.template.service_account.clone();
     let options = ConfigureOptions {
         cluster_id: args.cluster_id,
         revision: args.revision,
@@ -196,7 +209,9 @@ fn configure(args: ConfigureArgs) -> CmdResult {
         tree.insert(vmfiles::ROOT_CERT, pem);
     }
     if let Some(path) = &args.token_file {
-        super::vm::add_token(&mut tree, path)?;
+        let service_account = service_account.as_deref().filter(|s| !s.is_empty());
+        let account = (namespace.as_str(), service_account.unwrap_or("default"));
+        super::vm::add_token(&mut tree, path, account, &args.token_checks)?;
     }
     super::vm::write_files(&tree, &args.output, &format!("WorkloadGroup {name}"))
 }

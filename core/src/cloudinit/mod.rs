@@ -172,10 +172,15 @@ pub fn render(req: &Request<'_>, templates: &Templates) -> Result<UserData, Clou
         .files
         .get(ROOT_CERT_FILE)
         .ok_or(CloudInitError::MissingFile(ROOT_CERT_FILE))?;
-    let root_certs = root_cert::check(&String::from_utf8_lossy(&root_pem.bytes), req.now)?;
+    let root_text = String::from_utf8_lossy(&root_pem.bytes);
+    let root_certs = root_cert::check(&root_text, req.now)?;
     let sidecar = &req.fleet.sidecar;
     let url = sidecar.download_url();
     let mut warnings = Vec::new();
+    // The fleet's own root certificate was checked (and warned about) when it was loaded.
+    if req.fleet.root_cert() != Some(&*root_text) {
+        warnings.extend(root_cert::rotation_warnings(&root_certs));
+    }
     if sidecar.sha256.is_none() {
         warnings.push(format!(
             "the fleet pins no sidecar.sha256: the VM checks the package against {url}.sha256 from the same server, which catches a damaged download but not a tampered server\n  hint: pin the package with sidecar.sha256"

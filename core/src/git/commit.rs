@@ -103,6 +103,7 @@ pub fn message(plan: &Plan, subtree: Oid, meta: &Meta<'_>) -> String {
         (v.added.len(), "added"),
         (v.changed.len(), "changed"),
         (v.removed.len(), "removed"),
+        (v.moved.len(), "moved"),
     ] {
         if n > 0 {
             parts.push(format!("{n} {what}"));
@@ -134,6 +135,26 @@ pub fn message(plan: &Plan, subtree: Oid, meta: &Meta<'_>) -> String {
             String::new()
         };
         msg.push_str(&format!("{label}: {}{tail}\n", names.join(", ")));
+    }
+    if !v.moved.is_empty() {
+        let moves: Vec<String> = v
+            .moved
+            .iter()
+            .take(NAMES_SHOWN)
+            .map(|m| {
+                format!(
+                    "{} ({}/{} → {}/{})",
+                    m.from.name, m.from.namespace, m.from.group, m.to.namespace, m.to.group
+                )
+            })
+            .collect();
+        let more = v.moved.len().saturating_sub(NAMES_SHOWN);
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        msg.push_str(&format!("Moved: {}{tail}\n", moves.join(", ")));
     }
     if others > 0 {
         msg.push_str(&format!(

@@ -33,6 +33,17 @@ pub enum GitError {
         name: String,
         reason: String,
     },
+    #[error("the base branch {branch} does not exist{}", if *on_remote { " on the remote" } else { "" })]
+    NoBase { branch: String, on_remote: bool },
+    #[error(
+        "refusing to remove {removed} of the {of} VMs committed in {path} (more than half): \
+         is the fleet file the right one?"
+    )]
+    MassRemoval {
+        path: String,
+        removed: usize,
+        of: usize,
+    },
     #[error("{name:?} is not a valid Git remote name")]
     InvalidRemote { name: String },
     #[error("{} exists and is not a Git repository", path.display())]
@@ -124,6 +135,8 @@ pub enum BranchRole {
     Local,
     /// The branch on the remote.
     Remote,
+    /// The branch a new branch starts from.
+    Base,
 }
 
 impl BranchRole {
@@ -131,6 +144,7 @@ impl BranchRole {
         match self {
             BranchRole::Local => "branch",
             BranchRole::Remote => "remote branch",
+            BranchRole::Base => "base branch",
         }
     }
 }
@@ -199,8 +213,9 @@ impl GitError {
             | GitError::InvalidBranch { .. }
             | GitError::InvalidRemote { .. }
             | GitError::NotARepository { .. }
-            | GitError::NoRemote { .. } => ErrorKind::InvalidInput,
-            GitError::SecretInTree { .. } => ErrorKind::Refused,
+            | GitError::NoRemote { .. }
+            | GitError::NoBase { .. } => ErrorKind::InvalidInput,
+            GitError::SecretInTree { .. } | GitError::MassRemoval { .. } => ErrorKind::Refused,
             GitError::HandEdits { .. } => ErrorKind::HandEdits,
             GitError::CheckedOut { .. } => ErrorKind::CheckedOutBranch,
             GitError::Locked { .. }

@@ -37,7 +37,7 @@ pub use git2::Oid;
 pub use commit::{TRAILER_FLEET, TRAILER_PATH, TRAILER_TREE, TRAILER_VERSION, empty_tree_id};
 pub use error::{BranchRole, GitError};
 pub use lock::LOCK_FILE;
-pub use plan::{Change, FileChange, Plan, VmChanges, VmRef};
+pub use plan::{Change, FileChange, GroupRef, Plan, VmChanges, VmMove, VmRef};
 pub use remote::{Auth, HostKeys};
 pub use sync::{diff, sync};
 pub use target::Target;
@@ -94,6 +94,13 @@ pub struct Options {
     pub remote: String,
     /// The branch on the remote; the same as `branch` when `None`.
     pub remote_branch: Option<String>,
+    /// The branch a new branch starts from (one that exists neither locally nor on the
+    /// remote); `None`: the remote's default branch (for a local repository without a remote
+    /// pushed to, the branch its HEAD names), so that the new branch can be merged as a pull
+    /// request.
+    pub base: Option<String>,
+    /// Allow a sync that removes more than half (and more than one) of the committed VMs; moves do not count.
+    pub allow_mass_removal: bool,
     pub mode: Mode,
     /// Push the branch to the remote; a dry run then plans against the remote's tip.
     pub push: bool,
@@ -118,6 +125,8 @@ impl Options {
             branch: branch.into(),
             remote: "origin".into(),
             remote_branch: None,
+            base: None,
+            allow_mass_removal: false,
             mode: Mode::Commit,
             push: false,
             on_hand_edits: OnHandEdits::Refuse,

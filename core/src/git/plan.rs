@@ -57,6 +57,23 @@ pub struct VmChanges {
     pub added: Vec<VmRef>,
     pub changed: Vec<VmRef>,
     pub removed: Vec<VmRef>,
+    /// VMs whose files leave one group's directory for another's (a renamed group, a VM
+    /// moved to another group or namespace): neither added nor removed.
+    pub moved: Vec<VmMove>,
+}
+
+/// A VM that changes group (or namespace): same name, another directory.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct VmMove {
+    pub from: VmRef,
+    pub to: VmRef,
+}
+
+/// A workload group whose directory the sync removes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct GroupRef {
+    pub namespace: String,
+    pub group: String,
 }
 
 /// What a sync does to the owned subtree, against the commit it builds on.
@@ -78,6 +95,13 @@ pub struct Plan {
     pub hand_edits: Vec<String>,
     /// The hand edits this sync would overwrite or delete: sync refuses unless forced.
     pub overwrites: Vec<String>,
+    /// Groups whose directory goes away. Argo CD keeps their Application (the ApplicationSet
+    /// never deletes one) and the objects it applied: someone deletes them by hand.
+    pub removed_groups: Vec<GroupRef>,
+    /// How many VMs the committed subtree held, counted when VMs are removed (for the guard
+    /// against removing most of a fleet by mistake); `None` otherwise.
+    #[serde(skip)]
+    pub committed_vms: Option<usize>,
     /// The unified diff of `files`, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
@@ -295,6 +319,9 @@ pub fn plan(
             (true, true) => vms.changed.push(vm),
         }
     }
+    pair_moves(&mut vms);
+    let removed_groups = removed_groups(&files, path, rendered);
+    let committed_vms = (!vms.removed.is_empty()).then(|| count_vms(committed));
 
     let changed: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
     let hand_edits: Vec<String> = hand_edited.iter().map(|rel| full(rel)).collect();
@@ -311,7 +338,80 @@ pub fn plan(
         files,
         hand_edits,
         overwrites,
+        removed_groups,
+        committed_vms,
         diff: None,
+    }
+}
+
+/// A VM removed from one directory and added in another under the same name (VM names are
+/// unique in a fleet) moved: it is listed as a move, neither added nor removed.
+fn pair_moves(vms: &mut VmChanges) {
+    let mut added: BTreeMap<String, VmRef> = std::mem::take(&mut vms.added)
+        .into_iter()
+        .map(|v| (v.name.clone(), v))
+        .collect();
+    let mut removed = Vec::new();
+    for from in std::mem::take(&mut vms.removed) {
+        match added.remove(&from.name) {
+            Some(to) => vms.moved.push(VmMove { from, to }),
+            None => removed.push(from),
+        }
+    }
+    vms.removed = removed;
+    vms.added = added.into_values().collect();
+    vms.added.sort();
+}
+
+/// Groups with a removed file and no rendered file left below their directory.
+fn removed_groups(files: &[FileChange], path: &str, rendered: &Files) -> Vec<GroupRef> {
+    let mut groups = BTreeSet::new();
+    for f in files.iter().filter(|f| f.change == Change::Removed) {
+        let mut parts = f.path[path.len() + 1..].split('/');
+        if let (Some(crate::render::layout::WORKLOADS_DIR), Some(ns), Some(group), Some(_)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        {
+            groups.insert((ns, group));
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|(ns, group)| {
+            let dir = format!("{}/", crate::render::layout::group_dir(ns, group));
+            !rendered
+                .range::<str, _>((
+                    std::ops::Bound::Included(dir.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next()
+                .is_some_and(|(p, _)| p.starts_with(&dir))
+        })
+        .map(|(ns, group)| GroupRef {
+            namespace: ns.to_owned(),
+            group: group.to_owned(),
+        })
+        .collect()
+}
+
+/// The VMs that have files in `files`.
+pub fn count_vms(files: &Files) -> usize {
+    let mut vms = BTreeSet::new();
+    for path in files.keys() {
+        if let Some(v) = vm_of_path(path) {
+            vms.insert(v);
+        }
+    }
+    vms.len()
+}
+
+impl Plan {
+    /// When the plan removes more than half of the committed VMs, and more than one (moves
+    /// are not removals; replacing the one VM of a tiny fleet is not a mass removal):
+    /// (removed, committed).
+    pub fn mass_removal(&self) -> Option<(usize, usize)> {
+        let removed = self.vms.removed.len();
+        let of = self.committed_vms?;
+        (removed > 1 && removed * 2 > of).then_some((removed, of))
     }
 }
 

@@ -312,6 +312,26 @@ pub fn fetch(
     Ok(advertised)
 }
 
+/// The remote's default branch (the branch its HEAD names), `None` for an empty remote.
+pub fn default_branch(
+    repo: &Repository,
+    spec: &RemoteSpec,
+    auth: &Auth,
+    host_keys: &HostKeys,
+) -> Result<Option<String>, GitError> {
+    let failure = Rc::new(Failure::default());
+    let cbs = callbacks(repo, spec, auth, host_keys, failure.clone());
+    let mut remote = open_remote(repo, spec)?;
+    let connection = remote
+        .connect_auth(git2::Direction::Fetch, Some(cbs), None)
+        .map_err(|e| classify(e, &failure, spec, "connecting to"))?;
+    let name = match connection.default_branch() {
+        Ok(name) => name.as_str().map(str::to_owned).ok(),
+        Err(_) => None, // an empty repository has no default branch
+    };
+    Ok(name.and_then(|n| n.strip_prefix("refs/heads/").map(str::to_owned)))
+}
+
 /// A pushed ref and the server's answer for it (`None`: accepted).
 type RefStatus = (String, Option<String>);
 
@@ -365,7 +385,7 @@ pub fn push(
     let mut remote = open_remote(repo, spec)?;
     let refspec = format!("refs/heads/{local_branch}:{}", spec.remote_ref());
     let result = remote.push(&[refspec], Some(&mut opts));
-    let said = server_said.borrow().trim().to_owned();
+    let said = without_progress(&server_said.borrow());
     if !said.is_empty() {
         (progress.borrow_mut())(Event::Remote(&said));
     }
@@ -397,6 +417,28 @@ pub fn push(
     }
 }
 
+/// What the server said, without its progress meters (`Resolving deltas:  50% (1/2)`, redrawn
+/// with carriage returns): they mean something on a terminal, nothing in a log or a message.
+pub fn without_progress(said: &str) -> String {
+    let is_meter = |line: &str| {
+        let Some((label, rest)) = line.split_once(": ") else {
+            return false;
+        };
+        let rest = rest.trim_start();
+        label.chars().all(|c| c.is_ascii_alphabetic() || c == ' ')
+            && rest.split_once('%').is_some_and(|(pct, after)| {
+                !pct.is_empty()
+                    && pct.chars().all(|c| c.is_ascii_digit())
+                    && after.trim_start().starts_with('(')
+            })
+    };
+    said.split(['\r', '\n'])
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty() && !is_meter(l.trim_start()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Statuses that mean "the branch moved under you", from git's receive-pack: a race lost
 /// between the advertisement and the update. Anything else (a hook, a protected branch) is a
 /// rejection that retrying cannot fix.
@@ -410,4 +452,21 @@ fn is_stale(status: &str) -> bool {
     ]
     .iter()
     .any(|s| status.contains(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_progress;
+
+    #[test]
+    fn progress_meters_are_dropped_from_what_the_server_said() {
+        let said = "Resolving deltas:   0% (0/2)\rResolving deltas:  50% (1/2)\r\
+                    Resolving deltas: 100% (2/2)\rResolving deltas: 100% (2/2), done.\n\
+                    hook: deployed to staging\r\nChecking: 100% of the hooks: 3 rules\n\n";
+        assert_eq!(
+            without_progress(said),
+            "hook: deployed to staging\nChecking: 100% of the hooks: 3 rules"
+        );
+        assert_eq!(without_progress(""), "");
+    }
 }

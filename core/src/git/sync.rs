@@ -32,6 +32,9 @@ pub fn sync(
     } else {
         None
     };
+    let _temporaries = _lock
+        .as_ref()
+        .map(|_| pack_temporaries_cleaned(&ws.git_dir));
     if opts.mode.writes() {
         if let Some(workdir) = checked_out(repo, &opts.branch) {
             return Err(GitError::CheckedOut {
@@ -71,6 +74,15 @@ pub fn diff(
     )
 }
 
+/// Removes the temporaries (`pack_git2_*`) an interrupted or killed sync left in the
+/// repository whose lock this process holds (no other sync writes there meanwhile), and has
+/// this sync's removed if it is interrupted.
+fn pack_temporaries_cleaned(git_dir: &Path) -> crate::interrupt::Registered {
+    let pack_dir = git_dir.join("objects").join("pack");
+    crate::interrupt::remove_pack_temporaries(&pack_dir);
+    crate::interrupt::remove_pack_temporaries_on_interrupt(&pack_dir)
+}
+
 /// What the input and options name must be valid before anything is opened.
 fn check_options(input: &Input<'_>, opts: &Options) -> Result<(), GitError> {
     if !crate::tree::is_safe_relative_path(input.path) {
@@ -81,6 +93,7 @@ fn check_options(input: &Input<'_>, opts: &Options) -> Result<(), GitError> {
     for (role, name) in [
         (BranchRole::Local, Some(&opts.branch)),
         (BranchRole::Remote, opts.remote_branch.as_ref()),
+        (BranchRole::Base, opts.base.as_ref()),
     ] {
         if let Some(name) = name {
             if let Err(reason) = crate::spec::names::branch(name) {
@@ -131,7 +144,7 @@ impl Workspace {
                         }
                         opts.mode
                             .writes()
-                            .then(|| init_bare(path, &opts.branch))
+                            .then(|| create_bare(path, &opts.branch))
                             .transpose()?
                     }
                     Err(e) => return Err(GitError::git("opening the repository")(e)),
@@ -159,7 +172,7 @@ impl Workspace {
                 let cache = target::cache_path(&opts.cache_dir, url);
                 let repo = match Repository::open_bare(&cache) {
                     Ok(repo) => repo,
-                    Err(_) => init_bare(&cache, &opts.branch)?,
+                    Err(_) => create_bare(&cache, &opts.branch)?,
                 };
                 const NAME: &str = "origin";
                 match repo.find_remote(NAME) {
@@ -207,6 +220,47 @@ fn push_url(repo: &Repository, path: &Path, name: &str) -> Result<String, GitErr
         Ok(Some(u)) => u.to_owned(),
         _ => remote.url().unwrap_or_default().to_owned(),
     })
+}
+
+/// Creates the bare repository `path` all at once: made in a temporary sibling, then renamed
+/// into place, so that a concurrent sync sees no repository or a whole one, never a directory
+/// half made. When another sync's rename wins, its repository is opened instead; both then
+/// take turns through the repository's lock.
+fn create_bare(path: &Path, branch: &str) -> Result<Repository, GitError> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent)
+        .map_err(GitError::io(format!("cannot create {}", parent.display())))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".meshvm-init-")
+        .tempdir_in(parent)
+        .map_err(GitError::io(format!(
+            "cannot create a directory in {}",
+            parent.display()
+        )))?;
+    drop(init_bare(staging.path(), branch)?);
+    // A bare repository made by `git init` is readable by others; tempfile's directory is not.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(GitError::io("setting the repository's mode"))?;
+    match std::fs::rename(staging.path(), path) {
+        Ok(()) => {
+            let _ = staging.keep();
+        }
+        // Someone else's repository (or files) got there first: theirs is kept.
+        Err(_) if path.exists() => {}
+        Err(e) => {
+            return Err(GitError::io(format!("cannot create {}", path.display()))(e));
+        }
+    }
+    match Repository::open_bare(path) {
+        Ok(repo) => Ok(repo),
+        Err(_) => Err(GitError::NotARepository {
+            path: path.to_path_buf(),
+        }),
+    }
 }
 
 fn init_bare(path: &Path, branch: &str) -> Result<Repository, GitError> {
@@ -354,7 +408,10 @@ impl Sync<'_> {
             _ => None,
         };
         let local = ref_target(self.repo, &self.refname);
-        let base = choose_base(self.repo, &opts.branch, local, remote_tip, input.path)?;
+        let base = match choose_base(self.repo, &opts.branch, local, remote_tip, input.path)? {
+            None => self.new_branch_base(on_event)?,
+            base => base,
+        };
         let (mut plan, base_tree) = self.plan_against(base)?;
         if !opts.mode.writes() {
             if opts.mode == Mode::DryRunWithDiff {
@@ -366,6 +423,13 @@ impl Sync<'_> {
                 base,
                 PushOutcome::NotAsked,
             )));
+        }
+        if let (Some((removed, of)), false) = (plan.mass_removal(), opts.allow_mass_removal) {
+            return Err(GitError::MassRemoval {
+                path: input.path.to_owned(),
+                removed,
+                of,
+            });
         }
         if !plan.overwrites.is_empty() && opts.on_hand_edits == OnHandEdits::Refuse {
             return Err(GitError::HandEdits {
@@ -388,7 +452,11 @@ impl Sync<'_> {
             )));
         };
         if local != Some(head) {
-            match commit::move_ref(self.repo, &self.refname, local, head, "meshvm: sync") {
+            let moved = crate::interrupt::critical(
+                || format!("{} now holds commit {head}", self.refname),
+                || commit::move_ref(self.repo, &self.refname, local, head, "meshvm: sync"),
+            );
+            match moved {
                 Ok(()) => {}
                 Err(GitError::Raced { refname }) => {
                     return Ok(Attempt::Lost {
@@ -440,6 +508,53 @@ impl Sync<'_> {
             }
             remote::Pushed::Stale(reason) => Ok(Attempt::Lost { reason }),
         }
+    }
+
+    /// The commit a branch that exists neither locally nor on the remote starts from:
+    /// `--base`, else the remote's default branch (without a remote to fetch from: the branch
+    /// the repository's HEAD names). `None` in an empty repository: the first commit.
+    fn new_branch_base(
+        &self,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> Result<Option<Oid>, GitError> {
+        let opts = self.opts;
+        let fetched = self.ws.remote.as_ref().filter(|_| self.ws.fetches(opts));
+        let (name, tip) = match fetched {
+            Some(spec) => {
+                let name = match &opts.base {
+                    Some(base) => Some(base.clone()),
+                    None => remote::default_branch(self.repo, spec, &opts.auth, &opts.host_keys)?,
+                };
+                let Some(name) = name.filter(|n| *n != spec.branch) else {
+                    return Ok(None);
+                };
+                let base_spec = RemoteSpec {
+                    branch: name.clone(),
+                    ..spec.clone()
+                };
+                let tip =
+                    remote::fetch(self.repo, &base_spec, &opts.auth, &opts.host_keys, on_event)?;
+                (name, tip)
+            }
+            None => {
+                let name = match &opts.base {
+                    Some(base) => Some(base.clone()),
+                    None => head_branch(self.repo),
+                };
+                let Some(name) = name.filter(|n| *n != opts.branch) else {
+                    return Ok(None);
+                };
+                let tip = ref_target(self.repo, &format!("refs/heads/{name}"));
+                (name, tip)
+            }
+        };
+        if tip.is_none() && opts.base.is_some() {
+            return Err(GitError::NoBase {
+                branch: name,
+                on_remote: fetched.is_some(),
+            });
+        }
+        Ok(tip)
     }
 
     /// The plan against `base`, from the base's subtree and meshvm's last commit for the path.
@@ -613,6 +728,13 @@ impl Sync<'_> {
         });
         std::thread::sleep(wait);
     }
+}
+
+/// The branch the repository's HEAD names (`main` for `refs/heads/main`), born or not.
+fn head_branch(repo: &Repository) -> Option<String> {
+    let head = repo.find_reference("HEAD").ok()?;
+    let target = head.symbolic_target().ok()??;
+    target.strip_prefix("refs/heads/").map(str::to_owned)
 }
 
 fn ref_target(repo: &Repository, name: &str) -> Option<Oid> {

@@ -57,6 +57,9 @@ impl LoadError {
     }
 }
 
+/// The fleet file name that means standard input.
+pub const STDIN: &str = "-";
+
 /// Reads, checks and completes the fleet file at `path`, checking its root certificate
 /// against the clock.
 pub fn load_fleet(path: &Path) -> Result<SourceFile, LoadError> {
@@ -138,9 +141,22 @@ enum Bounded {
     TooLarge,
 }
 
-/// The file's bytes when it holds at most `limit` of them.
+/// The file's bytes when it holds at most `limit` of them. `-` is standard input (a fleet
+/// piped in; `mesh.rootCert` is then relative to the current directory).
 fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Bounded> {
     use std::io::Read;
+    if path == Path::new(STDIN) {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .lock()
+            .take(limit + 1)
+            .read_to_end(&mut bytes)?;
+        return Ok(if bytes.len() as u64 > limit {
+            Bounded::TooLarge
+        } else {
+            Bounded::Whole(bytes)
+        });
+    }
     let file = std::fs::File::open(path)?;
     if file.metadata()?.len() > limit {
         return Ok(Bounded::TooLarge);

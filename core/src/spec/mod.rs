@@ -18,7 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use load::did_you_mean;
-pub use load::{LoadError, SourceFile, load_fleet, load_fleet_at, load_fleet_str};
+pub use load::{LoadError, STDIN, SourceFile, load_fleet, load_fleet_at, load_fleet_str};
 pub use validate::Problem;
 
 /// A commented fleet file to start from (`meshvm init`).

@@ -1,6 +1,9 @@
 //! The mesh's root certificate (root-cert.pem) as a VM receives it: the CA certificate(s) the
 //! VM's sidecar trusts istiod with. One or more PEM `CERTIFICATE` blocks (several while a root
-//! is being rotated), each a CA certificate valid now.
+//! is being rotated), each a CA certificate, at least one of them valid now. During a CA
+//! rotation the bundle holds the old root beside the new one; when the old one has expired
+//! (or the new one is not valid yet) the bundle is still usable: [`RootCert::unusable`] says
+//! which, for a warning.
 
 use time::UtcDateTime;
 use x509_parser::pem::Pem;
@@ -12,6 +15,28 @@ use crate::timestamp::rfc3339;
 pub struct RootCert {
     pub subject: String,
     pub not_after: UtcDateTime,
+    /// Why this certificate is not valid now (it expired, or is not valid yet) while another
+    /// of the bundle is; `None` for a certificate valid now.
+    pub unusable: Option<RootCertError>,
+}
+
+/// One warning per certificate of a bundle that is not valid now, naming one that is.
+pub fn rotation_warnings(certs: &[RootCert]) -> Vec<String> {
+    let Some(valid) = certs.iter().find(|c| c.unusable.is_none()) else {
+        return Vec::new();
+    };
+    certs
+        .iter()
+        .filter_map(|c| c.unusable.as_ref())
+        .map(|why| {
+            format!(
+                "{why}; the bundle is accepted (a CA rotation?) because `{}` is valid until {}: \
+                 remove the old certificate once every VM trusts the new one",
+                valid.subject,
+                rfc3339(valid.not_after)
+            )
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,19 +117,31 @@ pub fn check(pem: &str, now: UtcDateTime) -> Result<Vec<RootCert>, RootCertError
         if !cert.is_ca() {
             return Err(RootCertError::NotCa { subject });
         }
-        if not_after <= now {
-            return Err(RootCertError::Expired { subject, not_after });
-        }
-        if not_before > now {
-            return Err(RootCertError::NotYetValid {
-                subject,
+        let unusable = if not_after <= now {
+            Some(RootCertError::Expired {
+                subject: subject.clone(),
+                not_after,
+            })
+        } else if not_before > now {
+            Some(RootCertError::NotYetValid {
+                subject: subject.clone(),
                 not_before,
-            });
-        }
-        certs.push(RootCert { subject, not_after });
+            })
+        } else {
+            None
+        };
+        certs.push(RootCert {
+            subject,
+            not_after,
+            unusable,
+        });
     }
     if certs.is_empty() {
         return Err(RootCertError::NoCertificate);
+    }
+    // A bundle with no certificate valid now cannot be used: the first one's reason.
+    if certs.iter().all(|c| c.unusable.is_some()) {
+        return Err(certs.swap_remove(0).unusable.expect("checked"));
     }
     Ok(certs)
 }
@@ -130,6 +167,31 @@ mod tests {
         assert!(certs[0].subject.contains("meshvm test root CA"));
         let bundle = format!("{CA}{CA}");
         assert_eq!(check(&bundle, at(NOW)).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_rotation_bundle_with_an_expired_old_root_is_accepted_with_a_warning() {
+        const EXPIRED: &str = include_str!("../../../fixtures/invalid/certs/expired-root-cert.pem");
+        assert!(matches!(
+            check(EXPIRED, at(NOW)),
+            Err(RootCertError::Expired { .. })
+        ));
+        for bundle in [format!("{EXPIRED}{CA}"), format!("{CA}{EXPIRED}")] {
+            let certs = check(&bundle, at(NOW)).unwrap();
+            assert_eq!(certs.len(), 2);
+            let warnings = rotation_warnings(&certs);
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(
+                warnings[0].contains("expired at 2021-01-01T")
+                    && warnings[0].contains("the bundle is accepted (a CA rotation?)")
+                    && warnings[0].contains("meshvm test root CA"),
+                "{warnings:?}"
+            );
+        }
+        assert!(rotation_warnings(&check(CA, at(NOW)).unwrap()).is_empty());
+        // Every certificate expired: refused, as one alone is.
+        let err = check(&format!("{EXPIRED}{EXPIRED}"), at(NOW)).unwrap_err();
+        assert!(matches!(err, RootCertError::Expired { .. }), "{err}");
     }
 
     #[test]
