@@ -166,29 +166,38 @@ fn applied_from(r: &Rendered, dir: &str, out: &mut Vec<String>) {
     }
 }
 
-/// The directories each engine applies, one per Argo CD Application or Flux Kustomization.
+/// The directories each engine applies, one per Argo CD Application or Flux Kustomization:
+/// `mesh/` and one per group (Argo CD's ApplicationSet makes one Application per directory
+/// `workloads/*/*`; Flux has one Kustomization per group).
 fn engine_roots(r: &Rendered, engine: Engine) -> Vec<String> {
-    match engine {
-        // The ApplicationSet makes one Application per directory `workloads/*/*`.
-        Engine::Argocd => {
-            let groups: BTreeSet<String> = r
-                .files
-                .paths()
-                .filter(|p| p.starts_with(&format!("{}/", layout::WORKLOADS_DIR)))
-                .filter_map(|p| {
-                    let parts: Vec<&str> = p.split('/').collect();
-                    (parts.len() > 3).then(|| parts[..3].join("/"))
-                })
-                .collect();
-            std::iter::once(layout::MESH_DIR.to_owned())
-                .chain(groups)
-                .collect()
+    let groups: BTreeSet<String> = r
+        .files
+        .paths()
+        .filter(|p| p.starts_with(&format!("{}/", layout::WORKLOADS_DIR)))
+        .filter_map(|p| {
+            let parts: Vec<&str> = p.split('/').collect();
+            (parts.len() > 3).then(|| parts[..3].join("/"))
+        })
+        .collect();
+    if engine == Engine::Flux {
+        // Flux's group Kustomizations are rendered files: check they are exactly these.
+        let rendered: BTreeSet<String> = r
+            .files
+            .paths()
+            .filter(|p| p.starts_with("flux/workloads/"))
+            .map(|p| {
+                let v: serde_json::Value = serde_saphyr::from_str(&text(r, p)).unwrap();
+                let path = v["spec"]["path"].as_str().unwrap();
+                path[path.find("workloads/").unwrap()..].to_owned()
+            })
+            .collect();
+        if r.files.paths().any(|p| p.starts_with("flux/")) {
+            assert_eq!(rendered, groups, "one Flux Kustomization per group");
         }
-        Engine::Flux => vec![
-            layout::MESH_DIR.to_owned(),
-            layout::WORKLOADS_DIR.to_owned(),
-        ],
     }
+    std::iter::once(layout::MESH_DIR.to_owned())
+        .chain(groups)
+        .collect()
 }
 
 #[test]
@@ -401,5 +410,219 @@ fn a_parallel_render_equals_a_single_threaded_one_byte_for_byte() {
             assert!(f1.bytes == f2.bytes, "{p1} differs between 1 and 4 threads");
         }
         assert_eq!(sequential, parallel);
+    }
+}
+
+/// The engine objects (`argocd/`, `flux/`) of a render as `kind/namespace/name`.
+fn engine_object_ids(r: &Rendered) -> BTreeSet<String> {
+    r.objects
+        .iter()
+        .filter(|p| p.starts_with("argocd/") || p.starts_with("flux/"))
+        .map(|p| {
+            let v: serde_json::Value = serde_saphyr::from_str(&text(r, p)).unwrap();
+            format!(
+                "{}/{}/{}",
+                v["kind"].as_str().unwrap(),
+                v["metadata"]["namespace"].as_str().unwrap(),
+                v["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Issue 16, item 7: two fleets sharing one Argo CD (or Flux) collided on every engine object
+/// name. With `gitops.name` set they share none; without it the names stay as they were.
+#[test]
+fn two_named_fleets_share_no_engine_object() {
+    let mut a = fleet_of("seed");
+    let mut b = fleet_of("seed");
+    a.gitops.name = Some("payments".into());
+    b.gitops.name = Some("billing".into());
+    let (ra, rb) = (render_ok(&a), render_ok(&b));
+    let (ia, ib) = (engine_object_ids(&ra), engine_object_ids(&rb));
+    assert!(!ia.is_empty());
+    assert!(
+        ia.is_disjoint(&ib),
+        "{:?}",
+        ia.intersection(&ib).collect::<Vec<_>>()
+    );
+    assert!(
+        ia.iter().all(|id| id.contains("/meshvm-payments")),
+        "{ia:?}"
+    );
+    // The ApplicationSet names its Applications after the fleet too.
+    assert!(
+        text(&ra, "argocd/applicationset.yaml")
+            .contains("name: meshvm-payments-{{ index .path.segments")
+    );
+    let unnamed = engine_object_ids(&render_ok(&fleet_of("seed")));
+    assert!(
+        unnamed.contains("Application/argocd/meshvm-mesh"),
+        "{unnamed:?}"
+    );
+    assert!(
+        unnamed.contains("GitRepository/flux-system/meshvm"),
+        "{unnamed:?}"
+    );
+}
+
+/// Issue 16, item 7: Argo CD's namespace, AppProject and destination, and Flux's namespace
+/// and shard, are fleet settings that reach every engine object.
+#[test]
+fn engine_settings_reach_every_engine_object() {
+    let mut fleet = fleet_of("seed");
+    fleet.gitops.argocd.namespace = "gitops".into();
+    fleet.gitops.argocd.project = "mesh-vms".into();
+    fleet.gitops.argocd.server = "https://cluster2.example.com:6443".into();
+    fleet.gitops.flux.namespace = "flux".into();
+    fleet.gitops.flux.shard = Some("shard2".into());
+    let r = render_ok(&fleet);
+    let mut argo = 0;
+    let mut flux = 0;
+    for path in r
+        .objects
+        .iter()
+        .filter(|p| p.starts_with("argocd/") || p.starts_with("flux/"))
+    {
+        let v: serde_json::Value = serde_saphyr::from_str(&text(&r, path)).unwrap();
+        if path.starts_with("argocd/") {
+            argo += 1;
+            assert_eq!(v["metadata"]["namespace"], "gitops", "{path}");
+            let app = if v["kind"] == "ApplicationSet" {
+                &v["spec"]["template"]["spec"]
+            } else {
+                &v["spec"]
+            };
+            assert_eq!(app["project"], "mesh-vms", "{path}");
+            assert_eq!(
+                app["destination"]["server"], "https://cluster2.example.com:6443",
+                "{path}"
+            );
+        } else {
+            flux += 1;
+            assert_eq!(v["metadata"]["namespace"], "flux", "{path}");
+            assert_eq!(
+                v["metadata"]["labels"]["sharding.fluxcd.io/key"], "shard2",
+                "{path}"
+            );
+        }
+    }
+    assert_eq!(argo, 3);
+    assert!(flux >= 4, "{flux}");
+}
+
+/// Issue 17: the conventions that keep Argo CD and Flux fast on large monorepos.
+#[test]
+fn engine_objects_follow_the_scaling_conventions() {
+    let mut fleet = meshvm::synthetic::fleet(300);
+    fleet.gitops.engines = vec![Engine::Argocd, Engine::Flux];
+    let r = render_ok(&fleet);
+    let mut groups = 0;
+    for path in r
+        .objects
+        .iter()
+        .filter(|p| p.starts_with("argocd/") || p.starts_with("flux/"))
+    {
+        let v: serde_json::Value = serde_saphyr::from_str(&text(&r, path)).unwrap();
+        let name = v["metadata"]["name"].as_str().unwrap();
+        match v["kind"].as_str().unwrap() {
+            "Application" | "ApplicationSet" => {
+                let meta = if v["kind"] == "ApplicationSet" {
+                    assert_eq!(
+                        v["spec"]["generators"][0]["git"]["revision"],
+                        "refs/heads/main"
+                    );
+                    &v["spec"]["template"]["metadata"]
+                } else {
+                    &v["metadata"]
+                };
+                let spec = if v["kind"] == "ApplicationSet" {
+                    &v["spec"]["template"]["spec"]
+                } else {
+                    &v["spec"]
+                };
+                assert_eq!(
+                    meta["annotations"]["argocd.argoproj.io/manifest-generate-paths"], ".",
+                    "{path}"
+                );
+                assert_eq!(
+                    spec["source"]["targetRevision"], "refs/heads/main",
+                    "{path}"
+                );
+                // Only the bootstrap Application applies argocd/, and it never prunes.
+                let bootstrap = spec["source"]["path"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("/argocd");
+                assert_eq!(bootstrap, path == "argocd/bootstrap-application.yaml");
+                assert_eq!(
+                    spec["syncPolicy"]["automated"]["prune"], !bootstrap,
+                    "{path}"
+                );
+            }
+            "Kustomization" => {
+                assert!(name.len() <= 63, "{name}");
+                let dir = v["spec"]["path"].as_str().unwrap();
+                if path.starts_with("flux/workloads/") {
+                    groups += 1;
+                    assert_eq!(v["spec"]["dependsOn"][0]["name"], "meshvm-mesh", "{path}");
+                    assert_eq!(v["spec"]["prune"], true);
+                } else if dir.ends_with("/flux") {
+                    assert_eq!(v["spec"]["prune"], false, "the bootstrap never prunes");
+                }
+                assert_eq!(v["spec"]["deletionPolicy"], "Orphan");
+            }
+            "GitRepository" => {
+                let ignore = v["spec"]["ignore"].as_str().unwrap();
+                assert!(ignore.contains("/workloads/**/bootstrap/"), "{ignore}");
+            }
+            kind => panic!("{path}: unexpected {kind}"),
+        }
+    }
+    let expected: BTreeSet<_> = fleet
+        .workloads
+        .iter()
+        .map(|w| (&w.namespace, &w.name))
+        .collect();
+    assert_eq!(groups, expected.len());
+}
+
+/// The GitRepository's `ignore` (gitignore syntax) keeps meshvm's subtree without the VMs'
+/// bootstrap files, and nothing else: checked with git's own matcher.
+#[test]
+fn flux_fetches_only_the_subtree_without_bootstrap_files() {
+    let r = render(&load("seed").fleet);
+    let v: serde_json::Value =
+        serde_saphyr::from_str(&text(&r, "flux/gitrepository.yaml")).unwrap();
+    let ignore = v["spec"]["ignore"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(git(&["init", "-q"]).status.success());
+    std::fs::write(dir.path().join(".gitignore"), ignore).unwrap();
+    let base = "clusters/cluster1";
+    for (path, ignored) in [
+        ("README.md", true),
+        ("clusters/other/x.yaml", true),
+        (&format!("{base}/mesh/kustomization.yaml") as &str, false),
+        (&format!("{base}/flux/mesh.yaml"), false),
+        (
+            &format!("{base}/workloads/ns/g/vms/vm-1/workloadentry.yaml"),
+            false,
+        ),
+        (
+            &format!("{base}/workloads/ns/g/vms/vm-1/bootstrap/cluster.env"),
+            true,
+        ),
+    ] {
+        // `check-ignore` exits 0 when the path is ignored, 1 when not.
+        let out = git(&["check-ignore", "-q", "--no-index", path]);
+        assert_eq!(out.status.code() == Some(0), ignored, "{path}\n{ignore}");
     }
 }

@@ -4,6 +4,7 @@
 //! 2 usage.
 
 mod bench;
+mod bench_repo;
 mod ci;
 mod fuzz;
 mod mesh;
@@ -33,6 +34,8 @@ enum Command {
     Fuzz(FuzzArgs),
     Mutants(MutantsArgs),
     Bench(bench::Args),
+    /// Repository size and sync time over many small syncs (bounded by repacking).
+    BenchRepo(bench_repo::Args),
     /// The real-cluster harness: etcd, kube-apiserver and istioctl built from tests/upstream.
     Mesh(mesh::Args),
     #[command(hide = true)]
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         Command::Fuzz(args) => fuzz::run(&schemas::workspace_root(), args.seconds),
         Command::Mutants(args) => mutants::run(&schemas::workspace_root(), &args.extra),
         Command::Bench(args) => bench::run(args),
+        Command::BenchRepo(args) => bench_repo::run(args),
         Command::BenchPrepare(args) => bench::prepare(args),
         Command::Mesh(args) => mesh::run(args),
     }

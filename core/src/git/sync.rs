@@ -51,7 +51,18 @@ pub fn sync(
         rendered: &rendered,
         refname: format!("refs/heads/{}", opts.branch),
     };
-    sync.retry(on_event)
+    let report = sync.retry(on_event)?;
+    if opts.mode.writes() {
+        keep_small(repo);
+    }
+    Ok(report)
+}
+
+/// Repacks the repository (the target, or the cache clone of a URL target) past `git gc
+/// --auto`'s thresholds, still under the lock. Best effort: the commit is already made (and
+/// pushed), and a repack that fails leaves every object where it was; the next sync tries again.
+fn keep_small(repo: &Repository) {
+    let _ = super::maintenance::auto_repack(repo, super::maintenance::Thresholds::default());
 }
 
 /// The plan of a sync without writing anything: `sync` in a dry-run mode.

@@ -18,6 +18,9 @@ pub struct GitRepositorySpec {
     pub url: String,
     #[serde(rename = "ref")]
     pub reference: GitRef,
+    /// `.sourceignore` lines (gitignore syntax): what the artifact leaves out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

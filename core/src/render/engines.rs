@@ -1,17 +1,32 @@
 //! `argocd/` and `flux/`: what makes the engines apply `mesh/` and `workloads/`. People apply
-//! these once (`kubectl apply -k`); no engine applies them, so none can delete them.
+//! them once (`kubectl apply -k`); from then on a bootstrap Application (Argo CD, app of
+//! apps) or Kustomization (Flux) keeps them in step with Git, without pruning.
+//!
+//! Scaling conventions (figures in docs/tree.md):
+//! - Argo CD: every Application carries `argocd.argoproj.io/manifest-generate-paths: .`, so a
+//!   commit invalidates the manifest cache only of the Applications whose directory it
+//!   touched; target revisions are fully qualified (`refs/heads/<branch>`), so Argo CD never
+//!   has to guess whether a name is a branch or a tag.
+//! - Flux: one Kustomization per workload group, each after the mesh one, instead of one for
+//!   every workload: a server-side apply stays the size of a group, and a failing group holds
+//!   back only itself. The GitRepository leaves out everything but meshvm's subtree and the
+//!   VMs' bootstrap files, and `gitops.flux.shard` sets Flux's sharding label.
 //!
 //! Deleting is guarded at every level, so that no single deletion (an ApplicationSet, an
 //! Application, a Flux Kustomization, a directory) cascades to a whole fleet:
 //! - Argo CD: generated Applications carry no resources finalizer
 //!   (`preserveResourcesOnDeletion`), the ApplicationSet never deletes an Application whose
-//!   directory disappeared (`applicationsSync: create-update`), and an automated sync never
-//!   empties an Application (`allowEmpty: false`).
+//!   directory disappeared (`applicationsSync: create-update`), an automated sync never
+//!   empties an Application (`allowEmpty: false`), and the bootstrap Application never prunes.
 //! - Flux: `deletionPolicy: Orphan` keeps the objects of a deleted Kustomization, while
-//!   `prune` still removes the objects that leave Git.
+//!   `prune` still removes the objects that leave Git; the bootstrap Kustomization never
+//!   prunes, so a group's Kustomization stays until it is deleted by hand, as Argo CD's
+//!   Applications do.
 //! - Namespaces are never pruned or deleted by either engine (see `mesh.rs`).
 
 use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
 
 use super::Rendered;
 use crate::k8s::ObjectMeta;
@@ -27,10 +42,14 @@ use crate::render::layout::{self, ARGOCD_DIR, FLUX_DIR, MESH_DIR, WORKLOADS_DIR}
 use crate::render::objects::managed_labels;
 use crate::spec::{Engine, Fleet};
 
-pub const ARGOCD_NAMESPACE: &str = "argocd";
-pub const FLUX_NAMESPACE: &str = "flux-system";
-const IN_CLUSTER: &str = "https://kubernetes.default.svc";
 const NAME_PREFIX: &str = "meshvm";
+/// Argo CD: the paths, relative to an Application's own, whose changes invalidate its
+/// manifest cache.
+pub const MANIFEST_GENERATE_PATHS: &str = "argocd.argoproj.io/manifest-generate-paths";
+/// Flux: which controller shard reconciles an object.
+pub const FLUX_SHARD_LABEL: &str = "sharding.fluxcd.io/key";
+/// The longest Flux object name: Flux writes it into a label value of every object it applies.
+const FLUX_NAME_MAX: usize = 63;
 
 pub(super) fn engines(fleet: &Fleet) -> Rendered {
     let mut out = Rendered::default();
@@ -47,6 +66,15 @@ pub(super) fn engines(fleet: &Fleet) -> Rendered {
     out
 }
 
+/// `meshvm`, or `meshvm-<gitops.name>`: the start of every engine object's name, so that two
+/// fleets can share one Argo CD or Flux.
+pub fn name_prefix(fleet: &Fleet) -> String {
+    match &fleet.gitops.name {
+        Some(name) => format!("{NAME_PREFIX}-{name}"),
+        None => NAME_PREFIX.to_owned(),
+    }
+}
+
 fn meta(name: &str, namespace: &str) -> ObjectMeta {
     let mut meta = ObjectMeta::named(name, Some(namespace));
     meta.labels = managed_labels(&BTreeMap::new());
@@ -58,10 +86,15 @@ fn repo_path(fleet: &Fleet, rel: &str) -> String {
     format!("{}/{rel}", fleet.gitops.path)
 }
 
-fn sync_policy() -> SyncPolicy {
+/// The fully qualified ref of the fleet's branch.
+fn qualified_revision(fleet: &Fleet) -> String {
+    format!("refs/heads/{}", fleet.gitops.branch)
+}
+
+fn sync_policy(prune: bool) -> SyncPolicy {
     SyncPolicy {
         automated: Some(Automated {
-            prune: true,
+            prune,
             self_heal: true,
             allow_empty: false,
         }),
@@ -78,29 +111,70 @@ fn sync_policy() -> SyncPolicy {
     }
 }
 
-/// An ApplicationSet making one Application per group directory, and the Application of
-/// `mesh/`.
+/// Argo CD metadata: managed, in Argo CD's namespace, with its manifest cache keyed on its own
+/// directory only.
+fn argo_meta(fleet: &Fleet, name: &str) -> ObjectMeta {
+    let mut meta = meta(name, &fleet.gitops.argocd.namespace);
+    meta.annotations
+        .insert(MANIFEST_GENERATE_PATHS.to_owned(), ".".to_owned());
+    meta
+}
+
+/// An Application of one directory of the tree.
+fn application(
+    fleet: &Fleet,
+    repo_url: &str,
+    name: &str,
+    dir: &str,
+    namespace: &str,
+    prune: bool,
+) -> Application {
+    let argo = &fleet.gitops.argocd;
+    Application::new(
+        argocd::API_VERSION,
+        "Application",
+        argo_meta(fleet, name),
+        ApplicationSpec {
+            project: argo.project.clone(),
+            source: Source {
+                repo_url: repo_url.to_owned(),
+                target_revision: qualified_revision(fleet),
+                path: repo_path(fleet, dir),
+            },
+            destination: argocd::Destination {
+                server: argo.server.clone(),
+                namespace: Some(namespace.to_owned()),
+            },
+            sync_policy: Some(sync_policy(prune)),
+        },
+    )
+}
+
+/// An ApplicationSet making one Application per group directory, the Application of `mesh/`,
+/// and the bootstrap Application of `argocd/` itself.
 fn argo_cd(fleet: &Fleet, repo_url: &str, out: &mut Rendered) {
     let g = &fleet.gitops;
+    let prefix = name_prefix(fleet);
     // `.path.segments` of `<gitops.path>/workloads/<ns>/<group>`: the namespace's index.
     let ns_index = g.path.split('/').count() + 1;
     let namespace = format!("{{{{ index .path.segments {ns_index} }}}}");
-    let mut template_meta = ObjectMeta::named(
-        &format!("{NAME_PREFIX}-{namespace}.{{{{ .path.basename }}}}"),
-        Some(ARGOCD_NAMESPACE),
+    let template_meta = argo_meta(
+        fleet,
+        &format!("{prefix}-{namespace}.{{{{ .path.basename }}}}"),
     );
-    template_meta.labels = managed_labels(&BTreeMap::new());
+    let mut group_app = application(fleet, repo_url, "", "", &namespace, true).spec;
+    group_app.source.path = "{{ .path.path }}".to_owned();
     let app_set = ApplicationSet::new(
         argocd::API_VERSION,
         "ApplicationSet",
-        meta(&format!("{NAME_PREFIX}-{WORKLOADS_DIR}"), ARGOCD_NAMESPACE),
+        meta(&format!("{prefix}-{WORKLOADS_DIR}"), &g.argocd.namespace),
         ApplicationSetSpec {
             go_template: true,
             go_template_options: vec!["missingkey=error".to_owned()],
             generators: vec![argocd::Generator {
                 git: GitGenerator {
                     repo_url: repo_url.to_owned(),
-                    revision: g.branch.clone(),
+                    revision: qualified_revision(fleet),
                     directories: vec![GitDirectory {
                         path: repo_path(fleet, &format!("{WORKLOADS_DIR}/*/*")),
                     }],
@@ -112,39 +186,27 @@ fn argo_cd(fleet: &Fleet, repo_url: &str, out: &mut Rendered) {
             }),
             template: ApplicationTemplate {
                 metadata: template_meta,
-                spec: ApplicationSpec {
-                    project: "default".to_owned(),
-                    source: Source {
-                        repo_url: repo_url.to_owned(),
-                        target_revision: g.branch.clone(),
-                        path: "{{ .path.path }}".to_owned(),
-                    },
-                    destination: argocd::Destination {
-                        server: IN_CLUSTER.to_owned(),
-                        namespace: Some(namespace),
-                    },
-                    sync_policy: Some(sync_policy()),
-                },
+                spec: group_app,
             },
         },
     );
-    let mesh_app = Application::new(
-        argocd::API_VERSION,
-        "Application",
-        meta(&format!("{NAME_PREFIX}-{MESH_DIR}"), ARGOCD_NAMESPACE),
-        ApplicationSpec {
-            project: "default".to_owned(),
-            source: Source {
-                repo_url: repo_url.to_owned(),
-                target_revision: g.branch.clone(),
-                path: repo_path(fleet, MESH_DIR),
-            },
-            destination: argocd::Destination {
-                server: IN_CLUSTER.to_owned(),
-                namespace: Some(fleet.mesh.istio_namespace.clone()),
-            },
-            sync_policy: Some(sync_policy()),
-        },
+    let mesh_app = application(
+        fleet,
+        repo_url,
+        &format!("{prefix}-{MESH_DIR}"),
+        MESH_DIR,
+        &fleet.mesh.istio_namespace,
+        true,
+    );
+    // App of apps: applies `argocd/` (itself included), never pruning, so a change there
+    // reaches the cluster and a file removed by mistake deletes nothing.
+    let bootstrap = application(
+        fleet,
+        repo_url,
+        &format!("{prefix}-{ARGOCD_DIR}"),
+        ARGOCD_DIR,
+        &g.argocd.namespace,
+        false,
     );
     out.object(
         format!("{ARGOCD_DIR}/{}", layout::ARGOCD_APPLICATION_SET_FILE),
@@ -154,44 +216,93 @@ fn argo_cd(fleet: &Fleet, repo_url: &str, out: &mut Rendered) {
         format!("{ARGOCD_DIR}/{}", layout::ARGOCD_MESH_APPLICATION_FILE),
         &mesh_app,
     );
+    out.object(
+        format!("{ARGOCD_DIR}/{}", layout::ARGOCD_BOOTSTRAP_FILE),
+        &bootstrap,
+    );
     out.kustomization(
         ARGOCD_DIR,
         [
             layout::ARGOCD_APPLICATION_SET_FILE,
+            layout::ARGOCD_BOOTSTRAP_FILE,
             layout::ARGOCD_MESH_APPLICATION_FILE,
         ],
     );
 }
 
-/// A GitRepository and two Kustomizations: `mesh/`, then `workloads/` once `mesh` is ready.
+/// A Flux object name of at most 63 characters: `name` itself when it fits, else its start
+/// and a hash of the whole, so long names stay unique and stable.
+pub fn flux_name(name: &str) -> String {
+    if name.len() <= FLUX_NAME_MAX {
+        return name.to_owned();
+    }
+    let hash = Sha256::digest(name.as_bytes());
+    let suffix: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+    // Names are ASCII (validated DNS labels joined by '-' and '.').
+    let start = name[..FLUX_NAME_MAX - suffix.len() - 1].trim_end_matches(['-', '.']);
+    format!("{start}-{suffix}")
+}
+
+/// `.sourceignore` of the GitRepository: only meshvm's subtree, without the VMs' bootstrap
+/// files (no controller needs them, and at 10,000 VMs they are most of the tree).
+fn source_ignore(fleet: &Fleet) -> String {
+    // gitignore cannot re-include below an excluded directory: exclude and re-include level
+    // by level (`/*`, `!/clusters/`, `/clusters/*`, `!/clusters/cluster1/`).
+    let mut out = String::new();
+    let mut at = String::new();
+    for part in fleet.gitops.path.split('/') {
+        out.push_str(&format!("{at}/*\n!{at}/{part}/\n"));
+        at = format!("{at}/{part}");
+    }
+    out.push_str(&format!(
+        "{at}/{WORKLOADS_DIR}/**/{}/\n",
+        layout::BOOTSTRAP_DIR
+    ));
+    out
+}
+
+/// A GitRepository; Kustomizations of `mesh/`, then one per group once `mesh` is ready; and
+/// the bootstrap Kustomization of `flux/` itself.
 fn flux(fleet: &Fleet, repo_url: &str, out: &mut Rendered) {
+    let f = &fleet.gitops.flux;
+    let prefix = name_prefix(fleet);
+    let flux_meta = |name: &str| {
+        let mut meta = meta(&flux_name(name), &f.namespace);
+        if let Some(shard) = &f.shard {
+            meta.labels
+                .insert(FLUX_SHARD_LABEL.to_owned(), shard.clone());
+        }
+        meta
+    };
     let repo = GitRepository::new(
         flux::SOURCE_V1,
         "GitRepository",
-        meta(NAME_PREFIX, FLUX_NAMESPACE),
+        flux_meta(&prefix),
         GitRepositorySpec {
             interval: "1m".to_owned(),
             url: repo_url.to_owned(),
             reference: GitRef {
                 branch: fleet.gitops.branch.clone(),
             },
+            ignore: Some(source_ignore(fleet)),
         },
     );
-    let kustomization = |dir: &str, depends_on: Vec<DependsOn>| {
+    let mesh_name = flux_name(&format!("{prefix}-{MESH_DIR}"));
+    let kustomization = |name: &str, dir: &str, prune: bool, depends_on: Vec<DependsOn>| {
         flux::Kustomization::new(
             flux::KUSTOMIZE_V1,
             "Kustomization",
-            meta(&format!("{NAME_PREFIX}-{dir}"), FLUX_NAMESPACE),
+            flux_meta(name),
             KustomizationSpec {
                 interval: "10m".to_owned(),
                 retry_interval: "1m".to_owned(),
                 timeout: "5m".to_owned(),
                 path: format!("./{}", repo_path(fleet, dir)),
-                prune: true,
+                prune,
                 deletion_policy: "Orphan".to_owned(),
                 source_ref: SourceRef {
                     kind: "GitRepository".to_owned(),
-                    name: NAME_PREFIX.to_owned(),
+                    name: flux_name(&prefix),
                 },
                 depends_on,
             },
@@ -203,23 +314,53 @@ fn flux(fleet: &Fleet, repo_url: &str, out: &mut Rendered) {
     );
     out.object(
         format!("{FLUX_DIR}/{}", layout::FLUX_MESH_FILE),
-        &kustomization(MESH_DIR, Vec::new()),
+        &kustomization(&mesh_name, MESH_DIR, true, Vec::new()),
     );
     out.object(
-        format!("{FLUX_DIR}/{}", layout::FLUX_WORKLOADS_FILE),
-        &kustomization(
-            WORKLOADS_DIR,
-            vec![DependsOn {
-                name: format!("{NAME_PREFIX}-{MESH_DIR}"),
-            }],
-        ),
+        format!("{FLUX_DIR}/{}", layout::FLUX_BOOTSTRAP_FILE),
+        &kustomization(&format!("{prefix}-{FLUX_DIR}"), FLUX_DIR, false, Vec::new()),
     );
-    out.kustomization(
-        FLUX_DIR,
-        [
-            layout::FLUX_GIT_REPOSITORY_FILE,
-            layout::FLUX_MESH_FILE,
-            layout::FLUX_WORKLOADS_FILE,
-        ],
-    );
+    let mut resources = vec![
+        layout::FLUX_BOOTSTRAP_FILE.to_owned(),
+        layout::FLUX_GIT_REPOSITORY_FILE.to_owned(),
+        layout::FLUX_MESH_FILE.to_owned(),
+    ];
+    let groups: std::collections::BTreeSet<(&str, &str)> = fleet
+        .workloads
+        .iter()
+        .map(|w| (w.namespace.as_str(), w.name.as_str()))
+        .collect();
+    for (namespace, group) in groups {
+        let file = layout::flux_group_file(namespace, group);
+        out.object(
+            format!("{FLUX_DIR}/{file}"),
+            &kustomization(
+                &format!("{prefix}-{namespace}.{group}"),
+                &layout::group_dir(namespace, group),
+                true,
+                vec![DependsOn {
+                    name: mesh_name.clone(),
+                }],
+            ),
+        );
+        resources.push(file);
+    }
+    out.kustomization(FLUX_DIR, resources);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flux_name;
+
+    #[test]
+    fn long_flux_names_are_cut_with_a_hash_and_stay_distinct() {
+        assert_eq!(flux_name("meshvm-ns.group"), "meshvm-ns.group");
+        let a = flux_name(&format!("meshvm-{}.{}", "n".repeat(63), "a".repeat(63)));
+        let b = flux_name(&format!("meshvm-{}.{}", "n".repeat(63), "b".repeat(63)));
+        assert_eq!(a.len(), 63);
+        assert_ne!(a, b);
+        // A cut that would end on '.' or '-' does not leave it before the hash.
+        let dotted = flux_name(&format!("meshvm-{}.{}", "n".repeat(46), "g".repeat(63)));
+        assert!(!dotted.contains(".-") && !dotted.contains("--"), "{dotted}");
+    }
 }

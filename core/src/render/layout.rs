@@ -9,7 +9,9 @@
 //! workloads/<ns>/<group>/                WorkloadGroup, ServiceEntry, and a kustomization listing its VMs
 //! workloads/<ns>/<group>/vms/<vm>/       one VM's overlay: its WorkloadEntry and non-secret bootstrap files
 //! workloads/<ns>/<group>/vms/<vm>/bootstrap/   the VM's mesh files for review (never the token)
-//! argocd/ , flux/                        the GitOps engines' wiring
+//! argocd/                                ApplicationSet (one Application per group), mesh and bootstrap Applications
+//! flux/                                  GitRepository, mesh and bootstrap Kustomizations
+//! flux/workloads/<ns>.<group>.yaml       one Flux Kustomization per group
 //! ```
 //!
 //! Architecture invariant: every path that belongs to one VM is under `vm_dir`, so a VM's
@@ -39,9 +41,19 @@ pub const SERVICE_ENTRY_FILE: &str = "serviceentry.yaml";
 pub const WORKLOAD_ENTRY_FILE: &str = "workloadentry.yaml";
 pub const ARGOCD_APPLICATION_SET_FILE: &str = "applicationset.yaml";
 pub const ARGOCD_MESH_APPLICATION_FILE: &str = "mesh-application.yaml";
+/// The Application that applies `argocd/` itself (app of apps).
+pub const ARGOCD_BOOTSTRAP_FILE: &str = "bootstrap-application.yaml";
 pub const FLUX_GIT_REPOSITORY_FILE: &str = "gitrepository.yaml";
 pub const FLUX_MESH_FILE: &str = "mesh.yaml";
-pub const FLUX_WORKLOADS_FILE: &str = "workloads.yaml";
+/// The Kustomization that applies `flux/` itself.
+pub const FLUX_BOOTSTRAP_FILE: &str = "bootstrap.yaml";
+/// Below `flux/`: one Kustomization per workload group.
+pub const FLUX_WORKLOADS_DIR: &str = "workloads";
+
+/// The Flux Kustomization of a group, relative to `flux/`.
+pub fn flux_group_file(namespace: &str, group: &str) -> String {
+    format!("{FLUX_WORKLOADS_DIR}/{namespace}.{group}.yaml")
+}
 
 pub fn group_dir(namespace: &str, group: &str) -> String {
     format!("{WORKLOADS_DIR}/{namespace}/{group}")

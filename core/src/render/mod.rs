@@ -10,8 +10,9 @@
 //!   it removes exactly its directory. This is also the unit of parallel rendering.
 //! - Every object goes through [`crate::k8s::yaml`] and carries `app.kubernetes.io/managed-by: meshvm`.
 //! - Every object belongs to exactly one thing that applies it: one Argo CD Application
-//!   (`mesh/` or one group directory) and one Flux Kustomization (`mesh/` or `workloads/`);
-//!   `install/`, `argocd/` and `flux/` are applied by people, never by an engine.
+//!   (`mesh/` or one group directory) and one Flux Kustomization (`mesh/` or one group
+//!   directory); `install/` is applied by people, `argocd/` and `flux/` once by people and
+//!   then by their own bootstrap Application / Kustomization, which never prunes.
 //! - No secret ever enters the tree: a file the VM files mark private (the token) is dropped.
 
 mod engines;

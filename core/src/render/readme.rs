@@ -38,10 +38,10 @@ Every object here carries the label `app.kubernetes.io/managed-by: meshvm`.
     for engine in &g.engines {
         match engine {
             Engine::Argocd => s.push_str(
-                "| `argocd/` | Argo CD: an ApplicationSet (one Application per group) and the `mesh` Application | you, once: `kubectl apply -k argocd/` |\n",
+                "| `argocd/` | Argo CD: an ApplicationSet (one Application per group), the `mesh` Application and a bootstrap Application that keeps `argocd/` itself in step | you, once: `kubectl apply -k argocd/` |\n",
             ),
             Engine::Flux => s.push_str(
-                "| `flux/` | Flux: a GitRepository and the `mesh` and `workloads` Kustomizations | you, once: `kubectl apply -k flux/` |\n",
+                "| `flux/` | Flux: a GitRepository, the `mesh` Kustomization, one Kustomization per group and a bootstrap one that keeps `flux/` itself in step | you, once: `kubectl apply -k flux/` |\n",
             ),
         }
     }

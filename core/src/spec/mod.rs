@@ -232,6 +232,64 @@ pub struct Gitops {
     pub branch: String,
     #[serde(default = "default_engines")]
     pub engines: Vec<Engine>,
+    /// Names this fleet's engine objects (`meshvm-<name>-mesh`, `meshvm-<name>-<ns>.<group>`,
+    /// …) so that several fleets can share one Argo CD or Flux. Without it they are
+    /// `meshvm-mesh`, `meshvm-<ns>.<group>`, ….
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where Argo CD runs and what its Applications deploy to.
+    #[serde(default)]
+    pub argocd: ArgoCd,
+    /// Where Flux runs and which controller shard reconciles this fleet.
+    #[serde(default)]
+    pub flux: Flux,
+}
+
+/// Argo CD settings of a fleet (`gitops.argocd`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArgoCd {
+    /// The namespace Argo CD runs in (its Applications and ApplicationSets live there).
+    #[serde(default = "default_argocd_namespace")]
+    pub namespace: String,
+    /// The AppProject of every Application.
+    #[serde(default = "default_argocd_project")]
+    pub project: String,
+    /// The API server the Applications deploy to, as registered in Argo CD.
+    #[serde(default = "default_argocd_server")]
+    pub server: String,
+}
+
+impl Default for ArgoCd {
+    fn default() -> Self {
+        ArgoCd {
+            namespace: default_argocd_namespace(),
+            project: default_argocd_project(),
+            server: default_argocd_server(),
+        }
+    }
+}
+
+/// Flux settings of a fleet (`gitops.flux`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Flux {
+    /// The namespace Flux runs in (its GitRepository and Kustomizations live there).
+    #[serde(default = "default_flux_namespace")]
+    pub namespace: String,
+    /// The `sharding.fluxcd.io/key` label of every Flux object: the controller shard that
+    /// reconciles this fleet. Without it the main controllers do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+}
+
+impl Default for Flux {
+    fn default() -> Self {
+        Flux {
+            namespace: default_flux_namespace(),
+            shard: None,
+        }
+    }
 }
 
 impl Default for Gitops {
@@ -241,6 +299,9 @@ impl Default for Gitops {
             repo_url: None,
             branch: default_branch(),
             engines: default_engines(),
+            name: None,
+            argocd: ArgoCd::default(),
+            flux: Flux::default(),
         }
     }
 }
@@ -608,6 +669,18 @@ fn default_branch() -> String {
 }
 fn default_engines() -> Vec<Engine> {
     vec![Engine::Argocd]
+}
+fn default_argocd_namespace() -> String {
+    "argocd".to_owned()
+}
+fn default_argocd_project() -> String {
+    "default".to_owned()
+}
+fn default_argocd_server() -> String {
+    "https://kubernetes.default.svc".to_owned()
+}
+fn default_flux_namespace() -> String {
+    "flux-system".to_owned()
 }
 fn default_service_account() -> String {
     "default".to_owned()

@@ -101,6 +101,7 @@ impl Checker {
         self.mesh(f);
         self.sidecar(f);
         self.gitops(f);
+        self.engine_settings(f);
 
         let mut groups: HashMap<(&str, &str), usize> = HashMap::new();
         let mut services: HashMap<(&str, &str), usize> = HashMap::new();
@@ -317,6 +318,63 @@ impl Checker {
                         .hint("list each engine once"),
                 );
             }
+        }
+    }
+
+    /// `gitops.name`, `gitops.argocd` and `gitops.flux`: what names the engine objects and
+    /// where they go.
+    fn engine_settings(&mut self, f: &Fleet) {
+        let g = &f.gitops;
+        if let Some(name) = &g.name {
+            // Engine object names are `meshvm-<name>-…`, and Argo CD and Flux put them in
+            // label values (63 characters): keep the name short.
+            let check = names::dns1123_label(name).and_then(|()| {
+                if name.len() > 20 {
+                    Err("is longer than 20 characters (it prefixes every Argo CD and Flux object name)".to_owned())
+                } else {
+                    Ok(())
+                }
+            });
+            self.report(
+                "/gitops/name",
+                name,
+                check,
+                "name the fleet like `payments`: lower-case letters, digits and '-'",
+            );
+        }
+        for (at, ns) in [
+            ("/gitops/argocd/namespace", &g.argocd.namespace),
+            ("/gitops/flux/namespace", &g.flux.namespace),
+        ] {
+            self.report(
+                at,
+                ns,
+                names::dns1123_label(ns),
+                "the namespace the engine runs in, such as `argocd` or `flux-system`",
+            );
+        }
+        self.report(
+            "/gitops/argocd/project",
+            &g.argocd.project,
+            names::dns1123_subdomain(&g.argocd.project),
+            "the name of an Argo CD AppProject, such as `default`",
+        );
+        let server = &g.argocd.server;
+        if !(server.starts_with("https://") || server.starts_with("http://"))
+            || server.chars().any(char::is_whitespace)
+        {
+            self.problems.push(
+                Problem::new("/gitops/argocd/server", format!("{server:?} is not an API server URL"))
+                    .hint("the cluster's URL as registered in Argo CD, such as `https://kubernetes.default.svc`"),
+            );
+        }
+        if let Some(shard) = &g.flux.shard {
+            self.report(
+                "/gitops/flux/shard",
+                shard,
+                names::label_value(shard),
+                "a label value such as `shard1`",
+            );
         }
     }
 

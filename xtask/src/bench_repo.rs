@@ -1,0 +1,147 @@
+//! `cargo xtask bench-repo`: a repository that receives a sync a day for years must not
+//! degrade. Syncs a synthetic fleet, then `--syncs` small changes (`--changed` VMs relabelled
+//! each), through the library's `gitops sync` in process, and reports every `--every` syncs the
+//! repository's size on disk, its loose objects and packs, and the sync time. With the
+//! maintenance of `meshvm::git::maintenance` (a repack past `git gc --auto`'s thresholds), size
+//! and time stay flat; without it, loose objects grow with every sync.
+//!
+//! A benchmark, never a timed test; CI does not run it. Timings are of this build (the xtask
+//! profile): compare them within one run.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use meshvm::git::{self, Input, Options, Target};
+
+/// Measure repository size and sync time over many small syncs.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// VMs in the fleet.
+    #[arg(long, default_value_t = 1000)]
+    vms: usize,
+    /// Syncs after the first.
+    #[arg(long, default_value_t = 500)]
+    syncs: usize,
+    /// VMs changed by each sync.
+    #[arg(long, default_value_t = 30)]
+    changed: usize,
+    /// Report every this many syncs.
+    #[arg(long, default_value_t = 50)]
+    every: usize,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    match bench(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask bench-repo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: &Args) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let repo = dir.path().join("fleet.git");
+    let mut fleet = meshvm::synthetic::fleet(args.vms);
+    let vms: usize = fleet.workloads.iter().map(|w| w.instances.len()).sum();
+    println!(
+        "{vms} VMs, {} syncs of {} changed VMs, in {}",
+        args.syncs,
+        args.changed,
+        repo.display()
+    );
+    println!(
+        "{:>6} {:>10} {:>8} {:>6} {:>12}",
+        "sync", "size MB", "loose", "packs", "sync ms (avg)"
+    );
+    let mut window = Duration::ZERO;
+    for round in 0..=args.syncs {
+        if round > 0 {
+            relabel(&mut fleet, round, args.changed);
+        }
+        let yaml = meshvm::k8s::yaml::to_string(&fleet);
+        let checked = meshvm::spec::load_fleet_str(&yaml, "bench.yaml".as_ref())
+            .map_err(|e| e.to_string())?;
+        let rendered = meshvm::render::render(&checked);
+        let sha = format!("{round:064x}");
+        let input = Input {
+            tree: &rendered.files,
+            path: &fleet.gitops.path,
+            fleet_sha256: &sha,
+        };
+        let opts = Options::new(
+            Target::Path(repo.clone()),
+            dir.path().join("cache"),
+            fleet.gitops.branch.clone(),
+        );
+        let started = Instant::now();
+        let report = git::sync(&input, &opts, &mut |_| {}).map_err(|e| e.to_string())?;
+        window += started.elapsed();
+        if round > 0 && report.commit.is_none() {
+            return Err(format!("sync {round} changed nothing"));
+        }
+        if round % args.every == 0 {
+            let n = if round == 0 { 1 } else { args.every };
+            let (bytes, loose, packs) = measure(&repo);
+            println!(
+                "{round:>6} {:>10.1} {loose:>8} {packs:>6} {:>12.0}",
+                bytes as f64 / 1e6,
+                window.as_secs_f64() * 1e3 / n as f64
+            );
+            window = Duration::ZERO;
+        }
+    }
+    Ok(())
+}
+
+/// Relabels `changed` VMs, a different slice each round.
+fn relabel(fleet: &mut meshvm::spec::Fleet, round: usize, changed: usize) {
+    let instances: Vec<_> = fleet
+        .workloads
+        .iter_mut()
+        .flat_map(|w| w.instances.iter_mut())
+        .collect();
+    let n = instances.len();
+    for (i, vm) in instances.into_iter().enumerate() {
+        if (i + n - (round * changed) % n) % n < changed {
+            vm.labels.insert("rollout".into(), format!("r{round}"));
+        }
+    }
+}
+
+/// Bytes on disk, loose objects and packs of a bare repository.
+fn measure(repo: &Path) -> (u64, usize, usize) {
+    fn walk(dir: &Path, bytes: &mut u64, files: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => walk(&path, bytes, files),
+                Ok(m) => {
+                    *bytes += std::os::unix::fs::MetadataExt::blocks(&m) * 512;
+                    files.push(path);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    let mut bytes = 0;
+    let mut files = Vec::new();
+    walk(repo, &mut bytes, &mut files);
+    let objects = repo.join("objects");
+    let loose = files
+        .iter()
+        .filter(|f| {
+            f.parent().and_then(|p| p.parent()) == Some(objects.as_path())
+                && f.parent()
+                    .and_then(|p| p.file_name())
+                    .is_some_and(|n| n.len() == 2)
+        })
+        .count();
+    let packs = files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "pack"))
+        .count();
+    (bytes, loose, packs)
+}
