@@ -239,8 +239,8 @@ func describe(s *tls.Secret) {
 	for _, u := range cert.URIs {
 		uris = append(uris, u.String())
 	}
-	log.Printf("SDS secret %s: subject %q, URI SANs [%s], expires %s", s.Name, cert.Subject.String(),
-		strings.Join(uris, " "), cert.NotAfter.UTC().Format("2006-01-02T15:04:05Z"))
+	log.Printf("SDS secret %s: URI SANs [%s], subject %q, expires %s", s.Name, strings.Join(uris, " "),
+		cert.Subject.String(), cert.NotAfter.UTC().Format("2006-01-02T15:04:05Z"))
 }
 
 // ads opens the aggregated stream with the node, asks for clusters and listeners, ACKs each
