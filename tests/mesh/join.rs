@@ -212,6 +212,7 @@ impl Agent {
         let pgid = self.child.id().to_string();
         let _ = Command::new("kill")
             .args(["-TERM", "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
             .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -224,6 +225,7 @@ impl Agent {
         }
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.wait();
     }
