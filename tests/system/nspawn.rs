@@ -376,7 +376,7 @@ pub fn debian_root_with(packages: &[&str]) -> PathBuf {
     );
     checked(
         Command::new("systemd-nspawn")
-            .args(["--quiet", "--register=no", "--pipe", "-D"])
+            .args(["--quiet", "--register=no", "--keep-unit", "--pipe", "-D"])
             .arg(&partial)
             .args(["sh", "-c"])
             .arg(format!(
