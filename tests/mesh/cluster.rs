@@ -12,7 +12,7 @@ use serde_json::Value;
 pub const APPLIED_DIRS: [&str; 4] = ["mesh", "workloads", "argocd", "flux"];
 
 /// A harness variable; fails the test, saying how to get a harness, when it is not set.
-fn harness_var(name: &str) -> PathBuf {
+pub fn harness_var(name: &str) -> PathBuf {
     match std::env::var_os(name) {
         Some(value) => PathBuf::from(value),
         None => panic!(

@@ -1,141 +1,621 @@
-//! The join broker against the real API server: the istio-token it hands a VM comes from the
-//! real TokenRequest API, and the real TokenReview authenticates it for Istio's audience as
-//! the group's ServiceAccount.
+//! A VM really joins the mesh: the harness's istiod (pilot-discovery, out of cluster, the
+//! harness's root plugged in as its CA) signs a workload certificate for a real pilot-agent
+//! that presents a real TokenRequest token, and sees its proxy connected.
+//!
+//! The agent runs as Istio's package runs it: Istio's own `istio-start.sh` (read from the
+//! istio module in the Go module cache, never copied here) with meshvm's VM files in place
+//! (cluster.env, mesh, root-cert.pem, the token, the hosts line), in the harness's VM network
+//! namespace, so it reaches istiod only through the east-west address meshvm's hosts line
+//! names. Envoy is the stand-in of tests/upstream/envoystandin (Envoy cannot be built here).
 
-use std::path::Path;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::broker_support::{Broker, join_request, pki};
-use crate::cluster::{checked, kubectl, meshvm, output};
+use crate::apply::apply_tree;
+use crate::cluster::{checked, harness_var, kubectl, meshvm, output};
 
-const NS: &str = "meshvm-join";
-const SA: &str = "vm-joiner";
+/// The trust domain and cluster the harness's istiod runs with (xtask/src/mesh/istiod.rs).
+const TRUST_DOMAIN: &str = "cluster.local";
 
-fn fleet(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("meshvm.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: meshvm.io/v1alpha1\nkind: Fleet\nmesh: {{meshID: mesh1, clusterID: cluster1, eastWestGateway: {{address: 192.0.2.10}}}}\nsidecar: {{version: 1.28.0}}\ngitops: {{engines: []}}\nworkloads:\n- name: onprem\n  namespace: {NS}\n  serviceAccount: {SA}\n  autoRegister: true\n  join: {{method: join-token}}\n"
-        ),
-    )
-    .unwrap();
-    path
+fn var(name: &str) -> String {
+    harness_var(name).to_string_lossy().into_owned()
 }
 
-/// The ServiceAccount the broker mints for, and its namespace (server-side apply: idempotent).
-fn ensure_service_account(dir: &Path) {
-    crate::cluster::ensure_namespaces([NS]);
-    let file = dir.join("sa.yaml");
-    crate::cluster::write_stream(
-        &file,
-        &[
-            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA, "namespace": NS}}),
-        ],
-    );
-    let out = crate::cluster::apply(&file, false);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// The harness has one VM network namespace: one agent at a time.
+fn vm_slot() -> MutexGuard<'static, ()> {
+    static SLOT: Mutex<()> = Mutex::new(());
+    SLOT.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// TokenReview of `token` for `istio-ca`, as istiod makes it.
-fn review(dir: &Path, token: &str) -> Value {
-    let file = dir.join("review.json");
-    std::fs::write(
-        &file,
-        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token, "audiences": ["istio-ca"]}}).to_string(),
-    )
-    .unwrap();
-    let out = output(kubectl().args(["create", "-o", "json", "-f"]).arg(&file));
-    std::fs::remove_file(&file).unwrap();
-    // Never print the output: it holds the token.
-    assert!(out.status.success(), "the TokenReview failed");
-    serde_json::from_slice(&out.stdout).unwrap()
+/// Polls `f` until it returns `Some`, for at most `limit`; `None` when time ran out.
+fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = f() {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn curl(url: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-fsS", "--max-time", "5", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn configmap_root(namespace: &str) -> Option<String> {
+    let out = output(kubectl().args([
+        "get",
+        "configmap",
+        "-n",
+        namespace,
+        "istio-ca-root-cert",
+        "-o",
+        "jsonpath={.data.root-cert\\.pem}",
+    ]));
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[test]
-fn the_broker_issues_a_real_token_that_token_review_authenticates() {
-    let dir = tempfile::tempdir().unwrap();
-    ensure_service_account(dir.path());
-    let fleet = fleet(dir.path());
-    let book = dir.path().join("join-tokens.json");
-    let token = checked(
-        meshvm()
-            .args([
-                "join-token",
-                "create",
-                "--group",
-                "onprem",
-                "--uses",
-                "1",
-                "--book",
-            ])
-            .arg(&book)
-            .arg("-f")
-            .arg(&fleet),
-    )
-    .trim()
-    .to_owned();
-    let kubeconfig = std::env::var_os("MESH_KUBECONFIG").expect("MESH_KUBECONFIG: run the harness");
-    let broker = Broker::start(
-        dir.path(),
-        &pki(),
-        &[
-            "--kubeconfig".as_ref(),
-            kubeconfig.as_os_str(),
-            "--fleet".as_ref(),
-            fleet.as_os_str(),
-            "--join-tokens".as_ref(),
-            book.as_os_str(),
-            "--token-seconds".as_ref(),
-            "600".as_ref(),
-        ],
-    );
-    let (status, answer) = broker.join(&join_request(
-        NS,
-        "onprem",
-        json!({"method": "join-token", "token": token}),
-    ));
-    assert_eq!(status, 200, "{}", answer["reason"]);
-    let istio_token = answer["token"].as_str().unwrap();
-    let status = &review(dir.path(), istio_token)["status"];
+fn istiod_is_ready_and_publishes_the_harness_root() {
+    let ready = curl(&format!("{}/ready", var("MESH_ISTIOD_DEBUG")));
+    assert!(ready.is_some(), "istiod /ready does not answer 200");
+    let root = std::fs::read_to_string(var("MESH_ROOT_CERT")).unwrap();
+    assert!(root.contains("BEGIN CERTIFICATE"), "{root}");
     assert_eq!(
-        status["authenticated"], true,
-        "TokenReview: {}",
-        status["error"]
+        configmap_root("istio-system").as_deref(),
+        Some(root.as_str())
     );
-    assert_eq!(
-        status["user"]["username"],
-        format!("system:serviceaccount:{NS}:{SA}")
-    );
-    assert_eq!(status["audiences"], json!(["istio-ca"]));
+    // A namespace made now receives it too: istiod's namespace controller runs.
+    let namespace = format!("join-root-{}", std::process::id());
+    checked(kubectl().args(["create", "namespace", &namespace]));
+    let published = poll(Duration::from_secs(30), || configmap_root(&namespace));
+    assert_eq!(published.as_deref(), Some(root.as_str()), "{namespace}");
+}
 
-    // The claims say the lifetime asked for (the minimum the API allows).
-    let claims = istio_token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
+/// The agent's root directory, laid out as Istio's package and meshvm's user-data leave a VM.
+struct VmRoot {
+    dir: tempfile::TempDir,
+}
+
+impl VmRoot {
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn write(&self, rel: &str, bytes: &[u8]) {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+/// The istio module's directory in the Go module cache (the version tests/upstream pins).
+fn istio_module() -> PathBuf {
+    let out = checked(
+        Command::new("go")
+            .args(["list", "-m", "-f", "{{.Dir}}", "istio.io/istio"])
+            .current_dir(testkit::workspace().join("tests/upstream"))
+            .env("GOFLAGS", "-mod=readonly")
+            .env("GOTOOLCHAIN", "local"),
+    );
+    let dir = PathBuf::from(out.trim());
+    assert!(
+        dir.join("tools/packaging/common/istio-start.sh").exists(),
+        "{}: no tools/packaging (run `cargo xtask mesh build`)",
+        dir.display()
+    );
+    dir
+}
+
+/// A fleet of one auto-registered group in its own namespace, whose VM is the harness's
+/// network namespace, with the harness's root and east-west address.
+fn join_fleet(dir: &Path, namespace: &str) -> PathBuf {
+    let text = std::fs::read_to_string(testkit::fixture("fleets/autoregister/meshvm.yaml"))
+        .unwrap()
+        .replace("namespace: jobs", &format!("namespace: {namespace}"))
+        .replace(
+            "address: 203.0.113.10",
+            &format!("address: {}", var("MESH_EASTWEST_ADDRESS")),
+        )
+        .replace(
+            "address: 10.3.0.7",
+            &format!("address: {}", var("MESH_VM_ADDRESS")),
+        )
+        .replace(
+            "  dnsCapture: false\n",
+            "  dnsCapture: false\n  rootCert: root-cert.pem\n",
+        );
+    assert!(text.contains("rootCert: root-cert.pem"), "{text}");
+    std::fs::copy(var("MESH_ROOT_CERT"), dir.join("root-cert.pem")).unwrap();
+    let fleet = dir.join("meshvm.yaml");
+    std::fs::write(&fleet, text).unwrap();
+    fleet
+}
+
+/// A real TokenRequest token (audience istio-ca) for `namespace/sa`.
+fn token(namespace: &str, sa: &str) -> String {
+    checked(kubectl().args([
+        "create",
+        "token",
+        sa,
+        "-n",
+        namespace,
+        "--audience",
+        "istio-ca",
+        "--duration",
+        "1h",
+    ]))
+    .trim()
+    .to_owned()
+}
+
+/// pilot-agent, started by Istio's istio-start.sh in the VM network namespace, its process
+/// group stopped when dropped.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(root: &VmRoot, istio: &Path) -> Agent {
+        let bin = root.path("usr/local/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink(harness_var("MESH_PILOT_AGENT"), bin.join("pilot-agent"))
+            .unwrap();
+        let log = root.path("agent.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &var("MESH_VM_NETNS"), "bash"])
+            .arg(istio.join("tools/packaging/common/istio-start.sh"))
+            .current_dir(root.dir.path())
+            .env("ISTIO_BIN_BASE", &bin)
+            // As root, without sudo (the package's unit runs it as root, then sudo -u
+            // istio-proxy; the VM test covers that).
+            .env("USER", "root")
+            .env("EXEC_USER", "root")
+            .env("ISTIO_CUSTOM_IP_TABLES", "true")
+            .env("CLOUD_PLATFORM", "none")
+            .env(
+                "PROXY_CONFIG",
+                format!("binaryPath: {}\n", var("MESH_ENVOY_STANDIN")),
+            )
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .process_group(0);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        Agent { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        let pgid = self.child.id().to_string();
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some()
+                && !Path::new(&format!("/proc/{pgid}")).exists()
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn openssl(args: &[&str]) -> (bool, String) {
+    let out = output(Command::new("openssl").args(args));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The WorkloadEntries of `namespace`.
+fn workload_entries(namespace: &str) -> Vec<Value> {
+    let out = checked(kubectl().args(["get", "workloadentries", "-n", namespace, "-o", "json"]));
+    let list: Value = serde_json::from_str(&out).unwrap();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The proxies istiod reports connected (`/debug/adsz`: id, labels, metadata).
+fn connected_proxies() -> Vec<Value> {
+    let Some(text) = curl(&format!("{}/debug/adsz", var("MESH_ISTIOD_DEBUG"))) else {
+        return Vec::new();
+    };
+    let adsz: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    adsz["clients"].as_array().cloned().unwrap_or_default()
+}
+
+/// Tests 1–3 of the join with the real agent in the VM network namespace: the certificate it
+/// gets (SPIFFE URI of the group's ServiceAccount, chaining to the fleet's root), the proxy
+/// istiod reports connected with the fleet's cluster ID, network and labels, and the
+/// WorkloadEntry istiod registers, then removes after its grace period once the agent stops.
+#[test]
+fn a_real_agent_with_a_real_token_joins_through_the_east_west_address() {
+    let _slot = vm_slot();
+    let scratch = tempfile::tempdir().unwrap();
+    let namespace = format!("join-{}", std::process::id());
+    let fleet = join_fleet(scratch.path(), &namespace);
+    let tree = render_fleet(&fleet, scratch.path());
+    apply_tree(&tree, scratch.path());
+    let sa = "batch";
+    let token = token(&namespace, sa);
+
+    let source = meshvm::spec::load_fleet(&fleet).unwrap();
+    let mut files = meshvm::vmfiles::vm_files(&source.fleet, "batch-1").unwrap();
+    meshvm::vmfiles::insert_token(&mut files, token.as_bytes()).unwrap();
+    let get = |name: &str| files.get(name).unwrap().bytes.clone();
+
+    let istio = istio_module();
+    let root = VmRoot {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let packaging = istio.join("tools/packaging/common");
+    root.write(
+        "var/lib/istio/envoy/sidecar.env",
+        &std::fs::read(packaging.join("sidecar.env")).unwrap(),
+    );
+    root.write(
+        "var/lib/istio/envoy/envoy_bootstrap_tmpl.json",
+        &std::fs::read(packaging.join("envoy_bootstrap.json")).unwrap(),
+    );
+    root.write("var/lib/istio/envoy/cluster.env", &get("cluster.env"));
+    root.write("etc/istio/config/mesh", &get("mesh.yaml"));
+    root.write("etc/certs/root-cert.pem", &get("root-cert.pem"));
+    root.write("var/run/secrets/tokens/istio-token", &get("istio-token"));
+    // meshvm's hosts line, where `ip netns exec` puts the namespace's /etc/hosts.
+    let hosts = format!(
+        "127.0.0.1 localhost\n{}",
+        String::from_utf8(get("hosts")).unwrap()
+    );
+    let etc_hosts = PathBuf::from("/etc/netns")
+        .join(var("MESH_VM_NETNS"))
+        .join("hosts");
+    std::fs::write(&etc_hosts, &hosts).unwrap();
+    assert!(
+        hosts.contains(&format!(
+            "{} istiod.istio-system.svc",
+            var("MESH_EASTWEST_ADDRESS")
+        )),
+        "{hosts}"
+    );
+
+    let mut agent = Agent::start(&root, &istio);
+    let chain = root.path("etc/certs/cert-chain.pem");
+    let got = poll(Duration::from_secs(60), || {
+        std::fs::read_to_string(&chain)
+            .ok()
+            .filter(|t| t.contains("END CERTIFICATE"))
+    });
+    assert!(got.is_some(), "no workload certificate:\n{}", agent.log());
+
+    // 1. The certificate: the group's SPIFFE identity, chaining to the fleet's root.
+    let chain = chain.to_str().unwrap();
+    let (_, text) = openssl(&["x509", "-in", chain, "-noout", "-ext", "subjectAltName"]);
+    let spiffe = format!("URI:spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{sa}");
+    assert!(text.contains(&spiffe), "{text}\n{}", agent.log());
+    let fleet_root = scratch.path().join("root-cert.pem");
+    let (ok, text) = openssl(&["verify", "-CAfile", fleet_root.to_str().unwrap(), chain]);
+    assert!(ok, "{text}");
+    // The stand-in got the same identity over the agent's SDS socket.
+    let sds = poll(Duration::from_secs(30), || {
+        let log = agent.log();
+        log.contains(&format!(
+            "SDS secret default: URI SANs [spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{sa}]"
+        ))
+        .then_some(())
+    });
+    assert!(sds.is_some(), "{}", agent.log());
+
+    // 2. istiod reports the proxy connected, with the fleet's cluster ID, network and labels.
+    let vm_ip = var("MESH_VM_ADDRESS");
+    let proxy = poll(Duration::from_secs(60), || {
+        connected_proxies()
+            .into_iter()
+            .find(|c| c["metadata"]["NAMESPACE"] == namespace.as_str())
+    });
+    let proxy =
+        proxy.unwrap_or_else(|| panic!("istiod reports no proxy of {namespace}:\n{}", agent.log()));
+    let metadata = &proxy["metadata"];
+    assert_eq!(
+        metadata["CLUSTER_ID"],
+        var("MESH_CLUSTER_ID").as_str(),
+        "{proxy:#}"
+    );
+    // The fleet names no network.
+    assert_eq!(metadata["NETWORK"].as_str().unwrap_or(""), "", "{proxy:#}");
+    assert_eq!(metadata["LABELS"]["app"], "batch", "{proxy:#}");
+    assert_eq!(metadata["SERVICE_ACCOUNT"], sa, "{proxy:#}");
+    assert_eq!(metadata["INSTANCE_IPS"], vm_ip.as_str(), "{proxy:#}");
+
+    // 3. The auto-registered WorkloadEntry, with the group's labels.
+    let entry_name = format!("batch-{vm_ip}");
+    let entry = poll(Duration::from_secs(30), || {
+        workload_entries(&namespace)
+            .into_iter()
+            .find(|e| e["metadata"]["name"] == entry_name.as_str())
+    });
+    let entry = entry.unwrap_or_else(|| panic!("no WorkloadEntry {entry_name}:\n{}", agent.log()));
+    assert_eq!(entry["spec"]["address"], vm_ip.as_str(), "{entry:#}");
+    assert_eq!(entry["spec"]["labels"]["app"], "batch", "{entry:#}");
+    assert_eq!(entry["spec"]["serviceAccount"], sa, "{entry:#}");
+
+    // ... removed after the grace period once the proxy is gone.
+    agent.stop();
+    let gone = poll(Duration::from_secs(60), || {
+        workload_entries(&namespace)
+            .iter()
+            .all(|e| e["metadata"]["name"] != entry_name.as_str())
+            .then_some(())
+    });
+    assert!(gone.is_some(), "{entry_name} outlived the grace period");
+}
+
+fn render_fleet(fleet: &Path, dir: &Path) -> PathBuf {
+    let tree = dir.join("tree");
+    checked(
+        meshvm()
+            .arg("render")
+            .arg("-f")
+            .arg(fleet)
+            .arg("-o")
+            .arg(&tree),
+    );
+    tree
+}
+
+/// Istio's `istio-sidecar.deb` as its packaging builds it (tools/packaging/packaging.mk):
+/// pilot-agent and `envoy` (here the stand-in) in /usr/local/bin with istio-start.sh, the
+/// `istio` unit, sidecar.env and the bootstrap template, Istio's postinst.sh, and the
+/// dependencies it names; every packaging file read from the istio module, none copied here.
+fn sidecar_deb(istio: &Path, version: &str) -> Vec<u8> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("pkg");
+    let put = |rel: &str, from: &Path, mode: u32| {
+        let path = pkg.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::copy(from, &path).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let packaging = istio.join("tools/packaging");
+    put(
+        "usr/local/bin/pilot-agent",
+        &harness_var("MESH_PILOT_AGENT"),
+        0o755,
+    );
+    put(
+        "usr/local/bin/envoy",
+        &harness_var("MESH_ENVOY_STANDIN"),
+        0o755,
+    );
+    put(
+        "usr/local/bin/istio-start.sh",
+        &packaging.join("common/istio-start.sh"),
+        0o755,
+    );
+    put(
+        "lib/systemd/system/istio.service",
+        &packaging.join("common/istio.service"),
+        0o644,
+    );
+    put(
+        "var/lib/istio/envoy/sidecar.env",
+        &packaging.join("common/sidecar.env"),
+        0o644,
+    );
+    put(
+        "var/lib/istio/envoy/envoy_bootstrap_tmpl.json",
+        &packaging.join("common/envoy_bootstrap.json"),
+        0o644,
+    );
+    put("DEBIAN/postinst", &packaging.join("postinst.sh"), 0o755);
+    std::fs::write(
+        pkg.join("DEBIAN/conffiles"),
+        "/var/lib/istio/envoy/envoy_bootstrap_tmpl.json\n/var/lib/istio/envoy/sidecar.env\n",
     )
     .unwrap();
-    assert_eq!(
-        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
-        600
+    std::fs::write(
+        pkg.join("DEBIAN/control"),
+        format!(
+            "Package: istio-sidecar\nVersion: {version}\nArchitecture: {}\n\
+             Depends: iproute2, iptables, sudo, hostname\nMaintainer: istio@istio.io\n\
+             Description: Istio Sidecar (pilot-agent; Envoy is meshvm's test stand-in)\n",
+            crate::nspawn::host_arch()
+        ),
+    )
+    .unwrap();
+    let deb = dir.path().join("istio-sidecar.deb");
+    checked(
+        Command::new("dpkg-deb")
+            // Uncompressed, as Istio's FAST_VM_BUILDS: it only crosses a veth.
+            .args(["--root-owner-group", "-Znone", "--build"])
+            .arg(&pkg)
+            .arg(&deb),
+    );
+    std::fs::read(deb).unwrap()
+}
+
+/// The join fleet with its sidecar package served from `url`.
+fn with_package(fleet: &Path, url: &str, sha256: &str) {
+    let text = std::fs::read_to_string(fleet).unwrap();
+    let sidecar = "sidecar:\n  version: 1.28.0\n";
+    assert!(text.contains(sidecar), "{text}");
+    let text = text.replace(
+        sidecar,
+        &format!(
+            "{sidecar}  arch: {}\n  sha256: \"{sha256}\"\n  url: {url}\n",
+            crate::nspawn::host_arch()
+        ),
+    );
+    std::fs::write(fleet, text).unwrap();
+}
+
+/// The VM itself: a Debian root booted by systemd-nspawn in the harness's VM network namespace
+/// from the user-data `meshvm cloud-init` writes (a real token), which installs Istio's
+/// package and starts the `istio` unit: the VM gets its certificate (test 1), istiod reports
+/// its proxy (test 2), registers its WorkloadEntry and removes it after the grace period once
+/// the VM is powered off (test 3).
+#[test]
+#[ignore = "issue 14, unfinished: the VM installs Istio's package and `istio` is active, but no certificate appears within 240 s and /var/log/istio stays empty; run with --ignored to debug"]
+fn a_debian_vm_booted_from_meshvm_user_data_joins_the_mesh() {
+    let _slot = vm_slot();
+    let scratch = tempfile::tempdir().unwrap();
+    let namespace = format!("join-vm-{}", std::process::id());
+    let fleet = join_fleet(scratch.path(), &namespace);
+    let istio = istio_module();
+    let deb = sidecar_deb(&istio, "1.28.0");
+    let base = crate::nspawn::serve_on(
+        &var("MESH_EASTWEST_ADDRESS"),
+        vec![("istio-sidecar.deb", deb.clone())],
+    );
+    with_package(
+        &fleet,
+        &format!("{base}/istio-sidecar.deb"),
+        &crate::nspawn::sha256_hex(&deb),
+    );
+    let tree = render_fleet(&fleet, scratch.path());
+    apply_tree(&tree, scratch.path());
+    let sa = "batch";
+    let token_file = scratch.path().join("token");
+    std::fs::write(&token_file, token(&namespace, sa)).unwrap();
+    let user_data = scratch.path().join("user-data");
+    checked(
+        meshvm()
+            .args(["cloud-init", "batch-1", "-f"])
+            .arg(&fleet)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("-o")
+            .arg(&user_data),
     );
 
-    // The used-up join token gets nothing more.
-    let (status, answer) = broker.join(&join_request(
-        NS,
-        "onprem",
-        json!({"method": "join-token", "token": token}),
-    ));
-    assert_eq!((status, answer["error"].as_str()), (401, Some("bad-token")));
-    let decisions = broker.decisions(2);
+    // The image has the package's dependencies (the VM's network reaches only the harness).
+    let image = crate::nspawn::debian_root_with(&["sudo", "iptables"]);
+    let vm = crate::nspawn::Vm::persistent_of(&image);
+    // This VM stays up: not the system tests' report-and-power-off unit.
+    std::fs::remove_file(
+        vm.disk()
+            .join("etc/systemd/system/cloud-init.target.wants/meshvm-test-report.service"),
+    )
+    .unwrap();
+    vm.seed(&std::fs::read(&user_data).unwrap(), "iid-join-1");
+    let mut running = vm.start(&[format!(
+        "--network-namespace-path=/run/netns/{}",
+        var("MESH_VM_NETNS")
+    )]);
+    let disk = vm.disk().to_path_buf();
+    let logs = |running: &crate::nspawn::Running| vm_logs(&disk, running);
+
+    // 1. The certificate pilot-agent wrote on the VM (OUTPUT_CERTS=/etc/certs).
+    let chain = disk.join("etc/certs/cert-chain.pem");
+    let got = poll(Duration::from_secs(240), || {
+        std::fs::read_to_string(&chain)
+            .ok()
+            .filter(|t| t.contains("END CERTIFICATE"))
+    });
     assert!(
-        decisions
-            .iter()
-            .all(|d| !d.to_string().contains(istio_token))
+        got.is_some(),
+        "the VM got no workload certificate\n{}",
+        logs(&running)
     );
+    let chain = chain.to_str().unwrap();
+    let (_, text) = openssl(&["x509", "-in", chain, "-noout", "-ext", "subjectAltName"]);
+    let spiffe = format!("URI:spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{sa}");
+    assert!(text.contains(&spiffe), "{text}\n{}", logs(&running));
+    let fleet_root = scratch.path().join("root-cert.pem");
+    let (ok, text) = openssl(&["verify", "-CAfile", fleet_root.to_str().unwrap(), chain]);
+    assert!(ok, "{text}");
+
+    // 2. istiod reports the VM's proxy connected, with the fleet's cluster ID and labels.
+    let vm_ip = var("MESH_VM_ADDRESS");
+    let proxy = poll(Duration::from_secs(60), || {
+        connected_proxies()
+            .into_iter()
+            .find(|c| c["metadata"]["NAMESPACE"] == namespace.as_str())
+    });
+    let proxy = proxy
+        .unwrap_or_else(|| panic!("istiod reports no proxy of {namespace}\n{}", logs(&running)));
+    let metadata = &proxy["metadata"];
+    assert_eq!(
+        metadata["CLUSTER_ID"],
+        var("MESH_CLUSTER_ID").as_str(),
+        "{proxy:#}"
+    );
+    assert_eq!(metadata["LABELS"]["app"], "batch", "{proxy:#}");
+    assert_eq!(metadata["INSTANCE_IPS"], vm_ip.as_str(), "{proxy:#}");
+
+    // 3. The WorkloadEntry istiod registers for it, gone after the grace period once the VM
+    // is powered off.
+    let entry_name = format!("batch-{vm_ip}");
+    let entry = poll(Duration::from_secs(30), || {
+        workload_entries(&namespace)
+            .into_iter()
+            .find(|e| e["metadata"]["name"] == entry_name.as_str())
+    });
+    let entry =
+        entry.unwrap_or_else(|| panic!("no WorkloadEntry {entry_name}\n{}", logs(&running)));
+    assert_eq!(entry["spec"]["labels"]["app"], "batch", "{entry:#}");
+    assert!(
+        running.stop(),
+        "the VM did not power off\n{}",
+        running.console()
+    );
+    let gone = poll(Duration::from_secs(60), || {
+        workload_entries(&namespace)
+            .iter()
+            .all(|e| e["metadata"]["name"] != entry_name.as_str())
+            .then_some(())
+    });
+    assert!(gone.is_some(), "{entry_name} outlived the grace period");
+}
+
+/// What the VM logged: cloud-init's output, the agent's logs (istio-start.sh sends them to
+/// /var/log/istio), and the console.
+fn vm_logs(disk: &Path, running: &crate::nspawn::Running) -> String {
+    let read = |rel: &str| std::fs::read_to_string(disk.join(rel)).unwrap_or_default();
+    format!(
+        "--- cloud-init-output.log ---\n{}\n--- istio.log ---\n{}\n--- istio.err.log ---\n{}\n--- console ---\n{}",
+        read("var/log/cloud-init-output.log"),
+        read("var/log/istio/istio.log"),
+        read("var/log/istio/istio.err.log"),
+        running.console()
+    )
 }

@@ -9,10 +9,14 @@
 //! test deletes anything: the fleets' own namespaces are shared by the tests that apply fleets
 //! (one fleet at a time, [`cluster::fleet_turn`]); every other test uses namespaces of its own.
 
+#[path = "../support/mod.rs"]
+mod support;
+// The systemd-nspawn VM of the system tests, booted here in the harness's network namespace.
+#[path = "../system/nspawn.rs"]
+mod nspawn;
+
 mod apply;
-#[path = "../support/broker.rs"]
-#[allow(dead_code)]
-mod broker_support;
+mod broker;
 mod cluster;
 mod install;
 mod join;

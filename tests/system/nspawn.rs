@@ -2,7 +2,9 @@
 //! (cached under target/, keyed by what goes into it), booted with real systemd and real
 //! cloud-init in `systemd-nspawn`, seeded as NoCloud. Also a stand-in `istio-sidecar` .deb and
 //! a small HTTP server on 127.0.0.1 to download it from (the container shares the host's
-//! network).
+//! network). Also compiled into the `mesh` test binary (the real join in tests/mesh/join.rs:
+//! a VM in the harness's network namespace), which uses other parts of it.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -180,8 +182,11 @@ pub struct Vm {
 
 impl Vm {
     fn with_copy(persistent: bool) -> Vm {
+        Vm::of_image(debian_root(), persistent)
+    }
+
+    fn of_image(image: &Path, persistent: bool) -> Vm {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let image = debian_root();
         let dir = tempfile::Builder::new()
             .prefix("meshvm-vm-")
             .tempdir_in(Path::new(env!("CARGO_TARGET_TMPDIR")))
@@ -214,6 +219,25 @@ impl Vm {
         Vm::with_copy(true)
     }
 
+    /// A persistent VM of another image, such as one of [`debian_root_with`].
+    pub fn persistent_of(image: &Path) -> Vm {
+        Vm::of_image(image, true)
+    }
+
+    /// The persistent VM's disk, as the host sees it.
+    pub fn disk(&self) -> &Path {
+        self.copy.as_deref().expect("a persistent VM")
+    }
+
+    /// Boots the VM in the background with more `systemd-nspawn` arguments (a network
+    /// namespace, …); it runs until [`Running::stop`] or its report unit powers it off.
+    pub fn start(&self, extra: &[String]) -> Running {
+        let (mut cmd, console, _) = self.command();
+        cmd.args(extra);
+        let child = cmd.spawn().expect("systemd-nspawn starts");
+        Running { child, console }
+    }
+
     /// Seeds the NoCloud datasource: user-data and an instance-id.
     pub fn seed(&self, user_data: &[u8], instance_id: &str) {
         let seed = self.dir.path().join("seed");
@@ -232,8 +256,9 @@ impl Vm {
         std::fs::write(root.join("etc/cloud/cloud.cfg.d").join(name), text).unwrap();
     }
 
-    /// Boots the VM until the report unit powers it off, and returns the report.
-    pub fn boot(&self) -> Report {
+    /// The `systemd-nspawn` command that boots the VM, its console going to `console.log`, and
+    /// the host directory the VM sees as /meshvm-out.
+    fn command(&self) -> (Command, PathBuf, PathBuf) {
         let out = self.dir.path().join("out");
         let _ = std::fs::remove_dir_all(&out);
         std::fs::create_dir_all(&out).unwrap();
@@ -250,13 +275,17 @@ impl Vm {
             Some(root) => cmd.arg("-D").arg(root),
             None => cmd.args(["--volatile=overlay", "-D"]).arg(debian_root()),
         };
-        let started = Instant::now();
-        let mut child = cmd
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("systemd-nspawn starts");
+            .stderr(log);
+        (cmd, log_path, out)
+    }
+
+    /// Boots the VM until the report unit powers it off, and returns the report.
+    pub fn boot(&self) -> Report {
+        let (mut cmd, log_path, out) = self.command();
+        let started = Instant::now();
+        let mut child = cmd.spawn().expect("systemd-nspawn starts");
         let limit = Duration::from_secs(300);
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -285,6 +314,84 @@ impl Vm {
         });
         Report::parse(&text, out.clone(), diagnostics(&log_path, &out))
     }
+}
+
+/// A VM booted by [`Vm::start`]; powered off when dropped.
+pub struct Running {
+    child: std::process::Child,
+    console: PathBuf,
+}
+
+impl Running {
+    /// The end of the VM's console.
+    pub fn console(&self) -> String {
+        let text = std::fs::read_to_string(&self.console).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Powers the VM off as a host shutdown would (SIGTERM to systemd-nspawn), killing it
+    /// after a minute; whether it powered off in time.
+    pub fn stop(&mut self) -> bool {
+        if self.child.try_wait().unwrap().is_none() {
+            // Our own child, not reaped yet: its PID is still its own.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The cached Debian root with more packages installed (apt in the root, once; then reused).
+pub fn debian_root_with(packages: &[&str]) -> PathBuf {
+    let base = debian_root();
+    let key = sha256_hex(format!("{}\n{packages:?}", base.display()).as_bytes());
+    let root = cache_dir().join(format!("with-{}", &key[..16]));
+    if root.join("etc/meshvm-test-image-with").exists() {
+        return root;
+    }
+    let partial = cache_dir().join(format!(".partial-with-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    checked(
+        Command::new("cp")
+            .args(["-a", "--reflink=auto"])
+            .arg(base)
+            .arg(&partial),
+    );
+    checked(
+        Command::new("systemd-nspawn")
+            .args(["--quiet", "--register=no", "--keep-unit", "--pipe", "-D"])
+            .arg(&partial)
+            .args(["sh", "-c"])
+            .arg(format!(
+                "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+                 --no-install-recommends {}",
+                packages.join(" ")
+            ))
+            .stdin(Stdio::null()),
+    );
+    std::fs::write(partial.join("etc/meshvm-test-image-with"), &key).unwrap();
+    if std::fs::rename(&partial, &root).is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+        assert!(root.join("etc/meshvm-test-image-with").exists());
+    }
+    root
 }
 
 fn diagnostics(console: &Path, out: &Path) -> String {
@@ -444,7 +551,12 @@ exec sleep infinity'
 /// Serves `files` (name → body) at `http://127.0.0.1:<port>/<name>` for the rest of the
 /// test process, and returns that base address; anything else is a 404.
 pub fn serve(files: Vec<(&str, Vec<u8>)>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    serve_on("127.0.0.1", files)
+}
+
+/// [`serve`] on another address of the host (one a VM in its own network namespace reaches).
+pub fn serve_on(address: &str, files: Vec<(&str, Vec<u8>)>) -> String {
+    let listener = TcpListener::bind((address, 0)).unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let files: BTreeMap<String, Vec<u8>> = files
         .into_iter()

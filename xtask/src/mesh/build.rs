@@ -13,14 +13,17 @@ pub enum Tool {
     Istioctl,
     PilotDiscovery,
     PilotAgent,
+    /// The test-only Envoy stand-in of tests/upstream/envoystandin (Envoy cannot be built here).
+    EnvoyStandin,
 }
 
-pub const TOOLS: [Tool; 5] = [
+pub const TOOLS: [Tool; 6] = [
     Tool::Etcd,
     Tool::KubeApiserver,
     Tool::Istioctl,
     Tool::PilotDiscovery,
     Tool::PilotAgent,
+    Tool::EnvoyStandin,
 ];
 
 impl Tool {
@@ -31,6 +34,7 @@ impl Tool {
             Tool::Istioctl => "istioctl",
             Tool::PilotDiscovery => "pilot-discovery",
             Tool::PilotAgent => "pilot-agent",
+            Tool::EnvoyStandin => "envoy-standin",
         }
     }
 
@@ -42,6 +46,7 @@ impl Tool {
             Tool::Istioctl => "istio.io/istio/istioctl/cmd/istioctl",
             Tool::PilotDiscovery => "istio.io/istio/pilot/cmd/pilot-discovery",
             Tool::PilotAgent => "istio.io/istio/pilot/cmd/pilot-agent",
+            Tool::EnvoyStandin => "meshvm.dev/tests/upstream/envoystandin",
         }
     }
 
@@ -68,10 +73,15 @@ const LDFLAGS: &str = concat!(
     " -X istio.io/istio/pkg/version.buildHub=gcr.io/istio-testing",
 );
 
-/// Builds every tool into `paths.bin`, unless each binary is newer than go.mod and go.sum.
+/// Builds every tool into `paths.bin`, unless each binary is newer than go.mod, go.sum and the
+/// stand-in's source.
 pub fn build(paths: &Paths) -> Result<(), String> {
     let module = paths.root.join("tests/upstream");
-    let pins = newest_mtime(&[module.join("go.mod"), module.join("go.sum")])?;
+    let pins = newest_mtime(&[
+        module.join("go.mod"),
+        module.join("go.sum"),
+        module.join("envoystandin/main.go"),
+    ])?;
     let fresh = TOOLS.iter().all(|tool| {
         std::fs::metadata(paths.tool(*tool))
             .and_then(|m| m.modified())

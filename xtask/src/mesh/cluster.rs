@@ -18,7 +18,7 @@ use super::build::Tool;
 use crate::ci::run_quietly;
 
 /// The processes `up` starts, in start order (`down` stops them in reverse).
-const PROCESSES: [Tool; 2] = [Tool::Etcd, Tool::KubeApiserver];
+const PROCESSES: [Tool; 3] = [Tool::Etcd, Tool::KubeApiserver, Tool::PilotDiscovery];
 
 /// How long the API server and the CRDs may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -89,7 +89,7 @@ pub fn up(paths: &Paths) -> Result<(), String> {
     std::fs::create_dir_all(&pki).map_err(|e| format!("{}: {e}", pki.display()))?;
     certificates(&pki)?;
 
-    let [client, peer, secure] = free_ports()?;
+    let [client, peer, secure] = free_ports::<3>()?;
     let etcd_url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let data_dir = state.join("etcd-data");
@@ -133,9 +133,10 @@ pub fn up(paths: &Paths) -> Result<(), String> {
         kubectl(paths, &["get", "--raw", "/readyz"]).is_ok()
     })?;
     load_crds(paths)?;
+    let istiod = super::istiod::start(paths)?;
     eprintln!(
-        "xtask mesh: up in {:.1?}: etcd {etcd_url}, kube-apiserver https://127.0.0.1:{secure}; \
-         `eval $(cargo xtask mesh env)` to use it",
+        "xtask mesh: up in {:.1?}: etcd {etcd_url}, kube-apiserver https://127.0.0.1:{secure}, \
+         istiod {istiod}; `eval $(cargo xtask mesh env)` to use it",
         started.elapsed()
     );
     Ok(())
@@ -160,6 +161,7 @@ pub fn down(paths: &Paths) -> Result<(), String> {
         }
         eprintln!("xtask mesh: stopped {} (PID {pid})", tool.name());
     }
+    super::istiod::remove_network(paths)?;
     remove_state(paths)
 }
 
@@ -171,25 +173,40 @@ fn remove_state(paths: &Paths) -> Result<(), String> {
     }
 }
 
-/// Three ports free on 127.0.0.1 now, held together so that they differ.
-fn free_ports() -> Result<[u16; 3], String> {
-    let listeners: Vec<TcpListener> = (0..3)
+/// `N` ports free on 127.0.0.1 now, held together so that they differ.
+pub(super) fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    let listeners: Vec<TcpListener> = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
-    let port = |i: usize| listeners[i].local_addr().map(|a| a.port());
-    Ok([port(0), port(1), port(2)].map(|p| p.expect("a bound listener has an address")))
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    }
+    Ok(ports)
 }
 
 /// Starts `tool` in its own process group (so that `up` returns and a Ctrl-C in the shell
 /// does not reach it), its output in `<state>/<tool>.log`, and records its PID.
-fn spawn(paths: &Paths, tool: Tool, args: &[String]) -> Result<(), String> {
+pub(super) fn spawn(paths: &Paths, tool: Tool, args: &[String]) -> Result<(), String> {
+    spawn_in(paths, tool, args, &paths.state, &[])
+}
+
+/// [`spawn`] in the working directory `cwd` with extra environment variables.
+pub(super) fn spawn_in(
+    paths: &Paths,
+    tool: Tool,
+    args: &[String],
+    cwd: &Path,
+    envs: &[(&str, String)],
+) -> Result<(), String> {
     let log_path = paths.state.join(format!("{}.log", tool.name()));
     let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let err = log.try_clone().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(paths.tool(tool));
     cmd.args(args)
-        .current_dir(&paths.state)
+        .current_dir(cwd)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
@@ -202,7 +219,7 @@ fn spawn(paths: &Paths, tool: Tool, args: &[String]) -> Result<(), String> {
 
 /// Polls `ready` until it holds; fails with the log's tail when the process exits or time
 /// runs out.
-fn wait_for(
+pub(super) fn wait_for(
     paths: &Paths,
     tool: Tool,
     what: &str,
@@ -234,7 +251,7 @@ fn wait_for(
     }
 }
 
-fn curl(url: &str) -> Option<String> {
+pub(super) fn curl(url: &str) -> Option<String> {
     let out = Command::new("curl")
         .args(["-fsS", "--max-time", "2", url])
         .output()
@@ -245,7 +262,7 @@ fn curl(url: &str) -> Option<String> {
 }
 
 /// kubectl against the harness; what it said when it fails.
-fn kubectl(paths: &Paths, args: &[&str]) -> Result<(), String> {
+pub(super) fn kubectl(paths: &Paths, args: &[&str]) -> Result<(), String> {
     run_quietly(
         Command::new("kubectl")
             .arg("--kubeconfig")
@@ -254,7 +271,7 @@ fn kubectl(paths: &Paths, args: &[&str]) -> Result<(), String> {
     )
 }
 
-fn openssl(pki: &Path, args: &[&str]) -> Result<(), String> {
+pub(super) fn openssl(pki: &Path, args: &[&str]) -> Result<(), String> {
     run_quietly(Command::new("openssl").args(args).current_dir(pki))
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask mesh build|up|env|down|test`: a real control plane for the real-cluster tests
 //! (`tests/mesh/`): etcd and kube-apiserver on 127.0.0.1 with the CRDs meshvm's output uses,
-//! and istioctl, all built with `go build` from the pinned Go module in `tests/upstream/`.
+//! istiod (pilot-discovery) out of cluster, istioctl, pilot-agent and the Envoy stand-in, all
+//! built with `go build` from the pinned Go module in `tests/upstream/`.
 //!
 //! A test fixture, not a product: one harness per target directory, its state (PIDs, logs,
 //! certificates, kubeconfig, etcd data) in `<target>/mesh/`, its binaries in
@@ -8,6 +9,7 @@
 
 mod build;
 mod cluster;
+mod istiod;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -28,10 +30,12 @@ enum Action {
     /// tests/upstream into <target>/upstream/bin (skipped when they are newer than go.mod and
     /// go.sum; Go's caches make a rebuild cheap anyway).
     Build,
-    /// Build, then start etcd and kube-apiserver on 127.0.0.1 and load the CRDs of
-    /// ../shared/crds. Refuses to start a second harness.
+    /// Build, then start etcd and kube-apiserver on 127.0.0.1, load the CRDs of
+    /// ../shared/crds, and start istiod out of cluster with a plugged-in root, its CA and xDS
+    /// on a veth pair to the test VM's network namespace. Refuses to start a second harness.
     Up,
-    /// Print the harness's environment for a shell to `eval`: KUBECONFIG and MESH_* binaries.
+    /// Print the harness's environment for a shell to `eval`: KUBECONFIG, MESH_* binaries,
+    /// istiod's address (MESH_ISTIOD), its root (MESH_ROOT_CERT) and the VM network.
     Env,
     /// Stop exactly the processes `up` started and remove the harness's state.
     Down,
@@ -110,6 +114,12 @@ pub fn env(paths: &Paths) -> Result<Vec<(String, PathBuf)>, String> {
         build::TOOLS
             .iter()
             .map(|tool| (tool.env_var(), paths.tool(*tool))),
+    );
+    // istiod's addresses, its root and the test VM's network.
+    vars.extend(
+        istiod::env(paths)?
+            .into_iter()
+            .map(|(name, value)| (name, PathBuf::from(value))),
     );
     Ok(vars)
 }
