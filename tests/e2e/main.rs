@@ -9,6 +9,7 @@ mod cli;
 mod cloud_init;
 mod gitops;
 mod hardening;
+mod noop;
 mod render;
 mod stdout;
 mod vm_files;

@@ -5,6 +5,7 @@
 //! with its position, before the typed read.
 
 pub mod diagnostic;
+pub mod inputs;
 mod load;
 pub mod names;
 pub mod root_cert;
