@@ -11,6 +11,7 @@ mod gitops;
 mod hardening;
 mod interrupt;
 mod join;
+mod noop;
 mod readme;
 mod render;
 mod stdout;

@@ -173,6 +173,13 @@ fn rendered_tree(source: &SourceFile) -> FileTree {
 
 impl RepoArgs {
     fn options(&self, source: &SourceFile) -> Result<Options, CommandError> {
+        let mut opts = self.options_for(&source.fleet.gitops.branch)?;
+        opts.render_inputs = Some(source.render_inputs());
+        Ok(opts)
+    }
+
+    /// The options, with `fleet_branch` (the fleet's `gitops.branch`) as the default branch.
+    fn options_for(&self, fleet_branch: &str) -> Result<Options, CommandError> {
         let target = Target::parse(&self.repo).map_err(CommandError::invalid)?;
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let cache_dir = self.cache_dir.clone().unwrap_or_else(|| {
@@ -186,7 +193,7 @@ impl RepoArgs {
         let branch = self
             .branch
             .clone()
-            .unwrap_or_else(|| source.fleet.gitops.branch.clone());
+            .unwrap_or_else(|| fleet_branch.to_owned());
         let mut opts = Options::new(target, cache_dir, branch);
         opts.remote = self.remote.clone();
         opts.remote_branch = self.remote_branch.clone();
@@ -233,8 +240,11 @@ impl RepoArgs {
 /// options `configure` sets, showing progress on stderr.
 fn sync_fleet(
     repo: &RepoArgs,
-    configure: impl FnOnce(&mut Options),
+    configure: impl Fn(&mut Options),
 ) -> Result<(Report, Options), CommandError> {
+    if let Some(done) = unchanged(repo, &configure)? {
+        return Ok(done);
+    }
     let source = repo.fleet.load()?;
     let tree = rendered_tree(&source);
     let mut opts = repo.options(&source)?;
@@ -248,6 +258,23 @@ fn sync_fleet(
     let result = git::sync(&input, &opts, &mut |e| progress.event(e));
     progress.finish();
     Ok((result?, opts))
+}
+
+/// The no-op shortcut: when the render's inputs are those of meshvm's last commit and its
+/// subtree is untouched, the report of a sync that changes nothing, without loading or
+/// rendering the fleet (`git::unchanged`); `None` runs the full sync.
+fn unchanged(
+    repo: &RepoArgs,
+    configure: &impl Fn(&mut Options),
+) -> Result<Option<(Report, Options)>, CommandError> {
+    let now = time::UtcDateTime::now();
+    let Some(glance) = meshvm::spec::inputs::glance(&repo.fleet.file, now) else {
+        return Ok(None);
+    };
+    let mut opts = repo.options_for(&glance.branch)?;
+    configure(&mut opts);
+    opts.render_inputs = Some(glance.render_inputs.clone());
+    Ok(git::unchanged(&glance.path, &glance.render_inputs, &opts).map(|report| (report, opts)))
 }
 
 fn sync(args: SyncArgs) -> CmdResult {

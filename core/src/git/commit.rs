@@ -10,6 +10,7 @@
 //! Meshvm-Tree: <id of the subtree at that path in this commit>
 //! Meshvm-Fleet-Sha256: <sha256 of the fleet file>
 //! Meshvm-Version: <meshvm version>
+//! Meshvm-Inputs: <digest of everything the render read: spec::inputs>
 //! ```
 //!
 //! The newest commit reachable from the branch tip that carries `Meshvm-Path` for the owned
@@ -29,6 +30,7 @@ pub const TRAILER_PATH: &str = "Meshvm-Path";
 pub const TRAILER_TREE: &str = "Meshvm-Tree";
 pub const TRAILER_FLEET: &str = "Meshvm-Fleet-Sha256";
 pub const TRAILER_VERSION: &str = "Meshvm-Version";
+pub const TRAILER_INPUTS: &str = "Meshvm-Inputs";
 
 /// The id of Git's empty tree: what an absent subtree counts as.
 pub fn empty_tree_id() -> Oid {
@@ -42,6 +44,15 @@ pub fn last_written_tree(
     tip: Option<Oid>,
     path: &str,
 ) -> Result<Option<Oid>, GitError> {
+    Ok(last_meshvm_commit(repo, tip, path)?.map(|(_, tree)| tree))
+}
+
+/// The newest commit of meshvm's for `path` reachable from `tip`, with the subtree it wrote.
+pub fn last_meshvm_commit(
+    repo: &Repository,
+    tip: Option<Oid>,
+    path: &str,
+) -> Result<Option<(Oid, Oid)>, GitError> {
     let Some(tip) = tip else {
         return Ok(None);
     };
@@ -57,10 +68,20 @@ pub fn last_written_tree(
             .find_commit(id)
             .map_err(GitError::git("reading a commit"))?;
         if let Some(tree) = trailers_of(commit.message_raw().unwrap_or(""), path) {
-            return Ok(Some(tree));
+            return Ok(Some((id, tree)));
         }
     }
     Ok(None)
+}
+
+/// The value of the trailer `key` of a commit message (the last one, if repeated).
+pub fn trailer(message: &str, key: &str) -> Option<String> {
+    let trailers = git2::message_trailers_strs(message).ok()?;
+    trailers
+        .iter()
+        .filter(|(k, _)| *k == key)
+        .last()
+        .map(|(_, v)| v.to_owned())
 }
 
 /// The `Meshvm-Tree` of a meshvm commit message for `path`.
@@ -90,6 +111,8 @@ pub fn is_meshvm_commit(repo: &Repository, id: Oid, path: &str) -> bool {
 pub struct Meta<'a> {
     pub fleet_sha256: &'a str,
     pub version: &'a str,
+    /// The digest of the render's inputs, when known: the no-op shortcut's key.
+    pub render_inputs: Option<&'a str>,
 }
 
 /// Most names listed per line of the message; the rest are counted.
@@ -171,25 +194,34 @@ pub fn message(plan: &Plan, subtree: Oid, meta: &Meta<'_>) -> String {
         "\n{TRAILER_PATH}: {}\n{TRAILER_TREE}: {subtree}\n{TRAILER_FLEET}: {}\n{TRAILER_VERSION}: {}\n",
         plan.path, meta.fleet_sha256, meta.version
     ));
+    if let Some(inputs) = meta.render_inputs {
+        msg.push_str(&format!("{TRAILER_INPUTS}: {inputs}\n"));
+    }
     msg
 }
 
 /// Writes the changed blobs and the updated trees onto `base_tree` (or the empty tree) and
 /// returns the new root tree and the new subtree at `path`.
-pub fn build_tree(
-    w: &Writer<'_>,
+///
+/// The subtree's trees are built in memory from the rendered ids (`plan::trees`); those on
+/// changed paths are written, the others are the base's own. Above the subtree, a
+/// `TreeUpdateBuilder` sets the one entry at `path` on the base's root, so everything outside
+/// `path` is carried over untouched.
+pub fn build_tree<'d>(
+    w: &Writer<'_, 'd>,
     base_tree: Option<Oid>,
     path: &str,
     plan: &Plan,
-    rendered: &crate::tree::FileTree,
+    rendered: &'d crate::tree::FileTree,
     rendered_ids: &Files,
     mut on_blob: impl FnMut(usize, usize),
 ) -> Result<(Oid, Oid), GitError> {
     let repo = w.repo;
-    // The directories on changed paths: the trees the update reads and rewrites.
+    let prefix = path.len() + 1;
+    // The subtree's directories on changed paths: the trees that change. Its root always does.
     let mut dirs = std::collections::BTreeSet::new();
     for change in &plan.files {
-        let mut p = change.path.as_str();
+        let mut p = &change.path[prefix..];
         while let Some((dir, _)) = p.rsplit_once('/') {
             if !dirs.insert(dir) {
                 break; // this directory and its parents are in already
@@ -197,8 +229,29 @@ pub fn build_tree(
             p = dir;
         }
     }
+    let total = plan.files.len();
+    for (i, change) in plan.files.iter().enumerate() {
+        let rel = &change.path[prefix..];
+        if let (Some(file), Some(&(id, _))) = (rendered.get(rel), rendered_ids.get(rel)) {
+            w.blob(id, &file.bytes)?;
+        }
+        on_blob(i + 1, total);
+    }
+    let subtree = if rendered_ids.is_empty() {
+        None
+    } else {
+        Some(super::plan::trees(rendered_ids, &mut |dir, id, bytes| {
+            if dir.is_empty() || dirs.contains(dir) {
+                let written = w.tree(bytes)?;
+                debug_assert_eq!(written, id);
+            }
+            Ok(())
+        })?)
+    };
+    // The directories above the subtree: the trees the update reads and rewrites.
+    let ancestors: Vec<&str> = path.match_indices('/').map(|(i, _)| &path[..i]).collect();
     if let Some(id) = base_tree {
-        w.import_trees(id, dirs.iter().copied())?;
+        w.import_trees(id, ancestors.iter().copied())?;
     }
     let base = match base_tree {
         Some(id) => repo.find_tree(id),
@@ -209,21 +262,14 @@ pub fn build_tree(
     }
     .map_err(GitError::git("reading the base tree"))?;
     let mut update = TreeUpdateBuilder::new();
-    let prefix = path.len() + 1;
-    let total = plan.files.len();
-    for (i, change) in plan.files.iter().enumerate() {
-        let rel = &change.path[prefix..];
-        match (rendered.get(rel), rendered_ids.get(rel)) {
-            (Some(file), Some(&(expected, mode))) => {
-                let id = w.blob(&file.bytes)?;
-                debug_assert_eq!(id, expected);
-                update.upsert(&change.path, id, file_mode(mode));
-            }
-            _ => {
-                update.remove(&change.path);
-            }
+    match subtree {
+        Some(id) => {
+            update.upsert(path, id, git2::FileMode::Tree);
         }
-        on_blob(i + 1, total);
+        None if super::plan::subtree_id(&base, path).is_some() => {
+            update.remove(path);
+        }
+        None => {}
     }
     let root = update
         .create_updated(repo, &base)
@@ -231,29 +277,18 @@ pub fn build_tree(
     let root_tree = repo
         .find_tree(root)
         .map_err(GitError::git("reading the new tree"))?;
-    // The trees written are those on the changed paths: the root and each changed file's
-    // directories that still exist.
     w.created(root);
-    for dir in dirs {
+    for dir in ancestors {
         if let Some(id) = super::plan::subtree_id(&root_tree, dir) {
             w.created(id);
         }
     }
-    let subtree = super::plan::subtree_id(&root_tree, path).unwrap_or_else(empty_tree_id);
-    Ok((root, subtree))
-}
-
-fn file_mode(mode: i32) -> git2::FileMode {
-    if mode == i32::from(git2::FileMode::BlobExecutable) {
-        git2::FileMode::BlobExecutable
-    } else {
-        git2::FileMode::Blob
-    }
+    Ok((root, subtree.unwrap_or_else(empty_tree_id)))
 }
 
 /// Creates the commit object (no reference is moved here).
 pub fn create_commit(
-    w: &Writer<'_>,
+    w: &Writer<'_, '_>,
     tree: Oid,
     parent: Option<Oid>,
     author: &Signature<'_>,
@@ -336,6 +371,7 @@ mod tests {
         let meta = Meta {
             fleet_sha256: "ab12",
             version: "0.1.0",
+            render_inputs: None,
         };
         let msg = message(&p, empty_tree_id(), &meta);
         insta::assert_snapshot!(msg, @r"
@@ -369,6 +405,7 @@ mod tests {
             &Meta {
                 fleet_sha256: "0",
                 version: "0",
+                render_inputs: None,
             },
         );
         assert!(msg.contains("vm-19 and 5 more\n"), "{msg}");

@@ -28,6 +28,7 @@ pub mod maintenance;
 mod objects;
 pub mod plan;
 mod remote;
+mod shortcut;
 mod sync;
 pub mod target;
 
@@ -36,11 +37,14 @@ use std::time::Duration;
 
 pub use git2::Oid;
 
-pub use commit::{TRAILER_FLEET, TRAILER_PATH, TRAILER_TREE, TRAILER_VERSION, empty_tree_id};
+pub use commit::{
+    TRAILER_FLEET, TRAILER_INPUTS, TRAILER_PATH, TRAILER_TREE, TRAILER_VERSION, empty_tree_id,
+};
 pub use error::{BranchRole, GitError};
 pub use lock::LOCK_FILE;
 pub use plan::{Change, FileChange, GroupRef, Plan, VmChanges, VmMove, VmRef};
 pub use remote::{Auth, HostKeys};
+pub use shortcut::unchanged;
 pub use sync::{diff, sync};
 pub use target::Target;
 
@@ -117,6 +121,9 @@ pub struct Options {
     pub backoff: Duration,
     /// How long to wait for another sync of the same repository.
     pub lock_timeout: Duration,
+    /// The digest of everything the render read (`spec::inputs`), recorded in the commit's
+    /// trailers so that the next sync can skip an unchanged render ([`unchanged`]).
+    pub render_inputs: Option<String>,
 }
 
 impl Options {
@@ -139,6 +146,7 @@ impl Options {
             max_attempts: 5,
             backoff: Duration::from_millis(250),
             lock_timeout: Duration::from_secs(120),
+            render_inputs: None,
         }
     }
 }

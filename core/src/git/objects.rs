@@ -19,6 +19,7 @@
 //! [`write_objects`], and the objects are on disk before it returns (so a reference moved
 //! afterwards never points at a missing object).
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 
@@ -56,17 +57,33 @@ impl Sink {
 }
 
 /// A repository handle whose writes are recorded, so that exactly the new objects are packed.
-pub struct Writer<'r> {
+/// `'d` is the lifetime of the files' bytes (the rendered tree).
+pub struct Writer<'r, 'd> {
     /// Where objects are written, and read back from.
     pub repo: &'r Repository,
+    odb: Odb<'r>,
     /// The repository itself, when `repo` is a separate in-memory object database.
     source: Option<&'r Repository>,
     created: RefCell<Vec<Oid>>,
-    /// For a pack: the new blobs' contents, kept rather than read back for packing.
-    blobs: RefCell<Vec<(Oid, Vec<u8>)>>,
+    /// For a pack: the new blobs, borrowed from the rendered tree. They are compressed
+    /// straight into the pack and held nowhere else meanwhile: a copy in an object database
+    /// would double the memory of a cold sync.
+    blobs: RefCell<Vec<(Oid, &'d [u8])>>,
 }
 
-impl Writer<'_> {
+impl<'r, 'd> Writer<'r, 'd> {
+    fn new(repo: &'r Repository, source: Option<&'r Repository>) -> Result<Self, GitError> {
+        Ok(Writer {
+            repo,
+            odb: repo
+                .odb()
+                .map_err(GitError::git("opening the object database"))?,
+            source,
+            created: RefCell::default(),
+            blobs: RefCell::default(),
+        })
+    }
+
     /// Makes an existing object of the repository readable through [`Writer::repo`]; a no-op
     /// when that is the repository itself. Imported objects are not new: they are not packed.
     pub fn import(&self, id: Oid) -> Result<(), GitError> {
@@ -105,16 +122,29 @@ impl Writer<'_> {
         Ok(())
     }
 
-    pub fn blob(&self, data: &[u8]) -> Result<Oid, GitError> {
-        let id = self
+    /// Writes the blob `data`, whose id is `id` (computed already, by `plan::hashed_files`).
+    pub fn blob(&self, id: Oid, data: &'d [u8]) -> Result<(), GitError> {
+        if self.source.is_some() {
+            // Nothing reads a new blob before it is packed: no tree is checked against it
+            // (`commit::build_tree` builds the subtree's trees itself).
+            self.blobs.borrow_mut().push((id, data));
+            return Ok(());
+        }
+        let written = self
             .repo
             .blob(data)
             .map_err(GitError::git("writing a file"))?;
-        if self.source.is_some() {
-            self.blobs.borrow_mut().push((id, data.to_vec()));
-        } else {
-            self.created(id);
-        }
+        debug_assert_eq!(written, id);
+        Ok(())
+    }
+
+    /// Writes a tree object from its bytes; its id.
+    pub fn tree(&self, bytes: &[u8]) -> Result<Oid, GitError> {
+        let id = self
+            .odb
+            .write(ObjectType::Tree, bytes)
+            .map_err(GitError::git("writing a tree"))?;
+        self.created(id);
         Ok(id)
     }
 
@@ -129,10 +159,10 @@ impl Writer<'_> {
 ///
 /// A handle of its own, because a mempack backend cannot be detached from an object database:
 /// any later write through the same handle would land in memory again.
-pub fn write_objects<T>(
+pub fn write_objects<'d, T>(
     git_dir: &Path,
     sink: Sink,
-    f: impl FnOnce(&Writer<'_>) -> Result<T, GitError>,
+    f: impl FnOnce(&Writer<'_, 'd>) -> Result<T, GitError>,
 ) -> Result<T, GitError> {
     let repo = Repository::open(git_dir).map_err(GitError::git("opening the repository"))?;
     let odb = repo
@@ -140,21 +170,11 @@ pub fn write_objects<T>(
         .map_err(GitError::git("opening the object database"))?;
     let memory = GitError::git("creating the in-memory object store");
     match sink {
-        Sink::Loose => f(&Writer {
-            repo: &repo,
-            source: None,
-            created: RefCell::default(),
-            blobs: RefCell::default(),
-        }),
+        Sink::Loose => f(&Writer::new(&repo, None)?),
         Sink::Discard => {
             // Higher priority than the loose and pack backends, so that new objects land here.
             let mempack = odb.add_new_mempack_backend(1000).map_err(memory)?;
-            let result = f(&Writer {
-                repo: &repo,
-                source: None,
-                created: RefCell::default(),
-                blobs: RefCell::default(),
-            });
+            let result = Writer::new(&repo, None).and_then(|w| f(&w));
             mempack
                 .reset()
                 .map_err(GitError::git("freeing the in-memory object store"))?;
@@ -164,12 +184,7 @@ pub fn write_objects<T>(
             let scratch = Odb::new().and_then(Repository::from_odb).map_err(&memory)?;
             let scratch_odb = scratch.odb().map_err(&memory)?;
             let _mempack = scratch_odb.add_new_mempack_backend(1000).map_err(&memory)?;
-            let writer = Writer {
-                repo: &scratch,
-                source: Some(&repo),
-                created: RefCell::default(),
-                blobs: RefCell::default(),
-            };
+            let writer = Writer::new(&scratch, Some(&repo))?;
             let result = f(&writer)?;
             let (created, blobs) = (writer.created.take(), writer.blobs.take());
             if !created.is_empty() || !blobs.is_empty() {
@@ -194,12 +209,12 @@ fn write_pack(
     from: &Odb<'_>,
     to: &Odb<'_>,
     ids: Vec<Oid>,
-    blobs: Vec<(Oid, Vec<u8>)>,
+    blobs: Vec<(Oid, &[u8])>,
 ) -> Result<(), GitError> {
     let compressing = |e| GitError::io("compressing the pack")(e);
     // Each object once (many files share their bytes), in a fixed order.
     let mut seen = std::collections::HashSet::new();
-    let mut objects: Vec<(Oid, Option<Vec<u8>>)> = Vec::new();
+    let mut objects: Vec<(Oid, Option<&[u8]>)> = Vec::new();
     for (id, data) in blobs {
         if seen.insert(id) {
             objects.push((id, Some(data)));
@@ -230,8 +245,10 @@ fn write_pack(
             .by_ref()
             .take(PACK_CHUNK)
             .map(|(id, data)| match data {
-                Some(data) => Ok((ObjectType::Blob, data)),
-                None => from.read(id).map(|o| (o.kind(), o.data().to_vec())),
+                Some(data) => Ok((ObjectType::Blob, Cow::Borrowed(data))),
+                None => from
+                    .read(id)
+                    .map(|o| (o.kind(), Cow::Owned(o.data().to_vec()))),
             })
             .collect::<Result<Vec<_>, git2::Error>>()
             .map_err(GitError::git("reading a new object"))?;

@@ -223,17 +223,38 @@ pub fn differing(old: &Files, new: &Files) -> Vec<(String, Change)> {
 /// The id of the tree that holds `files`, as Git would compute it, without writing anything.
 /// Equal to the committed subtree's id exactly when a sync has nothing to change.
 pub fn tree_id(files: &Files) -> Result<Oid, GitError> {
+    trees(files, &mut |_, _, _| Ok(()))
+}
+
+/// Builds, in memory, every tree that holds `files`, as Git writes them: `on_tree` gets each
+/// one's directory (relative to the subtree, `""` for its root), id and object bytes, children
+/// before their parent. Returns the root's id.
+pub fn trees(
+    files: &Files,
+    on_tree: &mut dyn FnMut(&str, Oid, &[u8]) -> Result<(), GitError>,
+) -> Result<Oid, GitError> {
     #[derive(Default)]
     struct Dir<'a> {
         files: Vec<(&'a str, Oid, i32)>,
         dirs: BTreeMap<&'a str, Dir<'a>>,
     }
     const TREE: i32 = 0o040000;
-    fn hash(dir: &Dir<'_>) -> Result<Oid, GitError> {
+    fn hash(
+        path: &mut String,
+        dir: &Dir<'_>,
+        on_tree: &mut dyn FnMut(&str, Oid, &[u8]) -> Result<(), GitError>,
+    ) -> Result<Oid, GitError> {
         let mut entries: Vec<(&str, Oid, i32)> =
             Vec::with_capacity(dir.dirs.len() + dir.files.len());
         for (name, sub) in &dir.dirs {
-            entries.push((name, hash(sub)?, TREE));
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(name);
+            let id = hash(path, sub, on_tree)?;
+            path.truncate(len);
+            entries.push((name, id, TREE));
         }
         entries.extend_from_slice(&dir.files);
         // Git sorts a tree's entries by name, a directory's name as if it ended in `/`.
@@ -255,7 +276,10 @@ pub fn tree_id(files: &Files) -> Result<Oid, GitError> {
             bytes.push(0);
             bytes.extend_from_slice(id.as_bytes());
         }
-        Oid::hash_object(ObjectType::Tree, &bytes).map_err(GitError::git("hashing a tree"))
+        let id =
+            Oid::hash_object(ObjectType::Tree, &bytes).map_err(GitError::git("hashing a tree"))?;
+        on_tree(path, id, &bytes)?;
+        Ok(id)
     }
     let mut root = Dir::default();
     for (path, &(id, mode)) in files {
@@ -266,7 +290,7 @@ pub fn tree_id(files: &Files) -> Result<Oid, GitError> {
         }
         dir.files.push((name, id, mode));
     }
-    hash(&root)
+    hash(&mut String::new(), &root, on_tree)
 }
 
 /// The plan from the committed files to the rendered ones.

@@ -330,7 +330,7 @@ fn diff_of_new_repo(input: &Input<'_>, plan: &Plan) -> Result<String, GitError> 
 }
 
 /// The work tree (of the repository or a linked worktree) where `branch` is checked out.
-fn checked_out(repo: &Repository, branch: &str) -> Option<PathBuf> {
+pub(super) fn checked_out(repo: &Repository, branch: &str) -> Option<PathBuf> {
     let refname = format!("refs/heads/{branch}");
     let head_is = |r: &Repository| {
         r.find_reference("HEAD")
@@ -676,6 +676,7 @@ impl Sync<'_> {
             let meta = commit::Meta {
                 fleet_sha256: input.fleet_sha256,
                 version: VERSION,
+                render_inputs: opts.render_inputs.as_deref(),
             };
             let msg = commit::message(plan, subtree, &meta);
             commit::create_commit(w, root, base, &author, &committer, &msg)
@@ -748,7 +749,7 @@ fn head_branch(repo: &Repository) -> Option<String> {
     target.strip_prefix("refs/heads/").map(str::to_owned)
 }
 
-fn ref_target(repo: &Repository, name: &str) -> Option<Oid> {
+pub(super) fn ref_target(repo: &Repository, name: &str) -> Option<Oid> {
     repo.find_reference(name).ok().and_then(|r| r.target())
 }
 /// The commit the sync builds on, given the local branch and (after a fetch) the remote's.

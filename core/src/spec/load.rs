@@ -16,7 +16,7 @@ use super::{CheckedFleet, Fleet, root_cert};
 use crate::spec::diagnostic::{Diagnostic, Diagnostics, Pos};
 
 /// Largest fleet file read: far above any real fleet (50,000 VMs take about 5 MiB).
-const MAX_FILE_BYTES: u64 = 64 << 20;
+pub(super) const MAX_FILE_BYTES: u64 = 64 << 20;
 /// Deepest nesting accepted; the fleet's own shape needs 6 levels.
 const MAX_DEPTH: usize = 64;
 /// Most nodes after expanding aliases, against alias bombs ("billion laughs").
@@ -136,14 +136,14 @@ pub fn load_fleet_at(path: &Path, now: UtcDateTime) -> Result<SourceFile, LoadEr
     })
 }
 
-enum Bounded {
+pub(super) enum Bounded {
     Whole(Vec<u8>),
     TooLarge,
 }
 
 /// The file's bytes when it holds at most `limit` of them. `-` is standard input (a fleet
 /// piped in; `mesh.rootCert` is then relative to the current directory).
-fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Bounded> {
+pub(super) fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Bounded> {
     use std::io::Read;
     if path == Path::new(STDIN) {
         let mut bytes = Vec::new();
@@ -176,7 +176,10 @@ fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Bounded> {
 /// The file is published: it is committed into the GitOps tree and written into every VM's
 /// user-data. A fleet that names another file (`../../.git-credentials`, a private key next to
 /// the certificate, `/dev/zero`) must be stopped here, without quoting what the file holds.
-fn read_root_cert(path: &Path, now: UtcDateTime) -> Result<String, (String, &'static str)> {
+pub(super) fn read_root_cert(
+    path: &Path,
+    now: UtcDateTime,
+) -> Result<String, (String, &'static str)> {
     let shown = path.display();
     let relative = "the path is relative to the fleet file";
     let meta =

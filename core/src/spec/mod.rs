@@ -5,6 +5,7 @@
 //! with its position, before the typed read.
 
 pub mod diagnostic;
+pub mod inputs;
 pub mod istio_rules;
 mod load;
 pub mod names;
