@@ -853,14 +853,13 @@ fn a_retry_that_fails_in_the_local_repository_still_says_the_commit_is_kept() {
     let repo_dir = f.repo.clone();
     let err = kept_after(&f, 5, |server, e| match e {
         Event::Pushing { attempt: 1, .. } => move_server_branch(server, "theirs.txt"),
-        // The retry builds on the subtree of meshvm's pushed commit: lose it locally.
+        // The retry reads the remote-tracking branch: corrupt it.
         Event::Retry { .. } => {
-            let repo = Repository::open(&repo_dir).unwrap();
-            let pushed = repo.revparse_single("refs/remotes/origin/main").unwrap();
-            let tree = pushed.peel_to_tree().unwrap();
-            let subtree = tree.get_path(Path::new(PATH)).unwrap().id().to_string();
-            let (dir, file) = subtree.split_at(2);
-            std::fs::remove_file(repo_dir.join("objects").join(dir).join(file)).unwrap();
+            std::fs::write(
+                repo_dir.join("refs/remotes/origin/main"),
+                "not an object id\n",
+            )
+            .unwrap();
         }
         _ => {}
     });

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::support::broker::{Broker, join_request, pki};
 use crate::cluster::{checked, kubectl, meshvm, output};
+use crate::support::broker::{Broker, join_request, pki};
 
 const NS: &str = "meshvm-join";
 const SA: &str = "vm-joiner";

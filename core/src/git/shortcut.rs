@@ -53,6 +53,8 @@ pub fn unchanged(path: &str, render_inputs: &str, opts: &Options) -> Option<Repo
             files: Vec::new(),
             hand_edits: Vec::new(),
             overwrites: Vec::new(),
+            removed_groups: Vec::new(),
+            committed_vms: None,
             diff: (opts.mode == Mode::DryRunWithDiff).then(String::new),
         },
         repo_dir: dir.clone(),
