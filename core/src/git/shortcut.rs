@@ -29,6 +29,9 @@ pub fn unchanged(path: &str, render_inputs: &str, opts: &Options) -> Option<Repo
         return None;
     }
     let repo = Repository::open(dir).ok()?;
+    if left_pack_temporaries(&repo) {
+        return None; // the full sync removes them under the lock
+    }
     if opts.mode.writes() && checked_out(&repo, &opts.branch).is_some() {
         return None; // the full sync refuses it
     }
@@ -61,5 +64,14 @@ pub fn unchanged(path: &str, render_inputs: &str, opts: &Options) -> Option<Repo
         commit: None,
         head: Some(tip),
         push: PushOutcome::NotAsked,
+    })
+}
+
+/// Whether an interrupted sync left `pack_git2_*` temporaries in the repository.
+fn left_pack_temporaries(repo: &Repository) -> bool {
+    std::fs::read_dir(repo.path().join("objects").join("pack")).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("pack_git2_"))
     })
 }
