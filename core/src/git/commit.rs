@@ -79,8 +79,7 @@ pub fn trailer(message: &str, key: &str) -> Option<String> {
     let trailers = git2::message_trailers_strs(message).ok()?;
     trailers
         .iter()
-        .filter(|(k, _)| *k == key)
-        .last()
+        .rfind(|(k, _)| *k == key)
         .map(|(_, v)| v.to_owned())
 }
 

@@ -226,24 +226,20 @@ pub fn tree_id(files: &Files) -> Result<Oid, GitError> {
     trees(files, &mut |_, _, _| Ok(()))
 }
 
+/// Called with each tree's directory, id and object bytes.
+pub type OnTree<'a> = dyn FnMut(&str, Oid, &[u8]) -> Result<(), GitError> + 'a;
+
 /// Builds, in memory, every tree that holds `files`, as Git writes them: `on_tree` gets each
 /// one's directory (relative to the subtree, `""` for its root), id and object bytes, children
 /// before their parent. Returns the root's id.
-pub fn trees(
-    files: &Files,
-    on_tree: &mut dyn FnMut(&str, Oid, &[u8]) -> Result<(), GitError>,
-) -> Result<Oid, GitError> {
+pub fn trees(files: &Files, on_tree: &mut OnTree<'_>) -> Result<Oid, GitError> {
     #[derive(Default)]
     struct Dir<'a> {
         files: Vec<(&'a str, Oid, i32)>,
         dirs: BTreeMap<&'a str, Dir<'a>>,
     }
     const TREE: i32 = 0o040000;
-    fn hash(
-        path: &mut String,
-        dir: &Dir<'_>,
-        on_tree: &mut dyn FnMut(&str, Oid, &[u8]) -> Result<(), GitError>,
-    ) -> Result<Oid, GitError> {
+    fn hash(path: &mut String, dir: &Dir<'_>, on_tree: &mut OnTree<'_>) -> Result<Oid, GitError> {
         let mut entries: Vec<(&str, Oid, i32)> =
             Vec::with_capacity(dir.dirs.len() + dir.files.len());
         for (name, sub) in &dir.dirs {
