@@ -4,7 +4,7 @@
 //! (mesh.yaml).
 
 use crate::cluster::{checked, ensure_namespaces, istioctl, meshvm, write_stream};
-use crate::parity::{differences, publish_root_cert, read, test_root_cert, yaml};
+use crate::parity::{differences, istiod_root_cert, publish_root_cert, read, yaml};
 
 /// One input of `istioctl x workload entry configure -f`, given to both programs.
 struct Variation {
@@ -156,7 +156,8 @@ const VARIATIONS: &[Variation] = &[
 #[test]
 fn offline_mode_gives_istioctls_files() {
     let scratch = tempfile::tempdir().unwrap();
-    let pem = test_root_cert();
+    // The root istiod keeps in every namespace's istio-ca-root-cert, which istioctl reads.
+    let pem = istiod_root_cert();
     for (i, v) in VARIATIONS.iter().enumerate() {
         // Namespaces of its own, so that nothing in the shared harness leaks in.
         let ns = format!("offline-{i}");

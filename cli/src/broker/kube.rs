@@ -268,7 +268,7 @@ impl Kube {
             .client
             .request(req)
             .await
-            .map_err(|e| format!("the API server cannot be reached: {e:#}"))?;
+            .map_err(|e| format!("the API server cannot be reached: {}", causes(&e)))?;
         let status = resp.status();
         let bytes = http_body_util::Limited::new(resp.into_body(), 1 << 20)
             .collect()
@@ -296,4 +296,16 @@ impl Kube {
             )),
         }
     }
+}
+
+/// An error and its sources, `: `-separated (hyper's own text is only "client error (Connect)").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -302,6 +302,10 @@ fn certificates(pki: &Path) -> Result<(), String> {
             "subjectAltName=DNS:localhost,IP:127.0.0.1",
             "-addext",
             "extendedKeyUsage=serverAuth",
+            // `req -x509` marks certificates as CAs by default; rustls (the join broker's
+            // client) refuses a CA certificate as a server's, as RFC 5280 says it should.
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
         ],
     )?;
     certificate(
@@ -313,6 +317,8 @@ fn certificates(pki: &Path) -> Result<(), String> {
             "/O=system:masters/CN=meshvm-admin",
             "-addext",
             "extendedKeyUsage=clientAuth",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
         ],
     )?;
     openssl(
