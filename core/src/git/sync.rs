@@ -151,12 +151,19 @@ impl Workspace {
                         let empty_dir =
                             std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
                         if path.exists() && !empty_dir {
-                            return Err(GitError::NotARepository { path: path.clone() });
+                            // A concurrent first sync may have renamed its repository into
+                            // place since the open above: it is whole once it is there.
+                            let again = Repository::open(path);
+                            Some(
+                                again
+                                    .map_err(|_| GitError::NotARepository { path: path.clone() })?,
+                            )
+                        } else {
+                            opts.mode
+                                .writes()
+                                .then(|| create_bare(path, &opts.branch))
+                                .transpose()?
                         }
-                        opts.mode
-                            .writes()
-                            .then(|| create_bare(path, &opts.branch))
-                            .transpose()?
                     }
                     Err(e) => return Err(GitError::git("opening the repository")(e)),
                 };
