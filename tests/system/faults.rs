@@ -216,12 +216,15 @@ fn a_sync_killed_at_random_points_leaves_a_valid_repository_and_the_next_complet
     let repo = s.path("repo.git");
     let repo_arg = repo.to_str().unwrap();
 
-    // The first sync, uninterrupted, sets the pace the kills are spread over.
+    // The first sync, uninterrupted; then a changing one, also uninterrupted, sets the pace the
+    // kills are spread over (a changing sync is much faster than the first).
     let first = s.fleet("fleet-0.yaml", VMS, "mesh0");
-    let started = Instant::now();
     ok("first sync", &run(&mut s.sync(&first, repo_arg, &[])));
+    let paced = s.fleet("fleet-pace.yaml", VMS, "meshpace");
+    let started = Instant::now();
+    ok("pace sync", &run(&mut s.sync(&paced, repo_arg, &[])));
     let pace = started.elapsed();
-    assert_fsck_clean(&repo, "after the first sync");
+    assert_fsck_clean(&repo, "after the first syncs");
 
     let mut rng = XorShift(0x6d65_7368_766d);
     let mut killed = 0;
