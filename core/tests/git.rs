@@ -124,6 +124,12 @@ struct Fixture {
     cache: PathBuf,
 }
 
+/// The message of the commit `rev` names.
+fn message(repo: &Repository, rev: &str) -> String {
+    let commit = repo.revparse_single(rev).unwrap().peel_to_commit().unwrap();
+    commit.message().unwrap().to_owned()
+}
+
 fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     Fixture {
@@ -251,14 +257,7 @@ fn adding_and_removing_vms_touches_only_their_files_and_the_owned_subtree() {
         )))
         .is_err()
     );
-    let msg = repo
-        .revparse_single("main")
-        .unwrap()
-        .peel_to_commit()
-        .unwrap()
-        .message()
-        .unwrap()
-        .to_owned();
+    let msg = message(&repo, "main");
     assert!(
         msg.starts_with("meshvm: sync clusters/c1: VMs 1 added, 1 changed, 1 removed\n"),
         "{msg}"
@@ -913,14 +912,7 @@ fn a_renamed_group_shows_moves_and_what_argo_cd_keeps() {
         }]
     );
     let repo = Repository::open(&f.repo).unwrap();
-    let msg = repo
-        .revparse_single("main")
-        .unwrap()
-        .peel_to_commit()
-        .unwrap()
-        .message()
-        .unwrap()
-        .to_owned();
+    let msg = message(&repo, "main");
     assert!(
         msg.starts_with("meshvm: sync clusters/c1: VMs 4 moved\n"),
         "{msg}"
