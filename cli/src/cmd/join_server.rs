@@ -16,8 +16,8 @@ use crate::command_error::{CmdResult, CommandError};
 /// Kubernetes TokenRequest API for the group's ServiceAccount (audience `istio-ca`). Each
 /// decision is one JSON line on stderr (never the token).
 ///
-/// In the cluster it runs as the Deployment `meshvm render` writes (in-cluster credentials,
-/// the policy from its ConfigMap). Outside a cluster, pass `--kubeconfig` (its current
+/// In a cluster it uses in-cluster credentials (meshvm does not render its Deployment yet:
+/// see docs/join.md). Outside a cluster, pass `--kubeconfig` (its current
 /// context; client certificate or bearer token) and `--fleet`: the tests run it that way.
 /// docs/join.md has the protocol, the set-up per cloud and the threat model.
 #[derive(Debug, clap::Args)]
@@ -42,7 +42,7 @@ pub struct Args {
         required_unless_present = "policy"
     )]
     fleet: Option<PathBuf>,
-    /// The policy JSON `meshvm render` writes into the broker's ConfigMap (re-read when it changes).
+    /// A policy JSON file instead of the fleet (re-read when it changes).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
     /// The join-token book (`meshvm join-token --book`) for `join-token` groups.
