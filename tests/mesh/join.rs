@@ -106,6 +106,64 @@ impl VmRoot {
     }
 }
 
+/// One VM's files as meshvm writes them, with `token` as its istio-token.
+fn vm_files(fleet: &Path, vm: &str, token: &str) -> meshvm::FileTree {
+    let source = meshvm::spec::load_fleet(fleet).unwrap();
+    let mut files = meshvm::vmfiles::vm_files(&source.fleet, vm).unwrap();
+    meshvm::vmfiles::insert_token(&mut files, token.as_bytes()).unwrap();
+    files
+}
+
+impl VmRoot {
+    /// A VM root with Istio's packaging files and meshvm's VM `files` where the package and the
+    /// user-data put them; meshvm's hosts line goes where `ip netns exec` finds the VM
+    /// network namespace's /etc/hosts.
+    fn of(files: &meshvm::FileTree, istio: &Path) -> VmRoot {
+        let get = |name: &str| files.get(name).unwrap().bytes.clone();
+        let root = VmRoot {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let packaging = istio.join("tools/packaging/common");
+        root.write(
+            "var/lib/istio/envoy/sidecar.env",
+            &std::fs::read(packaging.join("sidecar.env")).unwrap(),
+        );
+        root.write(
+            "var/lib/istio/envoy/envoy_bootstrap_tmpl.json",
+            &std::fs::read(packaging.join("envoy_bootstrap.json")).unwrap(),
+        );
+        root.write("var/lib/istio/envoy/cluster.env", &get("cluster.env"));
+        root.write("etc/istio/config/mesh", &get("mesh.yaml"));
+        root.write("etc/certs/root-cert.pem", &get("root-cert.pem"));
+        if files.contains("istio-token") {
+            root.write("var/run/secrets/tokens/istio-token", &get("istio-token"));
+        }
+        let hosts = format!(
+            "127.0.0.1 localhost\n{}",
+            String::from_utf8(get("hosts")).unwrap()
+        );
+        assert!(
+            hosts.contains(&format!(
+                "{} istiod.istio-system.svc",
+                var("MESH_EASTWEST_ADDRESS")
+            )),
+            "{hosts}"
+        );
+        let etc_hosts = PathBuf::from("/etc/netns")
+            .join(var("MESH_VM_NETNS"))
+            .join("hosts");
+        std::fs::write(&etc_hosts, &hosts).unwrap();
+        root
+    }
+
+    /// The workload certificate the agent wrote (OUTPUT_CERTS=./etc/certs), once it has one.
+    fn cert_chain(&self) -> Option<String> {
+        std::fs::read_to_string(self.path("etc/certs/cert-chain.pem"))
+            .ok()
+            .filter(|t| t.contains("END CERTIFICATE"))
+    }
+}
+
 /// The istio module's directory in the Go module cache (the version tests/upstream pins).
 fn istio_module() -> PathBuf {
     let out = checked(
@@ -174,6 +232,14 @@ struct Agent {
 }
 
 impl Agent {
+    /// The agent on a VM root made of meshvm's VM `files`.
+    fn start_with(files: &meshvm::FileTree) -> (VmRoot, Agent) {
+        let istio = istio_module();
+        let root = VmRoot::of(files, &istio);
+        let agent = Agent::start(&root, &istio);
+        (root, agent)
+    }
+
     fn start(root: &VmRoot, istio: &Path) -> Agent {
         let bin = root.path("usr/local/bin");
         std::fs::create_dir_all(&bin).unwrap();
@@ -278,53 +344,11 @@ fn a_real_agent_with_a_real_token_joins_through_the_east_west_address() {
     let sa = "batch";
     let token = token(&namespace, sa);
 
-    let source = meshvm::spec::load_fleet(&fleet).unwrap();
-    let mut files = meshvm::vmfiles::vm_files(&source.fleet, "batch-1").unwrap();
-    meshvm::vmfiles::insert_token(&mut files, token.as_bytes()).unwrap();
-    let get = |name: &str| files.get(name).unwrap().bytes.clone();
-
-    let istio = istio_module();
-    let root = VmRoot {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    let packaging = istio.join("tools/packaging/common");
-    root.write(
-        "var/lib/istio/envoy/sidecar.env",
-        &std::fs::read(packaging.join("sidecar.env")).unwrap(),
-    );
-    root.write(
-        "var/lib/istio/envoy/envoy_bootstrap_tmpl.json",
-        &std::fs::read(packaging.join("envoy_bootstrap.json")).unwrap(),
-    );
-    root.write("var/lib/istio/envoy/cluster.env", &get("cluster.env"));
-    root.write("etc/istio/config/mesh", &get("mesh.yaml"));
-    root.write("etc/certs/root-cert.pem", &get("root-cert.pem"));
-    root.write("var/run/secrets/tokens/istio-token", &get("istio-token"));
-    // meshvm's hosts line, where `ip netns exec` puts the namespace's /etc/hosts.
-    let hosts = format!(
-        "127.0.0.1 localhost\n{}",
-        String::from_utf8(get("hosts")).unwrap()
-    );
-    let etc_hosts = PathBuf::from("/etc/netns")
-        .join(var("MESH_VM_NETNS"))
-        .join("hosts");
-    std::fs::write(&etc_hosts, &hosts).unwrap();
-    assert!(
-        hosts.contains(&format!(
-            "{} istiod.istio-system.svc",
-            var("MESH_EASTWEST_ADDRESS")
-        )),
-        "{hosts}"
-    );
-
-    let mut agent = Agent::start(&root, &istio);
-    let chain = root.path("etc/certs/cert-chain.pem");
-    let got = poll(Duration::from_secs(60), || {
-        std::fs::read_to_string(&chain)
-            .ok()
-            .filter(|t| t.contains("END CERTIFICATE"))
-    });
+    let files = vm_files(&fleet, "batch-1", &token);
+    let (root, mut agent) = Agent::start_with(&files);
+    let got = poll(Duration::from_secs(60), || root.cert_chain());
     assert!(got.is_some(), "no workload certificate:\n{}", agent.log());
+    let chain = root.path("etc/certs/cert-chain.pem");
 
     // 1. The certificate: the group's SPIFFE identity, chaining to the fleet's root.
     let chain = chain.to_str().unwrap();
@@ -647,4 +671,92 @@ fn unit_journal(disk: &Path, unit: &str) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// A fleet in `dir` for the harness: its east-west address and root, one group (`workload`,
+/// YAML lines at the list's indentation) whose VMs are the harness's VM.
+fn harness_fleet(dir: &Path, mesh_extra: &str, workload: &str) -> PathBuf {
+    std::fs::copy(var("MESH_ROOT_CERT"), dir.join("root-cert.pem")).unwrap();
+    let text = format!(
+        "apiVersion: meshvm.io/v1alpha1\nkind: Fleet\nmesh:\n  meshID: mesh1\n  clusterID: {}\n  \
+         eastWestGateway: {{address: {}}}\n  dnsCapture: false\n  rootCert: root-cert.pem\n\
+         {mesh_extra}sidecar:\n  version: 1.28.0\ngitops:\n  path: clusters/cluster1\n  \
+         repoURL: https://git.example.com/mesh.git\n  engines: [flux]\nworkloads:\n{workload}",
+        var("MESH_CLUSTER_ID"),
+        var("MESH_EASTWEST_ADDRESS"),
+    );
+    let fleet = dir.join("meshvm.yaml");
+    std::fs::write(&fleet, text).unwrap();
+    fleet
+}
+
+/// The `Healthy` condition of a WorkloadEntry: (status, message).
+fn health(namespace: &str, entry: &str) -> Option<(String, String)> {
+    let out =
+        output(kubectl().args(["get", "workloadentry", "-n", namespace, entry, "-o", "json"]));
+    let entry: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let conditions = entry["status"]["conditions"].as_array()?;
+    let healthy = conditions.iter().find(|c| c["type"] == "Healthy")?;
+    Some((
+        healthy["status"].as_str().unwrap_or("").to_owned(),
+        healthy["message"].as_str().unwrap_or("").to_owned(),
+    ))
+}
+
+/// Test 4: a static group with a probe. The WorkloadEntry meshvm committed (applied as the
+/// GitOps engine would) has no health until the VM's agent runs the group's probe; then istiod
+/// writes the probe's result on it: `Healthy: True` while the probed port answers, `False`
+/// with the probe's error once it stops answering. The probed port is a listener of the test
+/// on the east-west address (the probe's `host`), so the test decides what the probe sees.
+/// The agent runs in the VM network namespace (as in the test above): the booted VM test
+/// covers the package and the unit.
+#[test]
+fn a_static_vms_probe_sets_the_health_of_the_workload_entry_meshvm_committed() {
+    let _slot = vm_slot();
+    let scratch = tempfile::tempdir().unwrap();
+    let namespace = format!("join-probe-{}", std::process::id());
+    let eastwest = var("MESH_EASTWEST_ADDRESS");
+    let listener = std::net::TcpListener::bind((eastwest.as_str(), 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fleet = harness_fleet(
+        scratch.path(),
+        "",
+        &format!(
+            "  - name: db\n    namespace: {namespace}\n    serviceAccount: db\n    \
+             labels: {{app: db}}\n    ports: {{tcp: 5432}}\n    probe:\n      \
+             tcpSocket: {{host: {eastwest}, port: {port}}}\n      periodSeconds: 1\n      \
+             failureThreshold: 1\n    instances:\n      - {{name: db-1, address: {}}}\n",
+            var("MESH_VM_ADDRESS")
+        ),
+    );
+    let tree = render_fleet(&fleet, scratch.path());
+    apply_tree(&tree, scratch.path());
+    let entries = workload_entries(&namespace);
+    assert!(
+        entries.iter().any(|e| e["metadata"]["name"] == "db-1"
+            && e["metadata"]["annotations"]["proxy.istio.io/health-checks-enabled"] == "true"),
+        "meshvm's health-checked WorkloadEntry db-1 is not applied: {entries:#?}"
+    );
+    assert_eq!(health(&namespace, "db-1"), None, "health before any probe");
+
+    let files = vm_files(&fleet, "db-1", &token(&namespace, "db"));
+    let (_root, agent) = Agent::start_with(&files);
+    let healthy = poll(Duration::from_secs(60), || {
+        health(&namespace, "db-1").filter(|(status, _)| status == "True")
+    });
+    assert!(
+        healthy.is_some(),
+        "db-1 never became healthy:\n{}",
+        agent.log()
+    );
+
+    drop(listener);
+    let unhealthy = poll(Duration::from_secs(30), || {
+        health(&namespace, "db-1").filter(|(status, _)| status == "False")
+    });
+    let (_, message) = unhealthy.unwrap_or_else(|| panic!("db-1 stayed healthy:\n{}", agent.log()));
+    assert!(
+        message.contains(&format!("{eastwest}:{port}")) && message.contains("refused"),
+        "{message}"
+    );
 }
