@@ -241,6 +241,12 @@ impl Agent {
     }
 
     fn start(root: &VmRoot, istio: &Path) -> Agent {
+        Agent::start_env(root, istio, &[])
+    }
+
+    /// [`Agent::start`] with more environment (what sidecar.env could set, such as
+    /// `SECRET_TTL`).
+    fn start_env(root: &VmRoot, istio: &Path, env: &[(&str, &str)]) -> Agent {
         let bin = root.path("usr/local/bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::os::unix::fs::symlink(harness_var("MESH_PILOT_AGENT"), bin.join("pilot-agent"))
@@ -262,6 +268,7 @@ impl Agent {
                 "PROXY_CONFIG",
                 format!("binaryPath: {}\n", var("MESH_ENVOY_STANDIN")),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -759,4 +766,208 @@ fn a_static_vms_probe_sets_the_health_of_the_workload_entry_meshvm_committed() {
         message.contains(&format!("{eastwest}:{port}")) && message.contains("refused"),
         "{message}"
     );
+}
+
+/// `token` as the API server would have issued it two hours earlier, so expired an hour ago:
+/// its times moved back and signed again with the API server's own ServiceAccount key (the API
+/// server issues no token shorter than 10 minutes).
+fn expired(token: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = token.split('.');
+    let (header, payload) = (parts.next().unwrap(), parts.next().unwrap());
+    let mut claims: Value = serde_json::from_slice(&b64.decode(payload).unwrap()).unwrap();
+    for time in ["exp", "iat", "nbf"] {
+        let at = claims[time]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{claims}: no {time}"));
+        claims[time] = (at - 7200).into();
+    }
+    let signed = format!(
+        "{header}.{}",
+        b64.encode(serde_json::to_vec(&claims).unwrap())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input");
+    std::fs::write(&input, &signed).unwrap();
+    let key = harness_var("MESH_SA_KEY");
+    let out = output(
+        Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(&key)
+            .arg(&input),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("{signed}.{}", b64.encode(out.stdout))
+}
+
+/// What istiod logged after `from` bytes of its log.
+fn istiod_log_since(from: u64) -> String {
+    let text = std::fs::read(harness_var("MESH_ISTIOD_LOG")).unwrap_or_default();
+    String::from_utf8_lossy(&text[(from as usize).min(text.len())..]).into_owned()
+}
+
+fn istiod_log_len() -> u64 {
+    std::fs::metadata(harness_var("MESH_ISTIOD_LOG")).map_or(0, |m| m.len())
+}
+
+/// Runs the agent on `root` until its CA client logs that it failed to get the certificate
+/// signed, for the reason `why` (on the same line), then checks it got no certificate and
+/// istiod reports no proxy of `namespace`; the agent's log.
+fn refused(case: &str, root: &VmRoot, namespace: &str, why: &str) -> String {
+    let agent = Agent::start(root, &istio_module());
+    let line = poll(Duration::from_secs(45), || {
+        agent
+            .log()
+            .lines()
+            .find(|l| l.contains("failed to sign CSR") && l.contains(why))
+            .map(str::to_owned)
+    });
+    let line = line.unwrap_or_else(|| {
+        panic!(
+            "{case}: the agent never logs `failed to sign CSR: ...{why}...`:\n{}",
+            agent.log()
+        )
+    });
+    eprintln!("{case}: {line}");
+    let log = agent.log();
+    assert_eq!(root.cert_chain(), None, "{case}: a certificate:\n{log}");
+    assert!(
+        connected_proxies()
+            .iter()
+            .all(|c| c["metadata"]["NAMESPACE"] != namespace),
+        "{case}: istiod reports a proxy of {namespace}"
+    );
+    log
+}
+
+/// Test 6: what a VM that cannot join sees, one case after another: an expired token, a wrong
+/// root certificate, an unreachable istiod, and a token of another ServiceAccount. Each is a
+/// message in the agent's log (on a VM, /var/log/istio/istio.err.log) and no certificate of
+/// the group's identity. The agent runs in the VM network namespace, as in the tests above (a
+/// boot per case would add minutes; the booted VM test covers the package and the unit).
+#[test]
+fn a_vm_that_cannot_join_says_why_and_gets_no_certificate() {
+    let _slot = vm_slot();
+    let scratch = tempfile::tempdir().unwrap();
+    let namespace = format!("join-refused-{}", std::process::id());
+    let fleet = join_fleet(scratch.path(), &namespace);
+    let tree = render_fleet(&fleet, scratch.path());
+    apply_tree(&tree, scratch.path());
+    let istio = istio_module();
+    let good = token(&namespace, "batch");
+
+    // An expired token: istiod's TokenReview fails; the agent hears only that authentication
+    // failed, istiod's log says why.
+    let mark = istiod_log_len();
+    let root = VmRoot::of(&vm_files(&fleet, "batch-1", &expired(&good)), &istio);
+    refused(
+        "expired token",
+        &root,
+        &namespace,
+        "request authenticate failure",
+    );
+    let why = istiod_log_since(mark);
+    let line = why
+        .lines()
+        .find(|l| l.contains("service account token has expired"));
+    let line = line.unwrap_or_else(|| panic!("istiod's log does not say why:\n{why}"));
+    eprintln!("expired token, istiod: {line}");
+
+    // A root certificate that is not the mesh's: the agent refuses istiod's certificate.
+    let root = VmRoot::of(&vm_files(&fleet, "batch-1", &good), &istio);
+    let other = scratch.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (ok, text) = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=not the mesh root",
+        "-keyout",
+        other.join("key.pem").to_str().unwrap(),
+        "-out",
+        other.join("root.pem").to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    root.write(
+        "etc/certs/root-cert.pem",
+        &std::fs::read(other.join("root.pem")).unwrap(),
+    );
+    refused(
+        "wrong root certificate",
+        &root,
+        &namespace,
+        "certificate signed by unknown authority",
+    );
+
+    // istiod unreachable: the hosts line names an address where nothing listens.
+    let root = VmRoot::of(&vm_files(&fleet, "batch-1", &good), &istio);
+    let etc_hosts = PathBuf::from("/etc/netns")
+        .join(var("MESH_VM_NETNS"))
+        .join("hosts");
+    std::fs::write(
+        &etc_hosts,
+        format!(
+            "127.0.0.1 localhost\n{} istiod.istio-system.svc\n",
+            var("MESH_VM_ADDRESS")
+        ),
+    )
+    .unwrap();
+    refused(
+        "unreachable istiod",
+        &root,
+        &namespace,
+        "connection refused",
+    );
+
+    // A token of another ServiceAccount of the namespace: istiod's CA signs what the token
+    // proves (the CSR's names do not count), so the agent gets a certificate of *that*
+    // identity, never the group's; istiod then refuses its proxy (its metadata names the
+    // group's ServiceAccount) and registers nothing.
+    checked(kubectl().args(["create", "serviceaccount", "intruder", "-n", &namespace]));
+    let root = VmRoot::of(
+        &vm_files(&fleet, "batch-1", &token(&namespace, "intruder")),
+        &istio,
+    );
+    let agent = Agent::start(&root, &istio);
+    let intruder = format!("spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/intruder");
+    let line = poll(Duration::from_secs(45), || {
+        agent
+            .log()
+            .lines()
+            .find(|l| l.contains("no identities") && l.contains(&intruder))
+            .map(str::to_owned)
+    });
+    let line = line.unwrap_or_else(|| panic!("another ServiceAccount:\n{}", agent.log()));
+    eprintln!("another ServiceAccount: {line}");
+    let log = agent.log();
+    if let Some(chain) = root.cert_chain() {
+        let (_, text) = openssl(&[
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            root.path("etc/certs/cert-chain.pem").to_str().unwrap(),
+        ]);
+        assert!(!text.contains("/sa/batch"), "{text}\n{chain}");
+    }
+    assert!(
+        connected_proxies()
+            .iter()
+            .all(|c| c["metadata"]["NAMESPACE"] != namespace.as_str()),
+        "istiod reports the intruder's proxy"
+    );
+    assert!(workload_entries(&namespace).is_empty(), "{log}");
 }

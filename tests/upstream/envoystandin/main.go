@@ -7,14 +7,17 @@
 // agent exactly as Envoy does, and nothing more:
 //   - reads the bootstrap the agent wrote (node id, cluster, metadata; the xds-grpc and
 //     sds-grpc pipe paths; the admin port);
-//   - asks the agent's SDS socket for the workload certificate ("default") and the root
-//     ("ROOTCA") and logs what it got;
+//   - subscribes over the agent's SDS socket to the workload certificate ("default") and the
+//     root ("ROOTCA"), logs each version it gets (rotations too) and ACKs it;
 //   - opens ADS over the agent's xDS socket with that node, asks for clusters and listeners
 //     (the listener request is what makes the agent start its health reports), ACKs every
 //     response and keeps the stream open, so istiod sees a connected proxy;
 //   - answers the agent's readiness probe on the admin port (/stats) as a live Envoy does.
 //
-// It exits when the agent signals it, or when a stream ends.
+// A stream that fails is opened again after a backoff, as Envoy retries its xDS and SDS
+// streams (Envoy backs off up to 30 s; here up to 5 s, to keep the tests short), so a proxy
+// istiod refuses keeps trying and the agent keeps logging why. It exits when the agent
+// signals it.
 package main
 
 import (
@@ -32,11 +35,12 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tls "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	secret "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -144,14 +148,30 @@ func main() {
 
 	sds := dial(boot.pipePath("sds-grpc"))
 	xds := dial(boot.pipePath("xds-grpc"))
-	errs := make(chan error, 2)
-	go func() { errs <- secrets(ctx, sds, node) }()
-	go func() { errs <- ads(ctx, xds, node) }()
-	select {
-	case <-ctx.Done():
-		log.Printf("stopping")
-	case err := <-errs:
-		log.Fatalf("%v", err)
+	for _, name := range []string{"default", "ROOTCA"} {
+		go retry(ctx, func() error { return secret(ctx, sds, node, name) })
+	}
+	go retry(ctx, func() error { return ads(ctx, xds, node) })
+	<-ctx.Done()
+	log.Printf("stopping")
+}
+
+// retry runs a stream until the context ends, opening it again after each failure with a
+// doubling backoff (0.5 s to 5 s).
+func retry(ctx context.Context, stream func() error) {
+	backoff := 500 * time.Millisecond
+	for {
+		err := stream()
+		if ctx.Err() != nil {
+			return
+		}
+		log.Printf("%v; retrying in %s", err, backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
@@ -189,15 +209,16 @@ func admin(port int) {
 	go func() { _ = http.Serve(listener, mux) }()
 }
 
-// secrets fetches the workload certificate and the root over SDS and logs them.
-func secrets(ctx context.Context, conn *grpc.ClientConn, node *core.Node) error {
-	client := secret.NewSecretDiscoveryServiceClient(conn)
-	for _, name := range []string{"default", "ROOTCA"} {
-		stream, err := client.StreamSecrets(ctx)
-		if err != nil {
-			return fmt.Errorf("SDS: %w", err)
-		}
-		req := &discovery.DiscoveryRequest{Node: node, TypeUrl: secretType, ResourceNames: []string{name}}
+// secret subscribes to one secret ("default": the workload certificate, "ROOTCA": the root)
+// over SDS, logs each version the agent sends (the first, then each rotation) and ACKs it, as
+// Envoy's SDS subscription does; it returns when the stream ends.
+func secret(ctx context.Context, conn *grpc.ClientConn, node *core.Node, name string) error {
+	stream, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
+	if err != nil {
+		return fmt.Errorf("SDS %s: %w", name, err)
+	}
+	req := &discovery.DiscoveryRequest{Node: node, TypeUrl: secretType, ResourceNames: []string{name}}
+	for {
 		if err := stream.Send(req); err != nil {
 			return fmt.Errorf("SDS request %s: %w", name, err)
 		}
@@ -212,9 +233,9 @@ func secrets(ctx context.Context, conn *grpc.ClientConn, node *core.Node) error 
 			}
 			describe(&s)
 		}
+		req = &discovery.DiscoveryRequest{TypeUrl: secretType, ResourceNames: []string{name},
+			VersionInfo: resp.VersionInfo, ResponseNonce: resp.Nonce}
 	}
-	<-ctx.Done()
-	return nil
 }
 
 func describe(s *tls.Secret) {

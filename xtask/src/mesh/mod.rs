@@ -109,6 +109,14 @@ pub fn env(paths: &Paths) -> Result<Vec<(String, PathBuf)>, String> {
     let mut vars = vec![
         ("KUBECONFIG".to_string(), paths.kubeconfig()),
         ("MESH_KUBECONFIG".to_string(), paths.kubeconfig()),
+        // The API server's ServiceAccount token signing key: the join tests make tokens the
+        // API server cannot (one already expired) and istiod's log, beside it, says why it
+        // refused one.
+        ("MESH_SA_KEY".to_string(), paths.state.join("pki/sa.key")),
+        (
+            "MESH_ISTIOD_LOG".to_string(),
+            paths.state.join("pilot-discovery.log"),
+        ),
     ];
     vars.extend(
         build::TOOLS
