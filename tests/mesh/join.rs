@@ -1071,3 +1071,62 @@ fn today_a_vm_down_longer_than_its_certificate_without_its_token_cannot_rejoin()
     assert!(expired_cert(&chain));
     assert!(!connected(), "istiod reports the proxy:\n{}", agent.log());
 }
+
+/// Test 5, a multi-network mesh: the cluster on `net1`, the group's VMs on `vm-net`, reaching
+/// istiod through the east-west gateway. The VM gets its certificate, istiod reports its proxy
+/// on the group's network, and the WorkloadEntry it registers is on that network (what lets
+/// istiod route to the VM through the gateway). The agent runs in the VM network namespace.
+#[test]
+fn a_vm_on_its_own_network_joins_a_multi_network_mesh() {
+    let _slot = vm_slot();
+    let scratch = tempfile::tempdir().unwrap();
+    let namespace = format!("join-net-{}", std::process::id());
+    let fleet = harness_fleet(
+        scratch.path(),
+        "  network: net1\n",
+        &format!(
+            "  - name: ledger\n    namespace: {namespace}\n    serviceAccount: ledger\n    \
+             network: vm-net\n    autoRegister: true\n    labels: {{app: ledger}}\n    \
+             ports: {{tcp-db: 5432}}\n    instances:\n      - {{name: ledger-1, address: {}}}\n",
+            var("MESH_VM_ADDRESS")
+        ),
+    );
+    let tree = render_fleet(&fleet, scratch.path());
+    apply_tree(&tree, scratch.path());
+    let files = vm_files(&fleet, "ledger-1", &token(&namespace, "ledger"));
+    let (root, agent) = Agent::start_with(&files);
+    let got = poll(Duration::from_secs(60), || root.cert_chain());
+    assert!(got.is_some(), "no workload certificate:\n{}", agent.log());
+    let (_, text) = openssl(&[
+        "x509",
+        "-noout",
+        "-ext",
+        "subjectAltName",
+        "-in",
+        root.path("etc/certs/cert-chain.pem").to_str().unwrap(),
+    ]);
+    assert!(
+        text.contains(&format!(
+            "URI:spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/ledger"
+        )),
+        "{text}"
+    );
+    let proxy = poll(Duration::from_secs(60), || {
+        connected_proxies()
+            .into_iter()
+            .find(|c| c["metadata"]["NAMESPACE"] == namespace.as_str())
+    });
+    let proxy = proxy.unwrap_or_else(|| panic!("no proxy of {namespace}:\n{}", agent.log()));
+    assert_eq!(proxy["metadata"]["NETWORK"], "vm-net", "{proxy:#}");
+    let vm_ip = var("MESH_VM_ADDRESS");
+    // istiod names an entry on a network of its own `<group>-<ip>-<network>`.
+    let name = format!("ledger-{vm_ip}-vm-net");
+    let entry = poll(Duration::from_secs(30), || {
+        workload_entries(&namespace)
+            .into_iter()
+            .find(|e| e["metadata"]["name"] == name.as_str())
+    });
+    let entry = entry.unwrap_or_else(|| panic!("no WorkloadEntry:\n{}", agent.log()));
+    assert_eq!(entry["spec"]["network"], "vm-net", "{entry:#}");
+    assert_eq!(entry["spec"]["address"], vm_ip.as_str(), "{entry:#}");
+}
