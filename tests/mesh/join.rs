@@ -142,13 +142,6 @@ impl VmRoot {
             "127.0.0.1 localhost\n{}",
             String::from_utf8(get("hosts")).unwrap()
         );
-        assert!(
-            hosts.contains(&format!(
-                "{} istiod.istio-system.svc",
-                var("MESH_EASTWEST_ADDRESS")
-            )),
-            "{hosts}"
-        );
         let etc_hosts = PathBuf::from("/etc/netns")
             .join(var("MESH_VM_NETNS"))
             .join("hosts");
@@ -332,7 +325,12 @@ fn workload_entries(namespace: &str) -> Vec<Value> {
 
 /// The proxies istiod reports connected (`/debug/adsz`: id, labels, metadata).
 fn connected_proxies() -> Vec<Value> {
-    let Some(text) = curl(&format!("{}/debug/adsz", var("MESH_ISTIOD_DEBUG"))) else {
+    connected_proxies_of("MESH_ISTIOD_DEBUG")
+}
+
+/// The proxies the istiod whose debug address is in `debug_var` reports connected.
+fn connected_proxies_of(debug_var: &str) -> Vec<Value> {
+    let Some(text) = curl(&format!("{}/debug/adsz", var(debug_var))) else {
         return Vec::new();
     };
     let adsz: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -355,6 +353,11 @@ fn a_real_agent_with_a_real_token_joins_through_the_east_west_address() {
     let token = token(&namespace, sa);
 
     let files = vm_files(&fleet, "batch-1", &token);
+    let hosts = String::from_utf8(files.get("hosts").unwrap().bytes.clone()).unwrap();
+    assert_eq!(
+        hosts,
+        format!("{} istiod.istio-system.svc\n", var("MESH_EASTWEST_ADDRESS"))
+    );
     let (root, mut agent) = Agent::start_with(&files);
     let got = poll(Duration::from_secs(60), || root.cert_chain());
     assert!(got.is_some(), "no workload certificate:\n{}", agent.log());
@@ -686,6 +689,11 @@ fn unit_journal(disk: &Path, unit: &str) -> String {
 /// A fleet in `dir` for the harness: its east-west address and root, one group (`workload`,
 /// YAML lines at the list's indentation) whose VMs are the harness's VM.
 fn harness_fleet(dir: &Path, mesh_extra: &str, workload: &str) -> PathBuf {
+    harness_fleet_via(dir, &var("MESH_EASTWEST_ADDRESS"), mesh_extra, workload)
+}
+
+/// [`harness_fleet`] with the east-west gateway at `gateway`.
+fn harness_fleet_via(dir: &Path, gateway: &str, mesh_extra: &str, workload: &str) -> PathBuf {
     std::fs::copy(var("MESH_ROOT_CERT"), dir.join("root-cert.pem")).unwrap();
     let text = format!(
         "apiVersion: meshvm.io/v1alpha1\nkind: Fleet\nmesh:\n  meshID: mesh1\n  clusterID: {}\n  \
@@ -693,7 +701,7 @@ fn harness_fleet(dir: &Path, mesh_extra: &str, workload: &str) -> PathBuf {
          {mesh_extra}sidecar:\n  version: 1.28.0\ngitops:\n  path: clusters/cluster1\n  \
          repoURL: https://git.example.com/mesh.git\n  engines: [flux]\nworkloads:\n{workload}",
         var("MESH_CLUSTER_ID"),
-        var("MESH_EASTWEST_ADDRESS"),
+        gateway,
     );
     let fleet = dir.join("meshvm.yaml");
     std::fs::write(&fleet, text).unwrap();
@@ -1129,4 +1137,67 @@ fn a_vm_on_its_own_network_joins_a_multi_network_mesh() {
     let entry = entry.unwrap_or_else(|| panic!("no WorkloadEntry:\n{}", agent.log()));
     assert_eq!(entry["spec"]["network"], "vm-net", "{entry:#}");
     assert_eq!(entry["spec"]["address"], vm_ip.as_str(), "{entry:#}");
+}
+
+/// Test 5, a revisioned mesh: a fleet with `revision: 1-28` joins the harness's istiod of that
+/// revision (its own address plays the east-west gateway). meshvm's VM files name
+/// `istiod-1-28.istio-system.svc` (a name only a revisioned istiod's serving certificate
+/// has) at that address, so the VM gets its certificate, and its proxy connects to, and is
+/// registered by, the revisioned istiod alone. The agent runs in the VM network namespace.
+#[test]
+fn a_vm_of_a_revisioned_mesh_joins_the_istiod_of_its_revision() {
+    let _slot = vm_slot();
+    let scratch = tempfile::tempdir().unwrap();
+    let namespace = format!("join-rev-{}", std::process::id());
+    let revision = var("MESH_REVISION");
+    let gateway = var("MESH_REVISION_EASTWEST_ADDRESS");
+    let fleet = harness_fleet_via(
+        scratch.path(),
+        &gateway,
+        &format!("  revision: \"{revision}\"\n"),
+        &format!(
+            "  - name: batch\n    namespace: {namespace}\n    serviceAccount: batch\n    \
+             autoRegister: true\n    labels: {{app: batch}}\n    ports: {{http: 8080}}\n    \
+             instances:\n      - {{name: batch-1, address: {}}}\n",
+            var("MESH_VM_ADDRESS")
+        ),
+    );
+    let tree = render_fleet(&fleet, scratch.path());
+    apply_tree(&tree, scratch.path());
+    let files = vm_files(&fleet, "batch-1", &token(&namespace, "batch"));
+    let hosts = String::from_utf8(files.get("hosts").unwrap().bytes.clone()).unwrap();
+    assert_eq!(
+        hosts,
+        format!("{gateway} istiod-{revision}.istio-system.svc\n")
+    );
+    let (root, agent) = Agent::start_with(&files);
+    let got = poll(Duration::from_secs(60), || root.cert_chain());
+    assert!(got.is_some(), "no workload certificate:\n{}", agent.log());
+    let ours = |c: &Value| c["metadata"]["NAMESPACE"] == namespace.as_str();
+    let proxy = poll(Duration::from_secs(60), || {
+        connected_proxies_of("MESH_ISTIOD_REVISION_DEBUG")
+            .into_iter()
+            .find(ours)
+    });
+    assert!(
+        proxy.is_some(),
+        "istiod-{revision} reports no proxy of {namespace}:\n{}",
+        agent.log()
+    );
+    assert!(
+        !connected_proxies().iter().any(ours),
+        "the default istiod reports the proxy"
+    );
+    let name = format!("batch-{}", var("MESH_VM_ADDRESS"));
+    let entry = poll(Duration::from_secs(30), || {
+        workload_entries(&namespace)
+            .into_iter()
+            .find(|e| e["metadata"]["name"] == name.as_str())
+    });
+    let entry = entry.unwrap_or_else(|| panic!("no WorkloadEntry {name}:\n{}", agent.log()));
+    assert_eq!(
+        entry["metadata"]["annotations"]["istio.io/workloadController"],
+        format!("istiod-{revision}-meshvm-harness").as_str(),
+        "{entry:#}"
+    );
 }

@@ -27,7 +27,7 @@ pub const TOOLS: [Tool; 6] = [
 ];
 
 impl Tool {
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Tool::Etcd => "etcd",
             Tool::KubeApiserver => "kube-apiserver",

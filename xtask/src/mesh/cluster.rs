@@ -17,19 +17,51 @@ use super::Paths;
 use super::build::Tool;
 use crate::ci::run_quietly;
 
+/// A process `up` starts: the program, and the name of its PID and log files (two istiods run
+/// the same program).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Process {
+    pub tool: Tool,
+    pub name: &'static str,
+}
+
+impl Process {
+    const fn of(tool: Tool) -> Process {
+        Process {
+            tool,
+            name: tool.name(),
+        }
+    }
+}
+
+pub(super) const ETCD: Process = Process::of(Tool::Etcd);
+pub(super) const KUBE_APISERVER: Process = Process::of(Tool::KubeApiserver);
+/// istiod, the default revision.
+pub(super) const ISTIOD: Process = Process::of(Tool::PilotDiscovery);
+/// istiod of the revision [`super::istiod::REVISION`].
+pub(super) const ISTIOD_REVISION: Process = Process {
+    tool: Tool::PilotDiscovery,
+    name: "pilot-discovery-rev",
+};
+
 /// The processes `up` starts, in start order (`down` stops them in reverse).
-const PROCESSES: [Tool; 3] = [Tool::Etcd, Tool::KubeApiserver, Tool::PilotDiscovery];
+const PROCESSES: [Process; 4] = [ETCD, KUBE_APISERVER, ISTIOD, ISTIOD_REVISION];
 
 /// How long the API server and the CRDs may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
-fn pid_file(paths: &Paths, tool: Tool) -> PathBuf {
-    paths.state.join(format!("{}.pid", tool.name()))
+fn pid_file(paths: &Paths, process: Process) -> PathBuf {
+    paths.state.join(format!("{}.pid", process.name))
 }
 
-/// The PID `up` recorded for `tool`, when that process still runs that program.
-fn live_pid(paths: &Paths, tool: Tool) -> Result<Option<i32>, String> {
-    let file = pid_file(paths, tool);
+/// Where `process` writes its output.
+pub(super) fn log_file(paths: &Paths, process: Process) -> PathBuf {
+    paths.state.join(format!("{}.log", process.name))
+}
+
+/// The PID `up` recorded for `process`, when that process still runs its program.
+fn live_pid(paths: &Paths, process: Process) -> Result<Option<i32>, String> {
+    let file = pid_file(paths, process);
     let text = match std::fs::read_to_string(&file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -39,7 +71,7 @@ fn live_pid(paths: &Paths, tool: Tool) -> Result<Option<i32>, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{}: not a PID: {text:?}", file.display()))?;
-    Ok(runs(pid, &paths.tool(tool)).then_some(pid))
+    Ok(runs(pid, &paths.tool(process.tool)).then_some(pid))
 }
 
 /// Whether `pid` is a live (not zombie) process whose program is `binary`: a PID the kernel
@@ -57,8 +89,8 @@ fn runs(pid: i32, binary: &Path) -> bool {
 
 /// Whether a harness started by `up` runs.
 pub fn running(paths: &Paths) -> Result<bool, String> {
-    for tool in PROCESSES {
-        if live_pid(paths, tool)?.is_some() {
+    for process in PROCESSES {
+        if live_pid(paths, process)?.is_some() {
             return Ok(true);
         }
     }
@@ -70,9 +102,9 @@ pub fn up(paths: &Paths) -> Result<(), String> {
     if running(paths)? {
         let pids: Vec<String> = PROCESSES
             .iter()
-            .filter_map(|tool| {
-                let pid = live_pid(paths, *tool).ok().flatten()?;
-                Some(format!("{} (PID {pid})", tool.name()))
+            .filter_map(|process| {
+                let pid = live_pid(paths, *process).ok().flatten()?;
+                Some(format!("{} (PID {pid})", process.name))
             })
             .collect();
         return Err(format!(
@@ -102,8 +134,8 @@ pub fn up(paths: &Paths) -> Result<(), String> {
         format!("--initial-cluster=default={peer_url}"),
         "--unsafe-no-fsync".into(),
     ];
-    spawn(paths, Tool::Etcd, &etcd_args)?;
-    wait_for(paths, Tool::Etcd, "etcd /health", || {
+    spawn(paths, ETCD, &etcd_args)?;
+    wait_for(paths, ETCD, "etcd /health", || {
         curl(&format!("{etcd_url}/health")).is_some_and(|body| body.contains("\"health\":\"true\""))
     })?;
 
@@ -127,9 +159,9 @@ pub fn up(paths: &Paths) -> Result<(), String> {
         "--disable-admission-plugins=ServiceAccount".into(),
         "--allow-privileged=true".into(),
     ];
-    spawn(paths, Tool::KubeApiserver, &apiserver_args)?;
+    spawn(paths, KUBE_APISERVER, &apiserver_args)?;
     write_kubeconfig(paths, secure, &pki)?;
-    wait_for(paths, Tool::KubeApiserver, "kube-apiserver /readyz", || {
+    wait_for(paths, KUBE_APISERVER, "kube-apiserver /readyz", || {
         kubectl(paths, &["get", "--raw", "/readyz"]).is_ok()
     })?;
     load_crds(paths)?;
@@ -144,11 +176,11 @@ pub fn up(paths: &Paths) -> Result<(), String> {
 
 /// Stops the recorded processes (SIGTERM, then SIGKILL after 10 s) and removes the state.
 pub fn down(paths: &Paths) -> Result<(), String> {
-    for tool in PROCESSES.iter().rev() {
-        let Some(pid) = live_pid(paths, *tool)? else {
+    for process in PROCESSES.iter().rev() {
+        let Some(pid) = live_pid(paths, *process)? else {
             continue;
         };
-        let binary = paths.tool(*tool);
+        let binary = paths.tool(process.tool);
         // SAFETY: kill(2) on a PID checked just above to be this harness's process.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -159,7 +191,7 @@ pub fn down(paths: &Paths) -> Result<(), String> {
             // SAFETY: as above; the process ignored SIGTERM.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        eprintln!("xtask mesh: stopped {} (PID {pid})", tool.name());
+        eprintln!("xtask mesh: stopped {} (PID {pid})", process.name);
     }
     super::istiod::remove_network(paths)?;
     remove_state(paths)
@@ -186,24 +218,24 @@ pub(super) fn free_ports<const N: usize>() -> Result<[u16; N], String> {
     Ok(ports)
 }
 
-/// Starts `tool` in its own process group (so that `up` returns and a Ctrl-C in the shell
-/// does not reach it), its output in `<state>/<tool>.log`, and records its PID.
-pub(super) fn spawn(paths: &Paths, tool: Tool, args: &[String]) -> Result<(), String> {
-    spawn_in(paths, tool, args, &paths.state, &[])
+/// Starts `process` in its own process group (so that `up` returns and a Ctrl-C in the shell
+/// does not reach it), its output in `<state>/<name>.log`, and records its PID.
+pub(super) fn spawn(paths: &Paths, process: Process, args: &[String]) -> Result<(), String> {
+    spawn_in(paths, process, args, &paths.state, &[])
 }
 
 /// [`spawn`] in the working directory `cwd` with extra environment variables.
 pub(super) fn spawn_in(
     paths: &Paths,
-    tool: Tool,
+    process: Process,
     args: &[String],
     cwd: &Path,
     envs: &[(&str, String)],
 ) -> Result<(), String> {
-    let log_path = paths.state.join(format!("{}.log", tool.name()));
+    let log_path = log_file(paths, process);
     let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let err = log.try_clone().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(paths.tool(tool));
+    let mut cmd = Command::new(paths.tool(process.tool));
     cmd.args(args)
         .current_dir(cwd)
         .envs(envs.iter().map(|(k, v)| (k, v)))
@@ -212,7 +244,7 @@ pub(super) fn spawn_in(
         .stderr(err)
         .process_group(0);
     let child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
-    let file = pid_file(paths, tool);
+    let file = pid_file(paths, process);
     std::fs::write(&file, format!("{}\n", child.id()))
         .map_err(|e| format!("{}: {e}", file.display()))
 }
@@ -221,7 +253,7 @@ pub(super) fn spawn_in(
 /// runs out.
 pub(super) fn wait_for(
     paths: &Paths,
-    tool: Tool,
+    process: Process,
     what: &str,
     mut ready: impl FnMut() -> bool,
 ) -> Result<(), String> {
@@ -230,9 +262,9 @@ pub(super) fn wait_for(
         if ready() {
             return Ok(());
         }
-        let alive = live_pid(paths, tool)?.is_some();
+        let alive = live_pid(paths, process)?.is_some();
         if !alive || Instant::now() > deadline {
-            let log = paths.state.join(format!("{}.log", tool.name()));
+            let log = log_file(paths, process);
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(20).collect();
             let why = if alive {

@@ -32,7 +32,8 @@ enum Action {
     Build,
     /// Build, then start etcd and kube-apiserver on 127.0.0.1, load the CRDs of
     /// ../shared/crds, and start istiod out of cluster with a plugged-in root, its CA and xDS
-    /// on a veth pair to the test VM's network namespace. Refuses to start a second harness.
+    /// on a veth pair to the test VM's network namespace, and a second istiod of revision 1-28
+    /// beside it. Refuses to start a second harness.
     Up,
     /// Print the harness's environment for a shell to `eval`: KUBECONFIG, MESH_* binaries,
     /// istiod's address (MESH_ISTIOD), its root (MESH_ROOT_CERT) and the VM network.
