@@ -985,7 +985,7 @@ fn a_vm_that_cannot_join_says_why_and_gets_no_certificate() {
 
 /// The agent's workload certificate lifetime in the rejoin test (`SECRET_TTL`, what the agent
 /// asks istiod for): short, so the VM can be down longer than it within the test.
-const SHORT_CERT_TTL: &str = "15s";
+const SHORT_CERT_TTL: &str = "20s";
 
 /// Whether the certificate at `path` has expired.
 fn expired_cert(path: &Path) -> bool {
@@ -1030,9 +1030,15 @@ fn today_a_vm_down_longer_than_its_certificate_without_its_token_cannot_rejoin()
     // The first join, with the token; then the VM goes down and its token with it.
     let mut agent = Agent::start_env(&root, &istio, &env);
     let first = poll(Duration::from_secs(60), || root.cert_chain());
-    let first = first.unwrap_or_else(|| panic!("no first certificate:\n{}", agent.log()));
+    assert!(first.is_some(), "no first certificate:\n{}", agent.log());
     agent.stop();
     std::fs::remove_file(root.path("var/run/secrets/tokens/istio-token")).unwrap();
+    // What the VM has when it comes back (the agent may have rotated the first one).
+    let first = root.cert_chain().unwrap();
+    assert!(
+        !expired_cert(&chain),
+        "the certificate expired before the VM came back"
+    );
 
     // Back while the certificate is valid: istiod renews it on the strength of the old one.
     let mut agent = Agent::start_env(&root, &istio, &env);
