@@ -7,6 +7,11 @@
 //! (cluster.env, mesh, root-cert.pem, the token, the hosts line), in the harness's VM network
 //! namespace, so it reaches istiod only through the east-west address meshvm's hosts line
 //! names. Envoy is the stand-in of tests/upstream/envoystandin (Envoy cannot be built here).
+//!
+//! One test boots a real VM (a Debian root in systemd-nspawn, in that namespace) from
+//! `meshvm cloud-init`'s user-data with Istio's own package; the others run the agent directly
+//! in the namespace, seconds each instead of a boot: probe health, the refusals, the rejoin
+//! that fails today, a multi-network and a revisioned mesh (the harness's istiod-1-28).
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
