@@ -609,6 +609,24 @@ fn a_debian_vm_booted_from_meshvm_user_data_joins_the_mesh() {
     let fleet_root = scratch.path().join("root-cert.pem");
     let (ok, text) = openssl(&["verify", "-CAfile", fleet_root.to_str().unwrap(), chain]);
     assert!(ok, "{text}");
+    // The agent ran as Istio's unit runs it (sudo -u istio-proxy), logging where an operator
+    // looks: /var/log/istio, not the journal (istio-start.sh redirects it there).
+    let agent_log = poll(Duration::from_secs(10), || {
+        std::fs::read_to_string(disk.join("var/log/istio/istio.log"))
+            .ok()
+            .filter(|log| log.contains("generated new workload certificate"))
+    });
+    assert!(agent_log.is_some(), "{}", logs(&running));
+    let passwd = std::fs::read_to_string(disk.join("etc/passwd")).unwrap();
+    let proxy_uid: u32 = passwd
+        .lines()
+        .find_map(|l| l.strip_prefix("istio-proxy:x:"))
+        .and_then(|rest| rest.split(':').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no istio-proxy user:\n{passwd}"));
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(disk.join("var/log/istio/istio.log")).unwrap(),
+    );
+    assert_eq!(owner, proxy_uid, "the agent did not run as istio-proxy");
 
     // 2. istiod reports the VM's proxy connected, with the fleet's cluster ID and labels.
     let vm_ip = var("MESH_VM_ADDRESS");
