@@ -16,3 +16,4 @@ mod readme;
 mod render;
 mod stdout;
 mod vm_files;
+mod warnings;

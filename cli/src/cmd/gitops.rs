@@ -10,6 +10,7 @@ use meshvm::git::{
     self, Event, GitError, Mode, OnHandEdits, Options, Plan, PushOutcome, Report, Target,
 };
 use meshvm::spec::SourceFile;
+use meshvm::spec::diagnostic::Diagnostics;
 
 use super::FleetArg;
 use crate::command_error::{CmdResult, CommandError, Exit, to_stdout};
@@ -38,6 +39,11 @@ pub enum Command {
 /// A push that loses a race (someone pushed meanwhile) fetches, rebuilds onto the new tip and
 /// retries, a few times with backoff; it never force-pushes. A failed push keeps the local
 /// commit and says how to retry.
+///
+/// The fleet's warnings (as `meshvm validate` shows them) follow the result on stderr, and
+/// `warnings` in JSON. When nothing changed since meshvm's last commit, the fleet is not read
+/// again (the no-op shortcut), so its warnings, shown by the run that committed it, are not
+/// repeated; `meshvm validate` shows them any time.
 #[derive(Debug, clap::Args)]
 pub struct SyncArgs {
     #[command(flatten)]
@@ -72,6 +78,9 @@ pub struct SyncArgs {
 ///
 /// Exit code 0 when there is nothing to sync, 4 when there are changes. Nothing is written
 /// (for a URL, the local cache clone is fetched into).
+///
+/// The fleet's warnings follow on stderr (`warnings` in JSON), as for `gitops sync`: not
+/// repeated when nothing changed since meshvm's last commit.
 #[derive(Debug, clap::Args)]
 pub struct DiffArgs {
     #[command(flatten)]
@@ -236,14 +245,40 @@ impl RepoArgs {
     }
 }
 
+/// What a sync (or its plan) did, with the options it ran with and the fleet's warnings
+/// (`None` when the no-op shortcut did not read the fleet).
+struct Synced {
+    report: Report,
+    opts: Options,
+    warnings: Option<Diagnostics>,
+}
+
+impl Synced {
+    /// Prints the fleet's warnings on stderr, after the result.
+    fn warn(&self) {
+        for w in self.warnings.iter().flat_map(|w| w.iter()) {
+            eprintln!("warning: {w}");
+        }
+    }
+
+    /// Adds the warnings to a JSON result (left out when the fleet was not read).
+    fn with_warnings(&self, mut value: serde_json::Value) -> serde_json::Value {
+        if let Some(w) = &self.warnings {
+            value["warnings"] = super::warnings_json(w);
+        }
+        value
+    }
+}
+
 /// Loads and renders the fleet, then syncs it (or, in a dry-run mode, plans the sync) with the
 /// options `configure` sets, showing progress on stderr.
-fn sync_fleet(
-    repo: &RepoArgs,
-    configure: impl Fn(&mut Options),
-) -> Result<(Report, Options), CommandError> {
-    if let Some(done) = unchanged(repo, &configure)? {
-        return Ok(done);
+fn sync_fleet(repo: &RepoArgs, configure: impl Fn(&mut Options)) -> Result<Synced, CommandError> {
+    if let Some((report, opts)) = unchanged(repo, &configure)? {
+        return Ok(Synced {
+            report,
+            opts,
+            warnings: None,
+        });
     }
     let source = repo.fleet.load()?;
     let tree = rendered_tree(&source);
@@ -257,7 +292,11 @@ fn sync_fleet(
     let mut progress = Progress::new(repo.quiet);
     let result = git::sync(&input, &opts, &mut |e| progress.event(e));
     progress.finish();
-    Ok((result?, opts))
+    Ok(Synced {
+        report: result?,
+        opts,
+        warnings: Some(source.warnings),
+    })
 }
 
 /// The no-op shortcut: when the render's inputs are those of meshvm's last commit and its
@@ -278,7 +317,7 @@ fn unchanged(
 }
 
 fn sync(args: SyncArgs) -> CmdResult {
-    let (report, opts) = sync_fleet(&args.repo, |opts| {
+    let synced = sync_fleet(&args.repo, |opts| {
         opts.mode = match (args.dry_run, args.repo.output) {
             (true, Output::Text) => Mode::DryRunWithDiff,
             (true, Output::Json) => Mode::DryRun,
@@ -293,8 +332,12 @@ fn sync(args: SyncArgs) -> CmdResult {
         opts.max_attempts = args.attempts;
         opts.allow_mass_removal = args.allow_mass_removal;
     })?;
+    let (report, opts) = (&synced.report, &synced.opts);
     if args.dry_run {
-        print_plan(&report, args.repo.output, &opts.target)?;
+        print_plan(&synced, args.repo.output)?;
+        if !args.repo.quiet {
+            synced.warn();
+        }
         if !report.plan.overwrites.is_empty() && !args.force {
             return Err(GitError::HandEdits {
                 path: report.plan.path.clone(),
@@ -305,22 +348,28 @@ fn sync(args: SyncArgs) -> CmdResult {
         return Ok(changes_exit(&report.plan));
     }
     match args.repo.output {
-        Output::Json => print_json(&sync_json(&report, &opts.target))?,
-        Output::Text => print_sync(&report, &opts, args.repo.quiet)?,
+        Output::Json => print_json(&synced.with_warnings(sync_json(report, &opts.target)))?,
+        Output::Text => print_sync(report, opts, args.repo.quiet)?,
+    }
+    if !args.repo.quiet {
+        synced.warn();
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn diff(args: DiffArgs) -> CmdResult {
-    let (report, opts) = sync_fleet(&args.repo, |opts| {
+    let synced = sync_fleet(&args.repo, |opts| {
         opts.mode = if !args.stat && args.repo.output == Output::Text {
             Mode::DryRunWithDiff
         } else {
             Mode::DryRun
         };
     })?;
-    print_plan(&report, args.repo.output, &opts.target)?;
-    Ok(changes_exit(&report.plan))
+    print_plan(&synced, args.repo.output)?;
+    if !args.repo.quiet {
+        synced.warn();
+    }
+    Ok(changes_exit(&synced.report.plan))
 }
 
 fn changes_exit(plan: &Plan) -> ExitCode {
@@ -353,13 +402,13 @@ fn counts(plan: &Plan) -> String {
     )
 }
 
-fn print_plan(report: &Report, output: Output, target: &Target) -> Result<(), CommandError> {
-    let plan = &report.plan;
+fn print_plan(synced: &Synced, output: Output) -> Result<(), CommandError> {
+    let plan = &synced.report.plan;
     if output == Output::Json {
         let mut value = serde_json::to_value(plan).expect("a plan is JSON");
         value["changes"] = plan.has_changes().into();
-        value["repository"] = target.display().into();
-        return print_json(&value);
+        value["repository"] = synced.opts.target.display().into();
+        return print_json(&synced.with_warnings(value));
     }
     to_stdout(|out| write_plan(out, plan))
 }
