@@ -85,9 +85,19 @@ pub struct SyncArgs {
 pub struct DiffArgs {
     #[command(flatten)]
     repo: RepoArgs,
-    /// Only the per-VM summary and file list, no unified diff.
+    /// A short summary instead of the diff: the counts, one line per group (+added ~changed
+    /// >moved-in -removed), the running VMs that must re-join the mesh, and the removals.
     #[arg(long)]
     stat: bool,
+    /// With `--output markdown`: write the comment's parts as DIR/part-1.md, part-2.md, …
+    /// (part files of an earlier run are removed first) and print their paths, instead of
+    /// printing the parts one after another.
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// With `--output markdown`: the most characters of one part (one comment); GitHub's
+    /// limit is 65,536.
+    #[arg(long, value_name = "CHARS", default_value_t = git::review::COMMENT_BUDGET, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1000..))]
+    part_size: usize,
 }
 
 /// Where and how: shared by sync and diff.
@@ -134,7 +144,12 @@ struct RepoArgs {
     /// /etc/ssh/ssh_known_hosts. Repeatable.
     #[arg(long, value_name = "FILE")]
     known_hosts: Vec<PathBuf>,
-    /// `text` for people, `json` for machines.
+    /// `text` for people, `json` for machines; `gitops diff` also writes `markdown`, a
+    /// pull-request comment: counts per group, removals first and highlighted, the running VMs
+    /// that must re-join the mesh (root certificate, revision, CA address, mesh ID, trust
+    /// domain changed) at the top, per-VM diffs folded, in parts of at most --part-size
+    /// characters. Each part starts with a marker line, `<!-- meshvm-diff: <gitops.path> -->`
+    /// (`… part N -->` after the first), by which a CI job finds and updates its comment.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
     /// Give up on a remote that takes longer than this to connect, or stalls this long.
@@ -149,6 +164,7 @@ struct RepoArgs {
 enum Output {
     Text,
     Json,
+    Markdown,
 }
 
 fn identity(text: &str) -> Result<git::Identity, String> {
@@ -164,12 +180,15 @@ pub fn run(command: Command) -> CmdResult {
     // SAFETY: nothing has touched libgit2 yet, and the binary runs commands on one thread.
     unsafe { git::set_network_timeouts(timeout, timeout) };
     let result = match command {
+        Command::Sync(args) if args.repo.output == Output::Markdown => Err(CommandError::usage(
+            "--output markdown is for `meshvm gitops diff`",
+        )),
         Command::Sync(args) => sync(*args),
         Command::Diff(args) => diff(*args),
     };
     result.map_err(|e| match output {
         Output::Json => e.in_json(),
-        Output::Text => e,
+        Output::Text | Output::Markdown => e,
     })
 }
 
@@ -319,7 +338,7 @@ fn unchanged(
 fn sync(args: SyncArgs) -> CmdResult {
     let synced = sync_fleet(&args.repo, |opts| {
         opts.mode = match (args.dry_run, args.repo.output) {
-            (true, Output::Text) => Mode::DryRunWithDiff,
+            (true, Output::Text | Output::Markdown) => Mode::DryRunWithDiff,
             (true, Output::Json) => Mode::DryRun,
             (false, _) => Mode::Commit,
         };
@@ -349,7 +368,7 @@ fn sync(args: SyncArgs) -> CmdResult {
     }
     match args.repo.output {
         Output::Json => print_json(&synced.with_warnings(sync_json(report, &opts.target)))?,
-        Output::Text => print_sync(report, opts, args.repo.quiet)?,
+        Output::Text | Output::Markdown => print_sync(report, opts, args.repo.quiet)?,
     }
     if !args.repo.quiet {
         synced.warn();
@@ -358,18 +377,64 @@ fn sync(args: SyncArgs) -> CmdResult {
 }
 
 fn diff(args: DiffArgs) -> CmdResult {
+    if args.output_dir.is_some() && args.repo.output != Output::Markdown {
+        return Err(CommandError::usage(
+            "--output-dir writes the parts of --output markdown",
+        ));
+    }
     let synced = sync_fleet(&args.repo, |opts| {
-        opts.mode = if !args.stat && args.repo.output == Output::Text {
-            Mode::DryRunWithDiff
-        } else {
-            Mode::DryRun
+        // The per-VM diffs also tell which VMs must re-join (--stat and markdown).
+        opts.mode = match args.repo.output {
+            Output::Json => Mode::DryRun,
+            Output::Text | Output::Markdown => Mode::DryRunWithDiff,
         };
     })?;
-    print_plan(&synced, args.repo.output)?;
+    let plan = &synced.report.plan;
+    match (args.repo.output, &args.output_dir) {
+        (Output::Markdown, None) => {
+            let parts = git::review::markdown(plan, args.part_size);
+            to_stdout(|out| out.write_all(parts.concat().as_bytes()))?;
+        }
+        (Output::Markdown, Some(dir)) => write_parts(dir, &git::review::markdown(plan, args.part_size))?,
+        (Output::Text, _) if args.stat => {
+            to_stdout(|out| out.write_all(git::review::stat(plan).as_bytes()))?;
+        }
+        _ => print_plan(&synced, args.repo.output)?,
+    }
     if !args.repo.quiet {
         synced.warn();
     }
     Ok(changes_exit(&synced.report.plan))
+}
+
+/// Writes the comment's parts as DIR/part-N.md, after removing the part files of an earlier
+/// run (a CI job posts every part file it finds); prints their paths.
+fn write_parts(dir: &std::path::Path, parts: &[String]) -> Result<(), CommandError> {
+    let cannot = |e: std::io::Error| CommandError::invalid(format!("cannot write {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(cannot)?;
+    for entry in std::fs::read_dir(dir).map_err(cannot)? {
+        let name = entry.map_err(cannot)?.file_name();
+        let name = name.to_string_lossy();
+        let stale = name
+            .strip_prefix("part-")
+            .and_then(|n| n.strip_suffix(".md"))
+            .is_some_and(|n| n.parse::<usize>().is_ok());
+        if stale {
+            std::fs::remove_file(dir.join(&*name)).map_err(cannot)?;
+        }
+    }
+    let mut paths = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let path = dir.join(format!("part-{}.md", i + 1));
+        std::fs::write(&path, part).map_err(cannot)?;
+        paths.push(path);
+    }
+    to_stdout(|out| {
+        for p in &paths {
+            writeln!(out, "{}", p.display())?;
+        }
+        Ok(())
+    })
 }
 
 fn changes_exit(plan: &Plan) -> ExitCode {

@@ -27,6 +27,7 @@ pub mod lock;
 pub mod maintenance;
 mod objects;
 pub mod plan;
+pub mod review;
 mod remote;
 mod shortcut;
 mod sync;
