@@ -47,5 +47,8 @@ fn istiod_refuses_the_grpc_probe_that_the_crd_accepts_and_so_does_meshvm() {
     let m = output(meshvm().args(["validate", "-f"]).arg(&fleet));
     let said = String::from_utf8_lossy(&m.stderr);
     assert_eq!(m.status.code(), Some(1), "{said}");
-    assert!(said.contains("istiod does not accept a grpc probe yet"), "{said}");
+    assert!(
+        said.contains("istiod does not accept a grpc probe yet"),
+        "{said}"
+    );
 }

@@ -147,7 +147,7 @@ struct RepoArgs {
     /// `text` for people, `json` for machines; `gitops diff` also writes `markdown`, a
     /// pull-request comment: counts per group, removals first and highlighted, the running VMs
     /// that must re-join the mesh (root certificate, revision, CA address, mesh ID, trust
-    /// domain changed) at the top, per-VM diffs folded, in parts of at most --part-size
+    /// domain or cluster ID changed) at the top, per-VM diffs folded, in parts of at most --part-size
     /// characters. Each part starts with a marker line, `<!-- meshvm-diff: <gitops.path> -->`
     /// (`… part N -->` after the first), by which a CI job finds and updates its comment.
     #[arg(long, value_enum, default_value = "text")]
@@ -395,7 +395,9 @@ fn diff(args: DiffArgs) -> CmdResult {
             let parts = git::review::markdown(plan, args.part_size);
             to_stdout(|out| out.write_all(parts.concat().as_bytes()))?;
         }
-        (Output::Markdown, Some(dir)) => write_parts(dir, &git::review::markdown(plan, args.part_size))?,
+        (Output::Markdown, Some(dir)) => {
+            write_parts(dir, &git::review::markdown(plan, args.part_size))?
+        }
         (Output::Text, _) if args.stat => {
             to_stdout(|out| out.write_all(git::review::stat(plan).as_bytes()))?;
         }
@@ -410,7 +412,8 @@ fn diff(args: DiffArgs) -> CmdResult {
 /// Writes the comment's parts as DIR/part-N.md, after removing the part files of an earlier
 /// run (a CI job posts every part file it finds); prints their paths.
 fn write_parts(dir: &std::path::Path, parts: &[String]) -> Result<(), CommandError> {
-    let cannot = |e: std::io::Error| CommandError::invalid(format!("cannot write {}: {e}", dir.display()));
+    let cannot =
+        |e: std::io::Error| CommandError::invalid(format!("cannot write {}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(cannot)?;
     for entry in std::fs::read_dir(dir).map_err(cannot)? {
         let name = entry.map_err(cannot)?.file_name();

@@ -30,6 +30,7 @@ pub enum Rejoin {
     CaAddress,
     MeshId,
     TrustDomain,
+    ClusterId,
 }
 
 impl Rejoin {
@@ -40,6 +41,7 @@ impl Rejoin {
             Rejoin::CaAddress => "CA address",
             Rejoin::MeshId => "mesh ID",
             Rejoin::TrustDomain => "trust domain",
+            Rejoin::ClusterId => "cluster ID",
         }
     }
 }
@@ -108,6 +110,7 @@ fn rejoins(file: &str, text: &str) -> BTreeSet<Rejoin> {
             for (key, why) in [
                 ("ISTIO_META_MESH_ID", Rejoin::MeshId),
                 ("TRUST_DOMAIN", Rejoin::TrustDomain),
+                ("ISTIO_META_CLUSTER_ID", Rejoin::ClusterId),
             ] {
                 let (old, new) = env_changes(text, key);
                 if (old.is_some() || new.is_some()) && old != new {
@@ -251,9 +254,9 @@ pub fn markdown(plan: &Plan, budget: usize) -> Vec<String> {
 fn summary(plan: &Plan, entries: &[VmEntry<'_>]) -> String {
     let mut s = String::new();
     let v = &plan.vms;
-    let base = plan
-        .base
-        .map_or("a new branch".to_owned(), |b| format!("`{}`", &b.to_string()[..10]));
+    let base = plan.base.map_or("a new branch".to_owned(), |b| {
+        format!("`{}`", &b.to_string()[..10])
+    });
     let _ = writeln!(s, "### meshvm: `{}` on `{}`\n", plan.path, plan.branch);
     if !plan.has_changes() {
         let _ = writeln!(s, "No changes (against {base}).");
@@ -291,7 +294,11 @@ fn summary(plan: &Plan, entries: &[VmEntry<'_>]) -> String {
             "> [!CAUTION]\n> **{} VM{} removed**: {}",
             v.removed.len(),
             plural(v.removed.len()),
-            list(v.removed.iter().map(|vm| format!("`{}` ({}/{})", vm.name, vm.namespace, vm.group)))
+            list(
+                v.removed
+                    .iter()
+                    .map(|vm| format!("`{}` ({}/{})", vm.name, vm.namespace, vm.group))
+            )
         );
         if let Some((n, of)) = plan.mass_removal() {
             let _ = writeln!(
@@ -300,15 +307,21 @@ fn summary(plan: &Plan, entries: &[VmEntry<'_>]) -> String {
                  without `--allow-mass-removal`."
             );
         }
-        for g in &plan.removed_groups {
-            let _ = writeln!(
-                s,
-                ">\n> Group `{}/{}` goes: Flux prunes its objects; Argo CD keeps its \
-                 Application and objects until deleted by hand.",
-                g.namespace, g.group
-            );
-        }
         s.push('\n');
+    }
+    if !plan.removed_groups.is_empty() {
+        let _ = writeln!(
+            s,
+            "> [!CAUTION]\n> **Group{} removed**: {}. Flux prunes their objects; Argo CD keeps \
+             each group's Application and the objects it applied until they are deleted by hand \
+             (`meshvm gitops diff` lists the commands).\n",
+            plural(plan.removed_groups.len()),
+            list(
+                plan.removed_groups
+                    .iter()
+                    .map(|g| format!("`{}/{}`", g.namespace, g.group))
+            )
+        );
     }
     if !plan.overwrites.is_empty() {
         let _ = writeln!(
@@ -355,7 +368,12 @@ fn plural(n: usize) -> &'static str {
 /// At most 20 items, then how many more.
 fn list(items: impl Iterator<Item = String>) -> String {
     let items: Vec<String> = items.collect();
-    let mut shown = items.iter().take(20).cloned().collect::<Vec<_>>().join(", ");
+    let mut shown = items
+        .iter()
+        .take(20)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if items.len() > 20 {
         let _ = write!(shown, " and {} more", items.len() - 20);
     }
@@ -438,7 +456,9 @@ pub fn group_counts(plan: &Plan) -> Vec<(String, [usize; 4])> {
     let v = &plan.vms;
     for (vms, i) in [(&v.added, 0), (&v.changed, 1), (&v.removed, 3)] {
         for vm in vms {
-            groups.entry(format!("{}/{}", vm.namespace, vm.group)).or_default()[i] += 1;
+            groups
+                .entry(format!("{}/{}", vm.namespace, vm.group))
+                .or_default()[i] += 1;
         }
     }
     for m in &v.moved {
@@ -456,11 +476,15 @@ pub fn group_counts(plan: &Plan) -> Vec<(String, [usize; 4])> {
 pub fn stat(plan: &Plan) -> String {
     let mut s = String::new();
     let v = &plan.vms;
-    let base = plan
-        .base
-        .map_or("a new branch".to_owned(), |b| b.to_string()[..10].to_owned());
+    let base = plan.base.map_or("a new branch".to_owned(), |b| {
+        b.to_string()[..10].to_owned()
+    });
     if !plan.has_changes() {
-        let _ = writeln!(s, "{} on {} (against {base}): no changes", plan.path, plan.branch);
+        let _ = writeln!(
+            s,
+            "{} on {} (against {base}): no changes",
+            plan.path, plan.branch
+        );
         return s;
     }
     let _ = writeln!(
@@ -532,17 +556,25 @@ mod tests {
             [Rejoin::CaAddress].into()
         );
         assert_eq!(
-            rejoins("cluster.env", "-ISTIO_META_MESH_ID='a'\n+ISTIO_META_MESH_ID='b'\n"),
+            rejoins(
+                "cluster.env",
+                "-ISTIO_META_MESH_ID='a'\n+ISTIO_META_MESH_ID='b'\n"
+            ),
             [Rejoin::MeshId].into()
         );
         assert!(rejoins("cluster.env", "-LOG_LEVEL='info'\n+LOG_LEVEL='debug'\n").is_empty());
-        assert_eq!(rejoins("root-cert.pem", ""), [Rejoin::RootCertificate].into());
+        assert_eq!(
+            rejoins("root-cert.pem", ""),
+            [Rejoin::RootCertificate].into()
+        );
         assert!(rejoins("hosts", "-a\n+b\n").is_empty());
     }
 
     #[test]
     fn parts_stay_within_the_budget_and_each_has_its_marker() {
-        let blocks: Vec<String> = (0..10).map(|i| format!("{i}{}\n", "x".repeat(90))).collect();
+        let blocks: Vec<String> = (0..10)
+            .map(|i| format!("{i}{}\n", "x".repeat(90)))
+            .collect();
         let parts = pack("clusters/c1", "head\n".into(), blocks, 300);
         assert!(parts.len() > 3, "{parts:?}");
         for (i, p) in parts.iter().enumerate() {
