@@ -4,6 +4,7 @@
 mod broker;
 mod cmd;
 mod command_error;
+mod paint;
 
 use std::process::ExitCode;
 

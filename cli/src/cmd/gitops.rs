@@ -152,6 +152,13 @@ struct RepoArgs {
     /// (`… part N -->` after the first), by which a CI job finds and updates its comment.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+    /// Colour the text output: `auto` when stdout is a terminal and NO_COLOR is not set.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    color: crate::paint::ColorWhen,
+    /// Never page the text output. On a terminal, a diff is paged as git pages one:
+    /// MESHVM_PAGER, else PAGER, else `less -FRX` (empty or `cat`: no pager).
+    #[arg(long)]
+    no_pager: bool,
     /// Give up on a remote that takes longer than this to connect, or stalls this long.
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
@@ -353,7 +360,7 @@ fn sync(args: SyncArgs) -> CmdResult {
     })?;
     let (report, opts) = (&synced.report, &synced.opts);
     if args.dry_run {
-        print_plan(&synced, args.repo.output)?;
+        print_plan(&synced, &args.repo)?;
         if !args.repo.quiet {
             synced.warn();
         }
@@ -399,9 +406,9 @@ fn diff(args: DiffArgs) -> CmdResult {
             write_parts(dir, &git::review::markdown(plan, args.part_size))?
         }
         (Output::Text, _) if args.stat => {
-            to_stdout(|out| out.write_all(git::review::stat(plan).as_bytes()))?;
+            crate::paint::show(&git::review::stat(plan), args.repo.color, false)?;
         }
-        _ => print_plan(&synced, args.repo.output)?,
+        _ => print_plan(&synced, &args.repo)?,
     }
     if !args.repo.quiet {
         synced.warn();
@@ -470,15 +477,17 @@ fn counts(plan: &Plan) -> String {
     )
 }
 
-fn print_plan(synced: &Synced, output: Output) -> Result<(), CommandError> {
+fn print_plan(synced: &Synced, repo: &RepoArgs) -> Result<(), CommandError> {
     let plan = &synced.report.plan;
-    if output == Output::Json {
+    if repo.output == Output::Json {
         let mut value = serde_json::to_value(plan).expect("a plan is JSON");
         value["changes"] = plan.has_changes().into();
         value["repository"] = synced.opts.target.display().into();
         return print_json(&synced.with_warnings(value));
     }
-    to_stdout(|out| write_plan(out, plan))
+    let mut text = Vec::new();
+    write_plan(&mut text, plan).expect("writing to memory");
+    crate::paint::show(&String::from_utf8_lossy(&text), repo.color, !repo.no_pager)
 }
 
 fn write_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
