@@ -3,29 +3,9 @@
 //! `--no-pager` prints on the terminal itself. (Without a terminal: tests/e2e/review.rs.)
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use crate::support::gitops::{Scratch, ok};
-use crate::support::run;
-
-/// `inner` run on a pseudo-terminal, with its environment; what the terminal showed.
-fn on_a_terminal(inner: &Command, dir: &std::path::Path) -> crate::support::Run {
-    crate::support::require_tool("script", "apt-get install bsdutils");
-    let line = std::iter::once(inner.get_program())
-        .chain(inner.get_args())
-        .map(|a| format!("'{}'", a.to_str().unwrap()))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut cmd = Command::new("script");
-    cmd.args(["-qec", &line, "/dev/null"]).current_dir(dir);
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    run(&mut cmd)
-}
+use crate::support::{on_a_terminal, run};
 
 #[test]
 fn on_a_terminal_a_diff_is_coloured_and_paged_as_git_pages_it() {
