@@ -17,7 +17,9 @@ Exit codes:
   1  invalid input, or a check failed (the errors say where and how to fix them)
   2  usage error: unknown command, flag or value
   3  Git or remote failure (the local repository is left valid)
-  4  `gitops diff` and `gitops sync --dry-run`: there are changes to sync";
+  4  `gitops diff` and `gitops sync --dry-run`: there are changes to sync
+  130  interrupted (SIGINT, Ctrl-C): partial output removed; it says whether anything changed
+  143  terminated (SIGTERM): as for 130";
 
 /// The exit codes of `EXIT_CODES_HELP` (and of README.md's table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +30,20 @@ pub enum Exit {
     Usage = 2,
     Git = 3,
     Changes = 4,
+    /// 128 + SIGINT, as a shell reports a command killed by it.
+    Interrupted = 130,
+    /// 128 + SIGTERM.
+    Terminated = 143,
+}
+
+impl Exit {
+    /// The exit code after the signal thread cleaned up on `signal` (SIGINT or SIGTERM).
+    pub fn for_signal(signal: i32) -> Exit {
+        match signal {
+            signal_hook::consts::SIGINT => Exit::Interrupted,
+            _ => Exit::Terminated,
+        }
+    }
 }
 
 impl From<Exit> for ExitCode {
@@ -296,8 +312,20 @@ mod tests {
             Exit::Usage,
             Exit::Git,
             Exit::Changes,
+            Exit::Interrupted,
+            Exit::Terminated,
         ] {
             assert!(codes.contains(&(exit as u8)), "{exit:?}");
+        }
+        assert_eq!(codes.len(), 7, "every code of the help is an `Exit`");
+    }
+
+    #[test]
+    fn signals_exit_as_a_shell_reports_them() {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        for (signal, exit) in [(SIGINT, Exit::Interrupted), (SIGTERM, Exit::Terminated)] {
+            assert_eq!(Exit::for_signal(signal), exit);
+            assert_eq!(exit as i32, 128 + signal);
         }
     }
 }

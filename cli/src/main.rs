@@ -4,6 +4,7 @@
 mod broker;
 mod cmd;
 mod command_error;
+mod paint;
 
 use std::process::ExitCode;
 
@@ -51,7 +52,8 @@ enum Command {
 }
 
 /// On SIGINT or SIGTERM: remove what the command was making (`meshvm::interrupt`), say
-/// whether anything changed, and exit 130 or 143 as a shell does for a killed command.
+/// whether anything changed, and exit 130 or 143 as a shell does for a killed command
+/// (`command_error::Exit::for_signal`).
 fn clean_up_on_signals() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
@@ -65,7 +67,7 @@ fn clean_up_on_signals() {
             } else {
                 eprintln!("\ninterrupted after: {}", changed.join("; "));
             }
-            std::process::exit(128 + signal);
+            std::process::exit(command_error::Exit::for_signal(signal) as i32);
         }
     });
 }

@@ -91,6 +91,7 @@ fn workload(g: usize, vms: std::ops::Range<usize>) -> Workload {
         }),
         tcp_socket: None,
         exec: None,
+        grpc: None,
         initial_delay_seconds: None,
         timeout_seconds: None,
         period_seconds: Some(10),

@@ -26,6 +26,8 @@ struct Case {
     key: Option<String>,
     #[serde(default)]
     service: Option<serde_json::Value>,
+    #[serde(default)]
+    probe: Option<serde_json::Value>,
     /// What Istio says.
     valid: bool,
     /// `refuses` where meshvm is stricter than Istio.
@@ -33,6 +35,9 @@ struct Case {
     meshvm: Option<String>,
     #[serde(default)]
     why: Option<String>,
+    /// What meshvm's refusal must say (where the reason matters, not only the verdict).
+    #[serde(default)]
+    refusal: Option<String>,
 }
 
 fn tables() -> Vec<PathBuf> {
@@ -70,6 +75,14 @@ fn meshvm_says(rule: &str, case: &Case) -> Result<(), String> {
                 .map(|_| ())
                 .map_err(|d| d.to_string())
         }
+        "probe" => {
+            let base = std::fs::read_to_string(testkit::fixture("parity/base-fleet.yaml")).unwrap();
+            let probe = case.probe.as_ref().expect("a probe case has a probe");
+            let text = base.replace("service: SERVICE", &format!("probe: {probe}"));
+            load_fleet_str(&text, Path::new("base-fleet.yaml"))
+                .map(|_| ())
+                .map_err(|d| d.to_string())
+        }
         other => panic!("no rule {other:?}"),
     }
 }
@@ -89,6 +102,7 @@ fn istio_test_tables_agree() {
                 case.name.as_deref().unwrap_or_default(),
                 case.service
                     .as_ref()
+                    .or(case.probe.as_ref())
                     .map_or_else(|| format!("{:?}", case.input), ToString::to_string)
             );
             let stricter = match case.meshvm.as_deref() {
@@ -113,6 +127,13 @@ fn istio_test_tables_agree() {
                     "{label}: Istio valid={}, meshvm: {got:?}",
                     case.valid
                 ));
+            }
+            if let (Some(said), Err(reason)) = (&case.refusal, &got) {
+                if !reason.contains(said.as_str()) {
+                    failures.push(format!(
+                        "{label}: the refusal does not say {said:?}: {reason}"
+                    ));
+                }
             }
             checked += 1;
         }

@@ -167,16 +167,34 @@ fn a_root_bundle_with_an_expired_old_root_beside_a_valid_one_is_accepted_with_a_
     let old = std::fs::read_to_string(fixture("invalid/certs/expired-root-cert.pem")).unwrap();
     let new = std::fs::read_to_string(fixture("certs/test-root-cert.pem")).unwrap();
     std::fs::write(tmp.path().join("root-cert.pem"), format!("{old}{new}")).unwrap();
+    // One of the fleet's warnings: in validate's report, after render's result.
+    let rotation = |text: &str| {
+        text.contains("warning: ")
+            && text.contains("mesh.rootCert: the root certificate")
+            && text.contains("expired at 2021-01-01T")
+            && text.contains("(a CA rotation?)")
+            && text.contains("hint: remove the old certificate once every VM trusts the new one")
+    };
     let r = run(meshvm().args(["validate", "-f"]).arg(&fleet));
     assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(rotation(&r.stdout), "{}", r.stdout);
+    let r = run(meshvm()
+        .args(["validate", "--output", "json", "-f"])
+        .arg(&fleet));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert!(
-        r.stderr.contains("warning: ")
-            && r.stderr.contains("mesh.rootCert: the root certificate")
-            && r.stderr.contains("expired at 2021-01-01T")
-            && r.stderr.contains("(a CA rotation?)"),
-        "{}",
-        r.stderr
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["path"] == "mesh.rootCert"
+                && w["severity"] == "warning"
+                && w["pos"]["line"].as_u64() > Some(1)),
+        "{json:#}"
     );
+    let r = run(meshvm().args(["render", "--stdout", "-f"]).arg(&fleet));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(rotation(&r.stderr), "{}", r.stderr);
     // The old root alone is still refused.
     std::fs::write(tmp.path().join("root-cert.pem"), old).unwrap();
     let r = run(meshvm().args(["validate", "-f"]).arg(&fleet));

@@ -14,5 +14,7 @@ mod join;
 mod noop;
 mod readme;
 mod render;
+mod review;
 mod stdout;
 mod vm_files;
+mod warnings;

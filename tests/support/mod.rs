@@ -95,3 +95,24 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `inner` run on a pseudo-terminal (util-linux's `script`) in `dir`, with its environment:
+/// what the terminal showed is the `Run`'s stdout. System tier: it needs `script`.
+#[allow(dead_code)] // the system tier's
+pub fn on_a_terminal(inner: &Command, dir: &Path) -> Run {
+    require_tool("script", "apt-get install bsdutils");
+    let line = std::iter::once(inner.get_program())
+        .chain(inner.get_args())
+        .map(|a| format!("'{}'", a.to_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"]).current_dir(dir);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    run(&mut cmd)
+}

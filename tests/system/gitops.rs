@@ -462,22 +462,7 @@ fn large_fleets_report_progress_on_stderr_unless_quiet() {
     assert!(r.stdout.contains("1200 VMs added"), "{}", r.stdout);
 
     // On a terminal (a pseudo-terminal from util-linux's `script`): a bar redrawn in place.
-    crate::support::require_tool("script", "apt-get install bsdutils");
-    let inner = s.meshvm(&["sync", "--repo", "tty.git"]);
-    let line = std::iter::once(inner.get_program())
-        .chain(inner.get_args())
-        .map(|a| format!("'{}'", a.to_str().unwrap()))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut cmd = Command::new("script");
-    cmd.args(["-qec", &line, "/dev/null"]).current_dir(s.path());
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let r = run(&mut cmd);
+    let r = crate::support::on_a_terminal(&s.meshvm(&["sync", "--repo", "tty.git"]), s.path());
     ok(&r);
     assert!(r.stdout.contains("writing files ["), "{}", r.stdout);
     assert!(

@@ -14,5 +14,6 @@ mod completion;
 mod faults;
 mod gitops;
 mod kept_commit;
+mod pager;
 mod render;
 mod secrets;

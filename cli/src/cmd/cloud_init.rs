@@ -176,6 +176,7 @@ pub fn run(args: Args) -> CmdResult {
         }
     }
     report(&args, vm, &bytes, args.output.as_deref(), made.expires, now);
+    super::warn_about_root_cert(&source);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -259,6 +260,7 @@ fn run_many(args: &Args) -> CmdResult {
             out_dir.display()
         )
     })?;
+    super::warn_about_root_cert(&source);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,6 +10,7 @@ use meshvm::git::{
     self, Event, GitError, Mode, OnHandEdits, Options, Plan, PushOutcome, Report, Target,
 };
 use meshvm::spec::SourceFile;
+use meshvm::spec::diagnostic::Diagnostics;
 
 use super::FleetArg;
 use crate::command_error::{CmdResult, CommandError, Exit, to_stdout};
@@ -38,6 +39,11 @@ pub enum Command {
 /// A push that loses a race (someone pushed meanwhile) fetches, rebuilds onto the new tip and
 /// retries, a few times with backoff; it never force-pushes. A failed push keeps the local
 /// commit and says how to retry.
+///
+/// The fleet's warnings (as `meshvm validate` shows them) follow the result on stderr, and
+/// `warnings` in JSON. When nothing changed since meshvm's last commit, the fleet is not read
+/// again (the no-op shortcut), so its warnings, shown by the run that committed it, are not
+/// repeated; `meshvm validate` shows them any time.
 #[derive(Debug, clap::Args)]
 pub struct SyncArgs {
     #[command(flatten)]
@@ -72,13 +78,26 @@ pub struct SyncArgs {
 ///
 /// Exit code 0 when there is nothing to sync, 4 when there are changes. Nothing is written
 /// (for a URL, the local cache clone is fetched into).
+///
+/// The fleet's warnings follow on stderr (`warnings` in JSON), as for `gitops sync`: not
+/// repeated when nothing changed since meshvm's last commit.
 #[derive(Debug, clap::Args)]
 pub struct DiffArgs {
     #[command(flatten)]
     repo: RepoArgs,
-    /// Only the per-VM summary and file list, no unified diff.
+    /// A short summary instead of the diff: the counts, one line per group (+added ~changed
+    /// >moved-in -removed), the running VMs that must re-join the mesh, and the removals.
     #[arg(long)]
     stat: bool,
+    /// With `--output markdown`: write the comment's parts as DIR/part-1.md, part-2.md, …
+    /// (part files of an earlier run are removed first) and print their paths, instead of
+    /// printing the parts one after another.
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// With `--output markdown`: the most characters of one part (one comment); GitHub's
+    /// limit is 65,536.
+    #[arg(long, value_name = "CHARS", default_value_t = git::review::COMMENT_BUDGET, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1000..))]
+    part_size: usize,
 }
 
 /// Where and how: shared by sync and diff.
@@ -125,9 +144,21 @@ struct RepoArgs {
     /// /etc/ssh/ssh_known_hosts. Repeatable.
     #[arg(long, value_name = "FILE")]
     known_hosts: Vec<PathBuf>,
-    /// `text` for people, `json` for machines.
+    /// `text` for people, `json` for machines; `gitops diff` also writes `markdown`, a
+    /// pull-request comment: counts per group, removals first and highlighted, the running VMs
+    /// that must re-join the mesh (root certificate, revision, CA address, mesh ID, trust
+    /// domain or cluster ID changed) at the top, per-VM diffs folded, in parts of at most --part-size
+    /// characters. Each part starts with a marker line, `<!-- meshvm-diff: <gitops.path> -->`
+    /// (`… part N -->` after the first), by which a CI job finds and updates its comment.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+    /// Colour the text output: `auto` when stdout is a terminal and NO_COLOR is not set.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    color: crate::paint::ColorWhen,
+    /// Never page the text output. On a terminal, a diff is paged as git pages one:
+    /// MESHVM_PAGER, else PAGER, else `less -FRX` (empty or `cat`: no pager).
+    #[arg(long)]
+    no_pager: bool,
     /// Give up on a remote that takes longer than this to connect, or stalls this long.
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
@@ -140,6 +171,7 @@ struct RepoArgs {
 enum Output {
     Text,
     Json,
+    Markdown,
 }
 
 fn identity(text: &str) -> Result<git::Identity, String> {
@@ -155,12 +187,15 @@ pub fn run(command: Command) -> CmdResult {
     // SAFETY: nothing has touched libgit2 yet, and the binary runs commands on one thread.
     unsafe { git::set_network_timeouts(timeout, timeout) };
     let result = match command {
+        Command::Sync(args) if args.repo.output == Output::Markdown => Err(CommandError::usage(
+            "--output markdown is for `meshvm gitops diff`",
+        )),
         Command::Sync(args) => sync(*args),
         Command::Diff(args) => diff(*args),
     };
     result.map_err(|e| match output {
         Output::Json => e.in_json(),
-        Output::Text => e,
+        Output::Text | Output::Markdown => e,
     })
 }
 
@@ -236,14 +271,40 @@ impl RepoArgs {
     }
 }
 
+/// What a sync (or its plan) did, with the options it ran with and the fleet's warnings
+/// (`None` when the no-op shortcut did not read the fleet).
+struct Synced {
+    report: Report,
+    opts: Options,
+    warnings: Option<Diagnostics>,
+}
+
+impl Synced {
+    /// Prints the fleet's warnings on stderr, after the result.
+    fn warn(&self) {
+        for w in self.warnings.iter().flat_map(|w| w.iter()) {
+            eprintln!("warning: {w}");
+        }
+    }
+
+    /// Adds the warnings to a JSON result (left out when the fleet was not read).
+    fn with_warnings(&self, mut value: serde_json::Value) -> serde_json::Value {
+        if let Some(w) = &self.warnings {
+            value["warnings"] = super::warnings_json(w);
+        }
+        value
+    }
+}
+
 /// Loads and renders the fleet, then syncs it (or, in a dry-run mode, plans the sync) with the
 /// options `configure` sets, showing progress on stderr.
-fn sync_fleet(
-    repo: &RepoArgs,
-    configure: impl Fn(&mut Options),
-) -> Result<(Report, Options), CommandError> {
-    if let Some(done) = unchanged(repo, &configure)? {
-        return Ok(done);
+fn sync_fleet(repo: &RepoArgs, configure: impl Fn(&mut Options)) -> Result<Synced, CommandError> {
+    if let Some((report, opts)) = unchanged(repo, &configure)? {
+        return Ok(Synced {
+            report,
+            opts,
+            warnings: None,
+        });
     }
     let source = repo.fleet.load()?;
     let tree = rendered_tree(&source);
@@ -257,7 +318,11 @@ fn sync_fleet(
     let mut progress = Progress::new(repo.quiet);
     let result = git::sync(&input, &opts, &mut |e| progress.event(e));
     progress.finish();
-    Ok((result?, opts))
+    Ok(Synced {
+        report: result?,
+        opts,
+        warnings: Some(source.warnings),
+    })
 }
 
 /// The no-op shortcut: when the render's inputs are those of meshvm's last commit and its
@@ -278,9 +343,9 @@ fn unchanged(
 }
 
 fn sync(args: SyncArgs) -> CmdResult {
-    let (report, opts) = sync_fleet(&args.repo, |opts| {
+    let synced = sync_fleet(&args.repo, |opts| {
         opts.mode = match (args.dry_run, args.repo.output) {
-            (true, Output::Text) => Mode::DryRunWithDiff,
+            (true, Output::Text | Output::Markdown) => Mode::DryRunWithDiff,
             (true, Output::Json) => Mode::DryRun,
             (false, _) => Mode::Commit,
         };
@@ -293,8 +358,12 @@ fn sync(args: SyncArgs) -> CmdResult {
         opts.max_attempts = args.attempts;
         opts.allow_mass_removal = args.allow_mass_removal;
     })?;
+    let (report, opts) = (&synced.report, &synced.opts);
     if args.dry_run {
-        print_plan(&report, args.repo.output, &opts.target)?;
+        print_plan(&synced, &args.repo)?;
+        if !args.repo.quiet {
+            synced.warn();
+        }
         if !report.plan.overwrites.is_empty() && !args.force {
             return Err(GitError::HandEdits {
                 path: report.plan.path.clone(),
@@ -305,22 +374,77 @@ fn sync(args: SyncArgs) -> CmdResult {
         return Ok(changes_exit(&report.plan));
     }
     match args.repo.output {
-        Output::Json => print_json(&sync_json(&report, &opts.target))?,
-        Output::Text => print_sync(&report, &opts, args.repo.quiet)?,
+        Output::Json => print_json(&synced.with_warnings(sync_json(report, &opts.target)))?,
+        Output::Text | Output::Markdown => print_sync(report, opts, args.repo.quiet)?,
+    }
+    if !args.repo.quiet {
+        synced.warn();
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn diff(args: DiffArgs) -> CmdResult {
-    let (report, opts) = sync_fleet(&args.repo, |opts| {
-        opts.mode = if !args.stat && args.repo.output == Output::Text {
-            Mode::DryRunWithDiff
-        } else {
-            Mode::DryRun
+    if args.output_dir.is_some() && args.repo.output != Output::Markdown {
+        return Err(CommandError::usage(
+            "--output-dir writes the parts of --output markdown",
+        ));
+    }
+    let synced = sync_fleet(&args.repo, |opts| {
+        // The per-VM diffs also tell which VMs must re-join (--stat and markdown).
+        opts.mode = match args.repo.output {
+            Output::Json => Mode::DryRun,
+            Output::Text | Output::Markdown => Mode::DryRunWithDiff,
         };
     })?;
-    print_plan(&report, args.repo.output, &opts.target)?;
-    Ok(changes_exit(&report.plan))
+    let plan = &synced.report.plan;
+    match (args.repo.output, &args.output_dir) {
+        (Output::Markdown, None) => {
+            let parts = git::review::markdown(plan, args.part_size);
+            to_stdout(|out| out.write_all(parts.concat().as_bytes()))?;
+        }
+        (Output::Markdown, Some(dir)) => {
+            write_parts(dir, &git::review::markdown(plan, args.part_size))?
+        }
+        (Output::Text, _) if args.stat => {
+            crate::paint::show(&git::review::stat(plan), args.repo.color, false)?;
+        }
+        _ => print_plan(&synced, &args.repo)?,
+    }
+    if !args.repo.quiet {
+        synced.warn();
+    }
+    Ok(changes_exit(&synced.report.plan))
+}
+
+/// Writes the comment's parts as DIR/part-N.md, after removing the part files of an earlier
+/// run (a CI job posts every part file it finds); prints their paths.
+fn write_parts(dir: &std::path::Path, parts: &[String]) -> Result<(), CommandError> {
+    let cannot =
+        |e: std::io::Error| CommandError::invalid(format!("cannot write {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(cannot)?;
+    for entry in std::fs::read_dir(dir).map_err(cannot)? {
+        let name = entry.map_err(cannot)?.file_name();
+        let name = name.to_string_lossy();
+        let stale = name
+            .strip_prefix("part-")
+            .and_then(|n| n.strip_suffix(".md"))
+            .is_some_and(|n| n.parse::<usize>().is_ok());
+        if stale {
+            std::fs::remove_file(dir.join(&*name)).map_err(cannot)?;
+        }
+    }
+    let mut paths = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let path = dir.join(format!("part-{}.md", i + 1));
+        std::fs::write(&path, part).map_err(cannot)?;
+        paths.push(path);
+    }
+    to_stdout(|out| {
+        for p in &paths {
+            writeln!(out, "{}", p.display())?;
+        }
+        Ok(())
+    })
 }
 
 fn changes_exit(plan: &Plan) -> ExitCode {
@@ -353,15 +477,17 @@ fn counts(plan: &Plan) -> String {
     )
 }
 
-fn print_plan(report: &Report, output: Output, target: &Target) -> Result<(), CommandError> {
-    let plan = &report.plan;
-    if output == Output::Json {
+fn print_plan(synced: &Synced, repo: &RepoArgs) -> Result<(), CommandError> {
+    let plan = &synced.report.plan;
+    if repo.output == Output::Json {
         let mut value = serde_json::to_value(plan).expect("a plan is JSON");
         value["changes"] = plan.has_changes().into();
-        value["repository"] = target.display().into();
-        return print_json(&value);
+        value["repository"] = synced.opts.target.display().into();
+        return print_json(&synced.with_warnings(value));
     }
-    to_stdout(|out| write_plan(out, plan))
+    let mut text = Vec::new();
+    write_plan(&mut text, plan).expect("writing to memory");
+    crate::paint::show(&String::from_utf8_lossy(&text), repo.color, !repo.no_pager)
 }
 
 fn write_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {

@@ -30,26 +30,42 @@ pub struct FleetArg {
 }
 
 impl FleetArg {
-    #[allow(dead_code)] // for the fleet commands to come
+    /// The fleet, checked; its warnings are the caller's to show ([`warn`]).
     pub fn load(&self) -> Result<meshvm::spec::SourceFile, crate::command_error::CommandError> {
-        let source = meshvm::spec::load_fleet(&self.file)?;
-        warn_about_root_rotation(&source);
-        Ok(source)
+        Ok(meshvm::spec::load_fleet(&self.file)?)
     }
 }
 
-/// A root bundle that holds an expired (or not yet valid) certificate beside a valid one is
-/// accepted, with a warning: a CA rotation in progress.
-pub fn warn_about_root_rotation(source: &meshvm::spec::SourceFile) {
-    let Some(pem) = source.fleet.root_cert() else {
-        return;
-    };
-    if let Ok(certs) = meshvm::spec::root_cert::check(pem, time::UtcDateTime::now()) {
-        for warning in meshvm::spec::root_cert::rotation_warnings(&certs) {
-            eprintln!(
-                "warning: {}: mesh.rootCert: {warning}",
-                source.path.display()
-            );
-        }
+/// Prints the fleet's warnings on stderr, in `validate`'s format: what commands that use the
+/// fleet show after their result (`validate` makes them part of its report instead).
+pub fn warn(source: &meshvm::spec::SourceFile) {
+    warn_where(source, |_| true);
+}
+
+/// Prints the warnings about `mesh.rootCert` (a CA rotation in progress): for the commands
+/// that write the root certificate into a VM's files.
+pub fn warn_about_root_cert(source: &meshvm::spec::SourceFile) {
+    warn_where(source, |w| w.path == "mesh.rootCert");
+}
+
+/// The warnings as `--output json` lists them: each diagnostic with `severity: warning`, so
+/// that a consumer can tell them from errors (which carry no severity).
+pub fn warnings_json(warnings: &meshvm::spec::diagnostic::Diagnostics) -> serde_json::Value {
+    warnings
+        .iter()
+        .map(|w| {
+            let mut v = serde_json::to_value(w).expect("JSON");
+            v["severity"] = "warning".into();
+            v
+        })
+        .collect()
+}
+
+fn warn_where(
+    source: &meshvm::spec::SourceFile,
+    shown: impl Fn(&meshvm::spec::diagnostic::Diagnostic) -> bool,
+) {
+    for w in source.warnings.iter().filter(|w| shown(w)) {
+        eprintln!("warning: {w}");
     }
 }

@@ -51,6 +51,7 @@ pub fn run(args: Args) -> CmdResult {
             })?;
         }
     }
+    super::warn(&source);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -32,7 +32,6 @@ pub fn run(args: Args) -> CmdResult {
     match (meshvm::spec::load_fleet(&args.fleet.file), args.output) {
         // Warnings do not fail the check: they are part of its report, after the verdict.
         (Ok(source), Output::Text) => {
-            super::warn_about_root_rotation(&source);
             let f = &source.fleet;
             to_stdout(|out| {
                 writeln!(
@@ -51,18 +50,8 @@ pub fn run(args: Args) -> CmdResult {
             Ok(ExitCode::SUCCESS)
         }
         (Ok(source), Output::Json) => {
-            super::warn_about_root_rotation(&source);
-            // The list holds problems; warnings are marked so that a consumer can tell them
-            // from errors (which carry no severity).
-            let warnings: Vec<serde_json::Value> = source
-                .warnings
-                .iter()
-                .map(|w| {
-                    let mut v = serde_json::to_value(w).expect("JSON");
-                    v["severity"] = "warning".into();
-                    v
-                })
-                .collect();
+            // The list holds problems; warnings carry their severity.
+            let warnings = super::warnings_json(&source.warnings);
             let json = serde_json::to_string_pretty(&warnings).expect("JSON");
             to_stdout(|out| writeln!(out, "{json}"))?;
             Ok(ExitCode::SUCCESS)

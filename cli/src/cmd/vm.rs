@@ -185,7 +185,9 @@ fn files(args: FilesArgs) -> CmdResult {
         let account = (group.namespace.as_str(), group.service_account.as_str());
         add_token(&mut tree, path, account, &args.token_checks)?;
     }
-    write_files(&tree, &args.output, &format!("VM {}", args.vm))
+    let done = write_files(&tree, &args.output, &format!("VM {}", args.vm))?;
+    super::warn_about_root_cert(&source);
+    Ok(done)
 }
 
 /// Reads the token file into the tree, after `meshvm cloud-init`'s checks of it for the

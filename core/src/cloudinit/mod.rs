@@ -179,7 +179,11 @@ pub fn render(req: &Request<'_>, templates: &Templates) -> Result<UserData, Clou
     let mut warnings = Vec::new();
     // The fleet's own root certificate was checked (and warned about) when it was loaded.
     if req.fleet.root_cert() != Some(&*root_text) {
-        warnings.extend(root_cert::rotation_warnings(&root_certs));
+        warnings.extend(
+            root_cert::rotation_warnings(&root_certs)
+                .into_iter()
+                .map(|w| format!("{w}\n  hint: {}", root_cert::ROTATION_HINT)),
+        );
     }
     if sidecar.sha256.is_none() {
         warnings.push(format!(

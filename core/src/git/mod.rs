@@ -28,6 +28,7 @@ pub mod maintenance;
 mod objects;
 pub mod plan;
 mod remote;
+pub mod review;
 mod shortcut;
 mod sync;
 pub mod target;

@@ -34,7 +34,8 @@ pub struct SourceFile {
     pub path: PathBuf,
     /// SHA-256 of the file's bytes, hex.
     pub sha256: String,
-    /// What the fleet may hold but most likely holds by mistake (`validate` prints them).
+    /// What the fleet may hold but most likely holds by mistake, a CA rotation in progress
+    /// among them (`validate` prints them; `render` and `gitops` after their result).
     pub warnings: Diagnostics,
 }
 
@@ -108,22 +109,38 @@ pub fn load_fleet_at(path: &Path, now: UtcDateTime) -> Result<SourceFile, LoadEr
             }])));
         }
     };
-    let (fleet, warnings) = check_text(&text, path).map_err(LoadError::Invalid)?;
+    let (fleet, mut warnings) = check_text(&text, path).map_err(LoadError::Invalid)?;
+    let at_root_cert = |message: String, hint: &str| Diagnostic {
+        file: path.to_path_buf(),
+        pos: Document::parse(&text)
+            .expect("parsed above")
+            .value_pos("/mesh/rootCert"),
+        path: "mesh.rootCert".into(),
+        message,
+        hint: Some(hint.into()),
+    };
     let root_cert = match &fleet.mesh.root_cert {
         None => None,
         Some(rel) => {
             let base = path.parent().unwrap_or(Path::new(""));
-            match read_root_cert(&base.join(rel), now) {
-                Ok(pem) => Some(pem),
+            match read_root_cert_checked(&base.join(rel), now) {
+                Ok((pem, certs)) => {
+                    // A CA rotation in progress: a warning like the fleet's others.
+                    let rotation = root_cert::rotation_warnings(&certs);
+                    if !rotation.is_empty() {
+                        warnings.0.extend(
+                            rotation
+                                .into_iter()
+                                .map(|w| at_root_cert(w, root_cert::ROTATION_HINT)),
+                        );
+                        warnings.0.sort_by_key(|d| d.pos);
+                    }
+                    Some(pem)
+                }
                 Err((message, hint)) => {
-                    let doc = Document::parse(&text).expect("parsed above");
-                    return Err(LoadError::Invalid(Diagnostics(vec![Diagnostic {
-                        file: path.to_path_buf(),
-                        pos: doc.value_pos("/mesh/rootCert"),
-                        path: "mesh.rootCert".into(),
-                        message,
-                        hint: Some(hint.into()),
-                    }])));
+                    return Err(LoadError::Invalid(Diagnostics(vec![at_root_cert(
+                        message, hint,
+                    )])));
                 }
             }
         }
@@ -180,6 +197,15 @@ pub(super) fn read_root_cert(
     path: &Path,
     now: UtcDateTime,
 ) -> Result<String, (String, &'static str)> {
+    read_root_cert_checked(path, now).map(|(pem, _)| pem)
+}
+
+/// [`read_root_cert`], with what the check found of each certificate (for the rotation
+/// warning).
+fn read_root_cert_checked(
+    path: &Path,
+    now: UtcDateTime,
+) -> Result<(String, Vec<root_cert::RootCert>), (String, &'static str)> {
     let shown = path.display();
     let relative = "the path is relative to the fleet file";
     let meta =
@@ -215,8 +241,8 @@ pub(super) fn read_root_cert(
              give a file that holds only `CERTIFICATE` blocks",
         )
     })?;
-    root_cert::check(&pem, now).map_err(|e| (format!("{shown}: {e}"), e.hint()))?;
-    Ok(pem)
+    let certs = root_cert::check(&pem, now).map_err(|e| (format!("{shown}: {e}"), e.hint()))?;
+    Ok((pem, certs))
 }
 
 /// Checks that a text is one or more PEM `CERTIFICATE` blocks and nothing else. Errors name

@@ -20,7 +20,11 @@ pub struct RootCert {
     pub unusable: Option<RootCertError>,
 }
 
-/// One warning per certificate of a bundle that is not valid now, naming one that is.
+/// What to do about a [`rotation_warnings`] warning.
+pub const ROTATION_HINT: &str = "remove the old certificate once every VM trusts the new one";
+
+/// One warning per certificate of a bundle that is not valid now, naming one that is (the
+/// hint is [`ROTATION_HINT`]).
 pub fn rotation_warnings(certs: &[RootCert]) -> Vec<String> {
     let Some(valid) = certs.iter().find(|c| c.unusable.is_none()) else {
         return Vec::new();
@@ -30,8 +34,7 @@ pub fn rotation_warnings(certs: &[RootCert]) -> Vec<String> {
         .filter_map(|c| c.unusable.as_ref())
         .map(|why| {
             format!(
-                "{why}; the bundle is accepted (a CA rotation?) because `{}` is valid until {}: \
-                 remove the old certificate once every VM trusts the new one",
+                "{why}; the bundle is accepted (a CA rotation?) because `{}` is valid until {}",
                 valid.subject,
                 rfc3339(valid.not_after)
             )

@@ -742,14 +742,38 @@ impl Checker {
             p.http_get.is_some(),
             p.tcp_socket.is_some(),
             p.exec.is_some(),
+            p.grpc.is_some(),
         ]
         .iter()
         .filter(|k| **k)
         .count();
         if kinds != 1 {
             self.problems.push(
-                Problem::new(at, "a probe has exactly one of httpGet, tcpSocket and exec")
-                    .hint("keep one of them"),
+                Problem::new(
+                    at,
+                    "a probe has exactly one of httpGet, tcpSocket, exec and grpc",
+                )
+                .hint("keep one of them"),
+            );
+        }
+        if let Some(g) = &p.grpc {
+            self.port(&format!("{at}/grpc/port"), g.port);
+            // istiod's validateReadinessProbe (pkg/config/validation) at the Istio commit
+            // tests/upstream/go.mod pins knows httpGet, tcpSocket and exec only: its webhook
+            // and `istioctl validate` refuse the WorkloadGroup, though the CRD and pilot-agent
+            // accept it. Refused until that Istio is pinned; then only this check goes.
+            self.problems.push(
+                Problem::new(
+                    &format!("{at}/grpc"),
+                    "istiod does not accept a grpc probe yet: at the pinned Istio commit \
+                     (1.31 development line) its WorkloadGroup validation refuses it as an \
+                     \"unknown health check method\", although the CRD and pilot-agent \
+                     accept it (istio/api #3372)",
+                )
+                .hint(
+                    "probe the gRPC port with `tcpSocket`, or run a gRPC health client with \
+                     `exec` (such as [grpc_health_probe, -addr=127.0.0.1:PORT])",
+                ),
             );
         }
         if let Some(h) = &p.http_get {

@@ -151,6 +151,10 @@ const READINESS_PROBE: &[Field] = &[
         Kind::Msg(&[f("host", Kind::Str), f("port", Kind::Uint)]),
     ),
     one("exec", Kind::Msg(&[f("command", Kind::StrList)])),
+    one(
+        "grpc",
+        Kind::Msg(&[f("port", Kind::Uint), f("service", Kind::Str)]),
+    ),
 ];
 
 /// `istio.mesh.v1alpha1.ProxyConfig`.
@@ -521,6 +525,22 @@ mod tests {
         }
         assert!(f("meshId", Kind::Str).has_proto_name("mesh_id"));
         assert!(f("image", Kind::Str).has_proto_name("image"));
+    }
+
+    /// The grpc action (istio/api #3372) is part of the ReadinessProbe istioctl and
+    /// pilot-agent read at the pinned commit (only istiod's validation refuses it).
+    #[test]
+    fn a_grpc_probe_is_read_as_istioctl_reads_it() {
+        let mut pc = ProxyConfig::default();
+        pc.set_readiness_probe(Some(&json!({
+            "grpc": {"port": "9090", "service": "shop.Api"},
+            "period_seconds": 10,
+        })))
+        .unwrap();
+        assert_eq!(
+            pc.fields["readinessProbe"],
+            json!({"grpc": {"port": 9090, "service": "shop.Api"}, "periodSeconds": 10})
+        );
     }
 
     #[test]
