@@ -16,8 +16,9 @@ use crate::command_error::{CmdResult, CommandError};
 /// Kubernetes TokenRequest API for the group's ServiceAccount (audience `istio-ca`). Each
 /// decision is one JSON line on stderr (never the token).
 ///
-/// In a cluster it uses in-cluster credentials (meshvm does not render its Deployment yet:
-/// see docs/join.md). Outside a cluster, pass `--kubeconfig` (its current
+/// In a cluster it uses in-cluster credentials: `meshvm render` puts its Deployment, policy
+/// ConfigMap (`--policy`) and RBAC into the tree of a fleet with a broker-joined group (see
+/// docs/join.md). Outside a cluster, pass `--kubeconfig` (its current
 /// context; client certificate or bearer token) and `--fleet`: the tests run it that way.
 /// docs/join.md has the protocol, the set-up per cloud and the threat model.
 #[derive(Debug, clap::Args)]
