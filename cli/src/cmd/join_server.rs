@@ -64,6 +64,11 @@ pub struct Args {
     /// How far a request's timestamp may be from the broker's clock, in seconds.
     #[arg(long, default_value_t = DEFAULT_MAX_AGE)]
     max_age: i64,
+    /// Refuse AWS instances whose last start (`pendingTime`) is more than this many seconds
+    /// ago: bounds how long a copied identity document can be replayed (a stop and start
+    /// gives the instance a new one). Unset: any age.
+    #[arg(long, value_name = "SECONDS")]
+    aws_max_instance_age: Option<i64>,
     /// Requests per second per source address (refill rate).
     #[arg(long, default_value_t = 5.0)]
     rate: f64,
@@ -105,6 +110,7 @@ pub fn run(args: Args) -> CmdResult {
         gcp: keys(&args.gcp_certs)?,
         gcp_audience: args.gcp_audience,
         max_age: args.max_age,
+        aws_max_instance_age: args.aws_max_instance_age,
     };
     let config = broker::Config {
         listen: args.listen,
