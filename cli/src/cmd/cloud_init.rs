@@ -38,6 +38,10 @@ const MAX_TOKEN_FILE: u64 = 64 * 1024;
 /// ServiceAccount, named `<namespace>.<serviceAccount>`). Nothing is written unless every
 /// VM's user-data can be.
 ///
+/// With --group G --broker-ca FILE, for a group whose `join.method` is join-token, aws or gcp:
+/// ONE user-data for every VM of the group, with no token in it. Its meshvm-join.service gets
+/// each VM's token from the join broker at every boot (see docs/join.md).
+///
 /// --print-template NAME prints an embedded template, to start a --template of your own.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["vm", "all", "group", "print_template"])))]
