@@ -257,8 +257,20 @@ fn the_rendered_broker_applies_and_its_rbac_names_exactly_the_fleets_service_acc
             "join-apps",
             &["create", "serviceaccounts", "--subresource=token"][..],
         ),
+        // The join-token book: its one Secret, read and replaced, nothing more.
+        ("meshvm-join", &["get", "secrets/meshvm-join-tls"][..]),
+        ("meshvm-join", &["list", "secrets"][..]),
+        ("meshvm-join", &["create", "secrets"][..]),
+        ("meshvm-join", &["delete", "secrets/meshvm-join-tokens"][..]),
     ] {
         assert!(!can_i(broker, ns, args), "the broker may {args:?} in {ns}");
+    }
+
+    for verb in ["get", "update"] {
+        assert!(
+            can_i(broker, "meshvm-join", &[verb, "secrets/meshvm-join-tokens"]),
+            "the broker may not {verb} its join-token book"
+        );
     }
 
     // The broker with its own ServiceAccount's credentials and the rendered policy file.
@@ -286,26 +298,23 @@ fn the_rendered_broker_applies_and_its_rbac_names_exactly_the_fleets_service_acc
         "10m",
     ]));
     let kubeconfig = kubeconfig_with_token(dir.path(), sa_token.trim());
-    let book = dir.path().join("join-tokens.json");
+    // The join-token book in its Secret, as the rendered Deployment reads it: written by
+    // `meshvm join-token` with the operator's credentials.
+    let admin = std::env::var_os("MESH_KUBECONFIG").unwrap();
+    let secret = "meshvm-join/meshvm-join-tokens";
     let join_token = |group: &str| {
         checked(
             meshvm()
-                .args([
-                    "join-token",
-                    "create",
-                    "--group",
-                    group,
-                    "--uses",
-                    "2",
-                    "--book",
-                ])
-                .arg(&book)
+                .args(["join-token", "create", "--group", group, "--uses", "1"])
+                .args(["--secret", secret, "--kubeconfig"])
+                .arg(&admin)
                 .arg("-f")
                 .arg(&fleet),
         )
         .trim()
         .to_owned()
     };
+
     let token = join_token("onprem");
     let policy = policy_dir.join("policy.json");
     let broker = Broker::start(
@@ -316,8 +325,8 @@ fn the_rendered_broker_applies_and_its_rbac_names_exactly_the_fleets_service_acc
             kubeconfig.as_os_str(),
             "--policy".as_ref(),
             policy.as_os_str(),
-            "--join-tokens".as_ref(),
-            book.as_os_str(),
+            "--join-tokens-secret".as_ref(),
+            secret.as_ref(),
             "--token-seconds".as_ref(),
             "600".as_ref(),
         ],
@@ -331,6 +340,20 @@ fn the_rendered_broker_applies_and_its_rbac_names_exactly_the_fleets_service_acc
         "TokenReview: {}",
         status["error"]
     );
+
+    // The use is recorded in the Secret: the same join token is used up.
+    let (status, answer) = broker.join(&join_request("join-apps", "onprem", proof.clone()));
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("bad-token")),
+        "{answer}"
+    );
+    let listed = checked(
+        meshvm()
+            .args(["join-token", "list", "--secret", secret, "--kubeconfig"])
+            .arg(&admin),
+    );
+    assert!(!listed.contains(&token), "list never shows a token");
 
     // A ConfigMap update as the kubelet makes it (a new ..data directory swapped in): the
     // group is gone from the policy, and the broker refuses it at once.
@@ -352,4 +375,42 @@ fn the_rendered_broker_applies_and_its_rbac_names_exactly_the_fleets_service_acc
         (403, Some("unknown-group")),
         "{answer}"
     );
+}
+
+/// The Secret backend of the join-token book loses no write: eight `meshvm join-token
+/// create --secret` at once (each a read and a replace with the Secret's resourceVersion;
+/// the losers of a race read again) leave eight tokens in the book.
+#[test]
+fn concurrent_writers_of_the_join_token_secret_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    ensure_service_account(dir.path());
+    let fleet = fleet(dir.path());
+    let admin = std::env::var_os("MESH_KUBECONFIG").expect("MESH_KUBECONFIG: run the harness");
+    let secret = format!("{NS}/race-{}", std::process::id());
+    let created: Vec<String> = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    checked(
+                        meshvm()
+                            .args(["join-token", "create", "--group", "onprem"])
+                            .args(["--secret", &secret, "--kubeconfig"])
+                            .arg(&admin)
+                            .arg("-f")
+                            .arg(&fleet),
+                    )
+                    .trim()
+                    .to_owned()
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let listed = checked(
+        meshvm()
+            .args(["join-token", "list", "--secret", &secret, "--kubeconfig"])
+            .arg(&admin),
+    );
+    let ids = listed.lines().filter(|l| l.contains("onprem")).count();
+    assert_eq!(ids, created.len(), "a write was lost:\n{listed}");
 }

@@ -49,6 +49,10 @@ pub struct Args {
     /// The join-token book (`meshvm join-token --book`) for `join-token` groups.
     #[arg(long, value_name = "FILE")]
     join_tokens: Option<PathBuf>,
+    /// The join-token book in a Kubernetes Secret, `NAMESPACE/NAME` (key `book.json`): for
+    /// several replicas (the file of --join-tokens serves one process).
+    #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with = "join_tokens")]
+    join_tokens_secret: Option<String>,
     /// AWS's regional RSA certificates, as JSON `{"eu-west-1": "-----BEGIN CERTIFICATE-----…"}`.
     #[arg(long, value_name = "FILE")]
     aws_certs: Option<PathBuf>,
@@ -119,6 +123,12 @@ pub fn run(args: Args) -> CmdResult {
         kubeconfig: args.kubeconfig,
         policy,
         join_tokens: args.join_tokens,
+        join_tokens_secret: args
+            .join_tokens_secret
+            .as_deref()
+            .map(broker::token_secret::TokenSecret::parse)
+            .transpose()
+            .map_err(CommandError::usage)?,
         trust,
         token_seconds: args.token_seconds,
         rate_per_second: args.rate,

@@ -36,6 +36,8 @@ pub const POLICY_KEY: &str = "policy.json";
 /// The ConfigMap the operator fills with the clouds' public keys (`aws.json`, `gcp.json`),
 /// needed when a group joins by `aws` or `gcp`.
 pub const TRUST_CONFIG_MAP: &str = "meshvm-join-trust";
+/// The Secret of the join-token book (`join-token` groups), in the broker's namespace.
+pub const TOKENS_SECRET: &str = "meshvm-join-tokens";
 /// The port the broker listens on in its pod, and its Service's port.
 pub const CONTAINER_PORT: u32 = 8443;
 pub const SERVICE_PORT: u32 = 443;
@@ -158,6 +160,32 @@ pub(super) fn join_broker(fleet: &Fleet) -> Rendered {
             &rbac::role_binding_to_service_account(meta(NAME, ns), NAME, &b.namespace,),
         );
     }
+    // join-token groups: read and replace (never create, list or watch) the one Secret of
+    // the join-token book, in the broker's own namespace.
+    if uses(fleet, JoinMethod::JoinToken) {
+        add!(
+            &mut out,
+            "join-tokens-role.yaml".to_owned(),
+            &rbac::role(
+                meta(&format!("{NAME}-tokens"), &b.namespace),
+                vec![PolicyRule {
+                    api_groups: vec![String::new()],
+                    resources: vec!["secrets".into()],
+                    resource_names: vec![TOKENS_SECRET.into()],
+                    verbs: vec!["get".into(), "update".into()],
+                }],
+            ),
+        );
+        add!(
+            &mut out,
+            "join-tokens-rolebinding.yaml".to_owned(),
+            &rbac::role_binding_to_service_account(
+                meta(&format!("{NAME}-tokens"), &b.namespace),
+                NAME,
+                &b.namespace,
+            ),
+        );
+    }
     let istio_ns = &fleet.mesh.istio_namespace;
     add!(
         &mut out,
@@ -200,6 +228,12 @@ pub fn args(fleet: &Fleet) -> Vec<String> {
         format!("{CONFIG_DIR}/policy/{POLICY_KEY}"),
     ]
     .into();
+    if uses(fleet, JoinMethod::JoinToken) {
+        args.extend([
+            "--join-tokens-secret".to_owned(),
+            format!("{}/{TOKENS_SECRET}", b.namespace),
+        ]);
+    }
     if uses(fleet, JoinMethod::Aws) {
         args.extend([
             "--aws-certs".to_owned(),
