@@ -423,3 +423,28 @@ fn a_broker_joined_group_gets_one_user_data_without_a_token() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("joins by `token`"), "{}", out.stderr);
 }
+
+/// `--aws-max-instance-age`: an AWS document of an instance started longer ago (the test
+/// document's pendingTime is 2026-11-30T08:00:00Z) is refused as expired, with the flag named
+/// in the reason and the audit line; no token is asked for.
+#[test]
+fn an_aws_instance_started_longer_ago_than_the_maximum_age_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, kube) = broker(dir.path(), &["--aws-max-instance-age", "60"]);
+    let proof = aws_proof("111122223333", "eu-west-1", "10.20.0.11");
+    let (status, answer) = broker.join(&join_request(NS, "web", proof));
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("expired")),
+        "{answer}"
+    );
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--aws-max-instance-age"),
+        "{answer}"
+    );
+    assert_eq!(broker.decisions(1)[0]["code"], "expired");
+    assert!(kube.requests.lock().unwrap().is_empty());
+}
