@@ -419,6 +419,13 @@ fn size(
             &["init", "-q", "-b", &branch, &wt.display().to_string()],
         )?;
         let wt_git = wt.join(".git");
+        // `render -o` lists what it wrote in `.meshvm-files`; that list is not part of the
+        // tree a sync commits.
+        std::fs::write(
+            wt_git.join("info").join("exclude"),
+            format!("/{gitops_path}/.meshvm-files\n"),
+        )
+        .map_err(|e| format!("writing the baseline's exclude file: {e}"))?;
         let subtree = wt.join(&gitops_path);
         let script = |fleet: &Path, may_be_empty: bool| -> Result<Option<Sample>, String> {
             if !baseline {
