@@ -167,6 +167,73 @@ fn the_shortcut_is_taken_only_while_every_input_and_the_subtree_are_unchanged() 
     );
 }
 
+#[test]
+fn a_sync_that_commits_nothing_records_its_inputs_for_the_next_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = fleet_in(dir.path());
+    let repo_dir = dir.path().join("repo.git");
+    let source = load_fleet(&file).unwrap();
+    let opts = options(&repo_dir, dir.path(), &source.fleet.gitops.branch);
+    let path = source.fleet.gitops.path.clone();
+    let first = full_sync(&source, &opts).commit.expect("the first sync commits");
+
+    // A comment-only edit: other inputs, the same tree. A dry run (`gitops diff`) writes
+    // nothing, so it records nothing either.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{text}# reviewed\n")).unwrap();
+    let commented = load_fleet(&file).unwrap();
+    let digest = commented.render_inputs();
+    assert!(git::unchanged(&path, &digest, &opts).is_none());
+    let dry = Options {
+        mode: Mode::DryRun,
+        ..opts.clone()
+    };
+    let tree = meshvm::render::render(&commented.fleet).files;
+    let input = git::Input {
+        tree: &tree,
+        path: &path,
+        fleet_sha256: &commented.sha256,
+    };
+    let mut dry_opts = dry.clone();
+    dry_opts.render_inputs = Some(digest.clone());
+    git::diff(&input, &dry_opts, &mut |_| {}).unwrap();
+    assert!(git::unchanged(&path, &digest, &opts).is_none());
+
+    // The full sync commits nothing, and the next sync of these inputs takes the shortcut,
+    // whose report is the full no-op's.
+    let full = full_sync(&commented, &opts);
+    assert_eq!((full.commit, full.head), (None, Some(first)));
+    let short = git::unchanged(&path, &digest, &opts).expect("the shortcut after a no-op");
+    assert_eq!(short.head, Some(first));
+    assert_eq!(
+        serde_json::to_value(&short.plan).unwrap(),
+        serde_json::to_value(&full_sync(&commented, &opts).plan).unwrap()
+    );
+    // The commit's own trailer still works for the inputs it names; the record holds one
+    // digest per path, so the fleet as committed takes the shortcut too.
+    assert!(git::unchanged(&path, &source.render_inputs(), &opts).is_some());
+
+    // A new build that renders the same tree: recorded the same way.
+    let rebuilt = inputs::digest_for_build("a new build", &commented.sha256, None);
+    assert!(git::unchanged(&path, &rebuilt, &opts).is_none());
+    let mut new_build = opts.clone();
+    new_build.render_inputs = Some(rebuilt.clone());
+    let tree = meshvm::render::render(&commented.fleet).files;
+    let input = git::Input {
+        tree: &tree,
+        path: &path,
+        fleet_sha256: &commented.sha256,
+    };
+    assert_eq!(git::sync(&input, &new_build, &mut |_| {}).unwrap().commit, None);
+    assert!(git::unchanged(&path, &rebuilt, &opts).is_some());
+    assert!(git::unchanged(&path, &digest, &opts).is_none(), "one record per path");
+
+    // The record never hides a hand edit, and it is only a cache: without it, the full path.
+    let repo = git2::Repository::open(&repo_dir).unwrap();
+    human_commit(&repo, &opts.branch, &format!("{path}/README.md"), "edited\n");
+    assert!(git::unchanged(&path, &rebuilt, &opts).is_none());
+}
+
 /// Commits one file on `branch` as someone else would.
 fn human_commit(repo: &git2::Repository, branch: &str, path: &str, content: &str) {
     let refname = format!("refs/heads/{branch}");

@@ -48,6 +48,11 @@ pub struct Args {
     /// 1,000 VMs, 2 runs: a quick look (overrides --sizes and --runs).
     #[arg(long)]
     quick: bool,
+    /// Only meshvm's own measurements: no git CLI baseline and no `render -o` into a
+    /// directory (both write hundreds of thousands of files and take most of the time at
+    /// 50,000 VMs and more). For scaling runs; ratios are then not reported.
+    #[arg(long)]
+    no_baseline: bool,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -112,7 +117,7 @@ fn bench(mut args: Args) -> Result<ExitCode, String> {
 
     let mut results = Vec::new();
     for &vms in &args.sizes {
-        results.push(size(&meshvm, &work, vms, args.runs)?);
+        results.push(size(&meshvm, &work, vms, args.runs, !args.no_baseline)?);
     }
     let _ = std::fs::remove_dir_all(&work);
 
@@ -306,7 +311,13 @@ impl SizeResult {
 }
 
 /// Every measurement for one fleet size.
-fn size(meshvm: &Path, work: &Path, vms: usize, runs: u32) -> Result<SizeResult, String> {
+fn size(
+    meshvm: &Path,
+    work: &Path,
+    vms: usize,
+    runs: u32,
+    baseline: bool,
+) -> Result<SizeResult, String> {
     eprintln!("xtask bench: {vms} VMs");
     let dir = work.join(format!("{vms}"));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -366,12 +377,14 @@ fn size(meshvm: &Path, work: &Path, vms: usize, runs: u32) -> Result<SizeResult,
     let mut git_writes = json!({});
     for run in 0..runs {
         // meshvm render -o into a directory that does not exist yet.
-        let out = dir.join(format!("render-{run}"));
-        let mut args = vec!["render".to_owned()];
-        args.extend(fleet_arg(&fleet_file));
-        args.extend(["-o".to_owned(), out.display().to_string()]);
-        record("render_dir", child(Command::new(meshvm).args(&args), &[0])?);
-        remove(&out)?;
+        if baseline {
+            let out = dir.join(format!("render-{run}"));
+            let mut args = vec!["render".to_owned()];
+            args.extend(fleet_arg(&fleet_file));
+            args.extend(["-o".to_owned(), out.display().to_string()]);
+            record("render_dir", child(Command::new(meshvm).args(&args), &[0])?);
+            remove(&out)?;
+        }
         let mut args = vec!["validate".to_owned()];
         args.extend(fleet_arg(&fleet_file));
         record("validate", child(Command::new(meshvm).args(&args), &[0])?);
@@ -406,8 +419,18 @@ fn size(meshvm: &Path, work: &Path, vms: usize, runs: u32) -> Result<SizeResult,
             &["init", "-q", "-b", &branch, &wt.display().to_string()],
         )?;
         let wt_git = wt.join(".git");
+        // `render -o` lists what it wrote in `.meshvm-files`; that list is not part of the
+        // tree a sync commits.
+        std::fs::write(
+            wt_git.join("info").join("exclude"),
+            format!("/{gitops_path}/.meshvm-files\n"),
+        )
+        .map_err(|e| format!("writing the baseline's exclude file: {e}"))?;
         let subtree = wt.join(&gitops_path);
-        let script = |fleet: &Path, may_be_empty: bool| -> Result<Sample, String> {
+        let script = |fleet: &Path, may_be_empty: bool| -> Result<Option<Sample>, String> {
+            if !baseline {
+                return Ok(None);
+            }
             let mut args = vec!["render".to_owned()];
             args.extend(fleet_arg(fleet));
             args.extend(["-o".to_owned(), subtree.display().to_string()]);
@@ -424,18 +447,24 @@ fn size(meshvm: &Path, work: &Path, vms: usize, runs: u32) -> Result<SizeResult,
             // `git commit` exits 1 when there is nothing to commit.
             let ok: &[i32] = if may_be_empty { &[0, 1] } else { &[0] };
             total.then(child(&mut commit, ok)?);
-            Ok(total)
+            Ok(Some(total))
         };
 
         // Each state for meshvm, then the baseline, so that a noisy moment hits both.
         record("sync_cold", sync(&fleet_file)?);
-        record("git_cold", script(&fleet_file, false)?);
-        same_tree(&repo, &wt, &gitops_path)?;
+        if let Some(s) = script(&fleet_file, false)? {
+            record("git_cold", s);
+        }
+        if baseline {
+            same_tree(&repo, &wt, &gitops_path)?;
+        }
         let cold = (count_objects(&repo)?, count_objects(&wt_git)?);
 
         let head = git(&repo, &["rev-parse", "HEAD"])?;
         record("sync_noop", sync(&fleet_file)?);
-        record("git_noop", script(&fleet_file, true)?);
+        if let Some(s) = script(&fleet_file, true)? {
+            record("git_noop", s);
+        }
         if git(&repo, &["rev-parse", "HEAD"])? != head {
             return Err("a sync with nothing changed made a commit".into());
         }
@@ -450,8 +479,12 @@ fn size(meshvm: &Path, work: &Path, vms: usize, runs: u32) -> Result<SizeResult,
 
         let before = (count_objects(&repo)?, count_objects(&wt_git)?);
         record("sync_one_vm", sync(&changed_file)?);
-        record("git_one_vm", script(&changed_file, false)?);
-        same_tree(&repo, &wt, &gitops_path)?;
+        if let Some(s) = script(&changed_file, false)? {
+            record("git_one_vm", s);
+        }
+        if baseline {
+            same_tree(&repo, &wt, &gitops_path)?;
+        }
         let after = (count_objects(&repo)?, count_objects(&wt_git)?);
 
         if run == 0 {
@@ -764,12 +797,15 @@ fn table(machine: &Value, runs: u32, results: &[SizeResult]) -> String {
     for r in results {
         for (key, label, baseline) in MEASUREMENTS {
             let s = r.get(key);
+            if s.times.is_empty() {
+                continue; // not measured (--no-baseline)
+            }
             let (min, max) = s.min_max_ms();
             let ratio = match (*key, baseline) {
                 ("render_memory", _) => {
                     format!("{:.2}", r.ratio("render_memory", "render_memory_1_thread"))
                 }
-                (_, Some(b)) => format!("{:.2}", r.ratio(key, b)),
+                (_, Some(b)) if !r.get(b).times.is_empty() => format!("{:.2}", r.ratio(key, b)),
                 _ => String::new(),
             };
             out.push_str(&format!(

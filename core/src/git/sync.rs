@@ -53,9 +53,38 @@ pub fn sync(
     };
     let report = sync.retry(on_event)?;
     if opts.mode.writes() {
+        remember_inputs(repo, input.path, opts, &report);
         keep_small(repo);
     }
     Ok(report)
+}
+
+/// After a sync that committed nothing and found no hand edit, records which subtree the
+/// render inputs give (`shortcut::record`), unless meshvm's last commit already names these
+/// inputs: so that the next sync of the same inputs takes the no-op shortcut.
+fn remember_inputs(repo: &Repository, path: &str, opts: &Options, report: &Report) {
+    let (Some(inputs), None, Some(head)) = (&opts.render_inputs, report.commit, report.head) else {
+        return;
+    };
+    if report.plan.has_changes() || !report.plan.hand_edits.is_empty() {
+        return;
+    }
+    let Some(subtree) = repo
+        .find_commit(head)
+        .and_then(|c| c.tree())
+        .ok()
+        .and_then(|t| plan::subtree_id(&t, path))
+    else {
+        return;
+    };
+    let named = commit::last_meshvm_commit(repo, Some(head), path)
+        .ok()
+        .flatten()
+        .and_then(|(id, _)| repo.find_commit(id).ok())
+        .and_then(|c| commit::trailer(c.message_raw().unwrap_or(""), commit::TRAILER_INPUTS));
+    if named.as_deref() != Some(inputs.as_str()) {
+        super::shortcut::record(repo, path, inputs, subtree);
+    }
 }
 
 /// Repacks the repository (the target, or the cache clone of a URL target) past `git gc
