@@ -78,6 +78,18 @@ fn a_review_comment_is_printed_or_written_in_parts_with_their_markers() {
         r.stdout
     );
 
+    // Once synced: the same marker says there is nothing left, so the job's comment is updated.
+    ok(&run(&mut s.meshvm(&["sync", "-q", "--repo", repo])));
+    let r = run(&mut s.meshvm(&["diff", "-q", "--repo", repo, "--output", "markdown"]));
+    ok(&r);
+    assert!(
+        r.stdout
+            .starts_with("<!-- meshvm-diff: clusters/cluster1 -->\n")
+            && r.stdout.contains("No changes"),
+        "{}",
+        r.stdout
+    );
+
     // Markdown is a view of diff only; --output-dir is for markdown.
     let r = run(&mut s.meshvm(&["sync", "--repo", repo, "--output", "markdown"]));
     assert_eq!(r.code, 2, "{}", r.stderr);
