@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         gcp: keys(GCP),
         gcp_audience: "https://broker".into(),
         max_age: join::DEFAULT_MAX_AGE,
+        aws_max_instance_age: Some(86_400),
     };
     let fleet = meshvm::spec::load_fleet_str(FLEET, "meshvm.yaml".as_ref()).unwrap();
     let policy = join::Policy::from_fleet(&fleet);
@@ -29,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let (a, b) = text.split_once('\n').unwrap_or((text, ""));
         let _ = join::aws::verify(a, b, &trust.aws);
+        let _ = join::aws::pending_time_seconds(text);
         let _ = join::gcp::verify(text, &trust.gcp, "https://broker", 0);
         let _ = TokenBook::default().check(text, 0);
         let _ = KeySet::from_json(text);
