@@ -175,7 +175,9 @@ fn a_sync_that_commits_nothing_records_its_inputs_for_the_next_no_op() {
     let source = load_fleet(&file).unwrap();
     let opts = options(&repo_dir, dir.path(), &source.fleet.gitops.branch);
     let path = source.fleet.gitops.path.clone();
-    let first = full_sync(&source, &opts).commit.expect("the first sync commits");
+    let first = full_sync(&source, &opts)
+        .commit
+        .expect("the first sync commits");
 
     // A comment-only edit: other inputs, the same tree. A dry run (`gitops diff`) writes
     // nothing, so it records nothing either.
@@ -224,13 +226,24 @@ fn a_sync_that_commits_nothing_records_its_inputs_for_the_next_no_op() {
         path: &path,
         fleet_sha256: &commented.sha256,
     };
-    assert_eq!(git::sync(&input, &new_build, &mut |_| {}).unwrap().commit, None);
+    assert_eq!(
+        git::sync(&input, &new_build, &mut |_| {}).unwrap().commit,
+        None
+    );
     assert!(git::unchanged(&path, &rebuilt, &opts).is_some());
-    assert!(git::unchanged(&path, &digest, &opts).is_none(), "one record per path");
+    assert!(
+        git::unchanged(&path, &digest, &opts).is_none(),
+        "one record per path"
+    );
 
     // The record never hides a hand edit, and it is only a cache: without it, the full path.
     let repo = git2::Repository::open(&repo_dir).unwrap();
-    human_commit(&repo, &opts.branch, &format!("{path}/README.md"), "edited\n");
+    human_commit(
+        &repo,
+        &opts.branch,
+        &format!("{path}/README.md"),
+        "edited\n",
+    );
     assert!(git::unchanged(&path, &rebuilt, &opts).is_none());
 }
 

@@ -491,7 +491,7 @@ fn size(
             let writes = |cold: ObjectCount, before: ObjectCount, after: ObjectCount| {
                 json!({
                     "loose_objects_after_cold": cold.loose,
-                    "one_vm_objects_written": after.objects() - before.objects(),
+                    "one_vm_objects_written": after.objects().saturating_sub(before.objects()),
                     "one_vm_kib_written": after.kib.saturating_sub(before.kib),
                 })
             };
