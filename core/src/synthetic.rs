@@ -60,6 +60,7 @@ pub fn fleet(vms: usize) -> Fleet {
             ..Gitops::default()
         },
         workloads,
+        join_broker: Default::default(),
     }
 }
 

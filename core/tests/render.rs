@@ -626,3 +626,36 @@ fn flux_fetches_only_the_subtree_without_bootstrap_files() {
         assert_eq!(out.status.code() == Some(0), ignored, "{path}\n{ignore}");
     }
 }
+
+/// A fleet with broker-joined groups (fixtures/join) gets the join broker: `mesh/join-broker/`,
+/// its namespace and ServiceAccount, and its port on the east-west gateway. Fleets without
+/// one are unchanged (their snapshots above have none of it).
+#[test]
+fn snapshot_of_a_broker_joined_fleets_tree() {
+    let source = meshvm::spec::load_fleet(&testkit::fixture("join/meshvm.yaml")).unwrap();
+    let r = render(&source.fleet);
+    insta::assert_snapshot!("tree-join", listing(&r));
+    // mesh/'s kustomization applies each of the broker's objects exactly once.
+    let mut applied = Vec::new();
+    applied_from(&r, layout::MESH_DIR, &mut applied);
+    let unique: BTreeSet<&String> = applied.iter().collect();
+    assert_eq!(unique.len(), applied.len(), "applied twice: {applied:?}");
+    let under_mesh: BTreeSet<&String> = r
+        .objects
+        .iter()
+        .filter(|p| p.starts_with("mesh/"))
+        .collect();
+    assert_eq!(unique, under_mesh);
+    assert!(
+        under_mesh
+            .iter()
+            .any(|p| p.starts_with("mesh/join-broker/"))
+    );
+    for name in &fixture_fleets() {
+        let r = render(&load(name).fleet);
+        assert!(
+            !r.files.paths().any(|p| p.contains("join-broker")),
+            "{name} has no broker-joined group"
+        );
+    }
+}

@@ -389,3 +389,62 @@ fn the_broker_refuses_to_start_on_bad_configuration() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("eu-west-1"), "{}", out.stderr);
 }
+
+/// `meshvm cloud-init --group G --broker-ca FILE`: one user-data for a broker-joined group,
+/// no token in it (the system tier runs its join script against a broker); token flags are a
+/// usage error, a token-joined group is refused with what to do.
+#[test]
+fn a_broker_joined_group_gets_one_user_data_without_a_token() {
+    let root = fixture("certs/test-root-cert.pem");
+    let group = |name: &str, extra: &[&str]| {
+        run(meshvm()
+            .args(["cloud-init", "--group", name, "--broker-ca"])
+            .arg(&root)
+            .arg("--root-cert")
+            .arg(&root)
+            .arg("-f")
+            .arg(fleet())
+            .args(extra))
+    };
+    let out = group("web", &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.starts_with("#cloud-config\n"));
+    assert!(out.stdout.contains("/usr/local/sbin/meshvm-join"));
+    assert!(
+        !out.stdout.contains("/var/run/secrets/tokens/istio-token'"),
+        "no token file"
+    );
+    assert!(out.stderr.contains("no token in it"), "{}", out.stderr);
+    assert_eq!(group("web", &[]).stdout, out.stdout, "one static document");
+
+    let out = group("web", &["--token-dir", "tokens"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let out = group("classic", &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("joins by `token`"), "{}", out.stderr);
+}
+
+/// `--aws-max-instance-age`: an AWS document of an instance started longer ago (the test
+/// document's pendingTime is 2026-11-30T08:00:00Z) is refused as expired, with the flag named
+/// in the reason and the audit line; no token is asked for.
+#[test]
+fn an_aws_instance_started_longer_ago_than_the_maximum_age_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, kube) = broker(dir.path(), &["--aws-max-instance-age", "60"]);
+    let proof = aws_proof("111122223333", "eu-west-1", "10.20.0.11");
+    let (status, answer) = broker.join(&join_request(NS, "web", proof));
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("expired")),
+        "{answer}"
+    );
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--aws-max-instance-age"),
+        "{answer}"
+    );
+    assert_eq!(broker.decisions(1)[0]["code"], "expired");
+    assert!(kube.requests.lock().unwrap().is_empty());
+}

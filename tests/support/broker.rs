@@ -24,6 +24,11 @@ pub struct Pki {
 }
 
 pub fn pki() -> Pki {
+    pki_for(&["127.0.0.1", "localhost"])
+}
+
+/// A CA and a serving certificate for these names.
+pub fn pki_for(names: &[&str]) -> Pki {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params
@@ -32,10 +37,11 @@ pub fn pki() -> Pki {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
     let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
+    let leaf =
+        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
     Pki {
         ca: ca.pem(),
         cert: leaf.pem(),

@@ -9,6 +9,7 @@ mod support;
 mod nspawn;
 mod servers;
 
+mod broker_join;
 mod cloud_init;
 mod completion;
 mod faults;

@@ -233,23 +233,17 @@ impl Kube {
         })
     }
 
-    /// A TokenRequest for `namespace/sa`: audience `istio-ca`, `seconds` long.
-    pub async fn token_request(
+    /// One request to the API server: its status and JSON answer (`null` when none).
+    pub async fn call(
         &self,
-        namespace: &str,
-        sa: &str,
-        seconds: u32,
-    ) -> Result<Minted, String> {
-        let body = serde_json::json!({
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"audiences": ["istio-ca"], "expirationSeconds": seconds},
-        });
-        let uri = format!(
-            "{}/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token",
-            self.server
-        );
-        let mut req = hyper::Request::post(&uri)
+        method: hyper::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(hyper::StatusCode, serde_json::Value), String> {
+        let uri = format!("{}{path}", self.server);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(&uri)
             .header("content-type", "application/json")
             .header("accept", "application/json")
             .header("user-agent", "meshvm-join-server");
@@ -261,8 +255,9 @@ impl Kube {
         if let Some(bearer) = bearer {
             req = req.header("authorization", format!("Bearer {bearer}"));
         }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
         let req = req
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let resp = self
             .client
@@ -275,7 +270,28 @@ impl Kube {
             .await
             .map_err(|e| format!("the API server's answer cannot be read: {e}"))?
             .to_bytes();
-        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or_default()))
+    }
+
+    /// A TokenRequest for `namespace/sa`: audience `istio-ca`, `seconds` long.
+    pub async fn token_request(
+        &self,
+        namespace: &str,
+        sa: &str,
+        seconds: u32,
+    ) -> Result<Minted, String> {
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"audiences": ["istio-ca"], "expirationSeconds": seconds},
+        });
+        let (status, value) = self
+            .call(
+                hyper::Method::POST,
+                &format!("/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token"),
+                Some(&body),
+            )
+            .await?;
         if !status.is_success() {
             // A Status object: its message says what RBAC or validation refused.
             return Err(format!(

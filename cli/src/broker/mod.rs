@@ -6,6 +6,7 @@
 
 pub mod kube;
 pub mod token_file;
+pub mod token_secret;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,8 @@ pub struct Config {
     pub kubeconfig: Option<PathBuf>,
     pub policy: PolicySource,
     pub join_tokens: Option<PathBuf>,
+    /// The join-token book in a Secret instead (several replicas).
+    pub join_tokens_secret: Option<token_secret::TokenSecret>,
     pub trust: Trust,
     pub token_seconds: u32,
     pub rate_per_second: f64,
@@ -362,6 +365,19 @@ async fn join(
             .map_err(|e| {
                 Refusal::new(RefusalCode::Upstream, format!("the join-token book: {e}"))
             })??
+        }
+        (Proof::JoinToken { .. }, None) if config.join_tokens_secret.is_some() => {
+            let secret = config.join_tokens_secret.as_ref().expect("matched");
+            secret
+                .update(&state.kube, |book| {
+                    let result = join::authorize(&policy, &config.trust, book, &request, now);
+                    let changed = result.is_ok();
+                    (result, changed)
+                })
+                .await
+                .map_err(|e| {
+                    Refusal::new(RefusalCode::Upstream, format!("the join-token book: {e}"))
+                })??
         }
         _ => join::authorize(
             &policy,

@@ -38,6 +38,10 @@ const MAX_TOKEN_FILE: u64 = 64 * 1024;
 /// ServiceAccount, named `<namespace>.<serviceAccount>`). Nothing is written unless every
 /// VM's user-data can be.
 ///
+/// With --group G --broker-ca FILE, for a group whose `join.method` is join-token, aws or gcp:
+/// ONE user-data for every VM of the group, with no token in it. Its meshvm-join.service gets
+/// each VM's token from the join broker at every boot (see docs/join.md).
+///
 /// --print-template NAME prints an embedded template, to start a --template of your own.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["vm", "all", "group", "print_template"])))]
@@ -90,6 +94,14 @@ pub struct Args {
     /// Allow writing the output inside a Git work tree (it holds a bearer token).
     #[arg(long)]
     allow_in_repo: bool,
+    /// With --group of a broker-joined group (`join.method` join-token, aws or gcp): the CA of
+    /// the join broker's serving certificate (PEM, the `ca.crt` of its Secret). The group's
+    /// one user-data then holds no token; its VMs get theirs from the broker at every boot.
+    #[arg(long, value_name = "FILE")]
+    broker_ca: Option<PathBuf>,
+    /// With --group: the group's namespace, when groups of that name are in several.
+    #[arg(long, value_name = "NAMESPACE", requires = "group")]
+    namespace: Option<String>,
     /// Also validate the document against this cloud-init JSON schema
     /// (schema-cloud-config-v1.json).
     #[arg(long, value_name = "FILE")]
@@ -134,6 +146,9 @@ pub fn run(args: Args) -> CmdResult {
         };
         to_stdout(|out| out.write_all(text.as_bytes()))?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if let (Some(group), Some(ca)) = (&args.group, &args.broker_ca) {
+        return run_group(&args, group, ca);
     }
     if args.all || args.group.is_some() {
         return run_many(&args);
@@ -259,6 +274,67 @@ fn run_many(args: &Args) -> CmdResult {
             out_dir.display()
         )
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--group G --broker-ca FILE`: the one user-data of a broker-joined group, no secret in it.
+fn run_group(args: &Args, group: &str, ca: &Path) -> CmdResult {
+    if args.token_dir.is_some() || args.token_file.is_some() || args.token_stdin {
+        return Err(CommandError::usage(
+            "a broker-joined group's user-data holds no token: drop --token-dir/--token-file/--token-stdin",
+        ));
+    }
+    let source = args.fleet.load()?;
+    let templates = load_templates(args.template.as_deref())?;
+    let root_cert = args
+        .root_cert
+        .as_deref()
+        .map(|p| read_text(p, "the root certificate"))
+        .transpose()?;
+    let broker_ca = read_text(ca, "the join broker's CA")?;
+    let now = time::UtcDateTime::now();
+    let request = cloudinit::group::GroupRequest {
+        fleet: &source.fleet,
+        group,
+        namespace: args.namespace.as_deref(),
+        root_cert: root_cert.as_deref(),
+        broker_ca: &broker_ca,
+        now,
+    };
+    let made = cloudinit::group::render_group(&request, &templates).map_err(|e| {
+        let error = CommandError::invalid(format!("group {group}: {e}"));
+        if matches!(e, cloudinit::CloudInitError::MissingFile(_)) {
+            error.hinted("give --root-cert FILE, or set mesh.rootCert in the fleet")
+        } else {
+            error
+        }
+    })?;
+    if let Some(path) = &args.schema {
+        check_schema(&made.document, path)?;
+    }
+    for warning in &made.warnings {
+        eprintln!("warning: group {group}: {warning}");
+    }
+    let bytes = cloudinit::encode(&made.document, args.gzip);
+    let provider = Provider::from(args.provider);
+    cloudinit::check_size(provider, bytes.len(), args.gzip)
+        .map_err(|e| CommandError::invalid(format!("group {group}: {e}")))?;
+    match &args.output {
+        Some(path) => write_private(path, &bytes)?,
+        None => {
+            if args.gzip && std::io::stdout().is_terminal() {
+                return Err(CommandError::usage(
+                    "gzip-compressed user-data is binary: write it with -o FILE or pipe it",
+                ));
+            }
+            to_stdout(|out| out.write_all(&bytes))?;
+        }
+    }
+    eprintln!(
+        "meshvm: user-data of group {group}: {} bytes{}, no token in it: every VM of the group gets its own from the join broker",
+        bytes.len(),
+        if args.gzip { " (gzip)" } else { "" },
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -16,8 +16,9 @@ use crate::command_error::{CmdResult, CommandError};
 /// Kubernetes TokenRequest API for the group's ServiceAccount (audience `istio-ca`). Each
 /// decision is one JSON line on stderr (never the token).
 ///
-/// In a cluster it uses in-cluster credentials (meshvm does not render its Deployment yet:
-/// see docs/join.md). Outside a cluster, pass `--kubeconfig` (its current
+/// In a cluster it uses in-cluster credentials: `meshvm render` puts its Deployment, policy
+/// ConfigMap (`--policy`) and RBAC into the tree of a fleet with a broker-joined group (see
+/// docs/join.md). Outside a cluster, pass `--kubeconfig` (its current
 /// context; client certificate or bearer token) and `--fleet`: the tests run it that way.
 /// docs/join.md has the protocol, the set-up per cloud and the threat model.
 #[derive(Debug, clap::Args)]
@@ -48,6 +49,10 @@ pub struct Args {
     /// The join-token book (`meshvm join-token --book`) for `join-token` groups.
     #[arg(long, value_name = "FILE")]
     join_tokens: Option<PathBuf>,
+    /// The join-token book in a Kubernetes Secret, `NAMESPACE/NAME` (key `book.json`): for
+    /// several replicas (the file of --join-tokens serves one process).
+    #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with = "join_tokens")]
+    join_tokens_secret: Option<String>,
     /// AWS's regional RSA certificates, as JSON `{"eu-west-1": "-----BEGIN CERTIFICATE-----…"}`.
     #[arg(long, value_name = "FILE")]
     aws_certs: Option<PathBuf>,
@@ -63,6 +68,11 @@ pub struct Args {
     /// How far a request's timestamp may be from the broker's clock, in seconds.
     #[arg(long, default_value_t = DEFAULT_MAX_AGE)]
     max_age: i64,
+    /// Refuse AWS instances whose last start (`pendingTime`) is more than this many seconds
+    /// ago: bounds how long a copied identity document can be replayed (a stop and start
+    /// gives the instance a new one). Unset: any age.
+    #[arg(long, value_name = "SECONDS")]
+    aws_max_instance_age: Option<i64>,
     /// Requests per second per source address (refill rate).
     #[arg(long, default_value_t = 5.0)]
     rate: f64,
@@ -104,6 +114,7 @@ pub fn run(args: Args) -> CmdResult {
         gcp: keys(&args.gcp_certs)?,
         gcp_audience: args.gcp_audience,
         max_age: args.max_age,
+        aws_max_instance_age: args.aws_max_instance_age,
     };
     let config = broker::Config {
         listen: args.listen,
@@ -112,6 +123,12 @@ pub fn run(args: Args) -> CmdResult {
         kubeconfig: args.kubeconfig,
         policy,
         join_tokens: args.join_tokens,
+        join_tokens_secret: args
+            .join_tokens_secret
+            .as_deref()
+            .map(broker::token_secret::TokenSecret::parse)
+            .transpose()
+            .map_err(CommandError::usage)?,
         trust,
         token_seconds: args.token_seconds,
         rate_per_second: args.rate,

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use meshvm::join::tokens::RANDOM_BYTES;
 
 use super::FleetArg;
+use crate::broker::kube::Kube;
 use crate::broker::token_file::TokenFile;
+use crate::broker::token_secret::TokenSecret;
 use crate::command_error::{CmdResult, CommandError, to_stdout};
 
 /// Join tokens for on-premises VMs of `join: {method: join-token}` groups.
@@ -33,6 +35,39 @@ pub struct BookArg {
         default_value = "join-tokens.json"
     )]
     book: PathBuf,
+    /// The book in a Kubernetes Secret instead, `NAMESPACE/NAME` (key `book.json`; created
+    /// when missing), as `join-server --join-tokens-secret` reads it.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    secret: Option<String>,
+    /// The kubeconfig for --secret (its current context).
+    #[arg(long, value_name = "FILE", requires = "secret")]
+    kubeconfig: Option<PathBuf>,
+}
+
+impl BookArg {
+    /// Runs `f` on the book, in its file or its Secret; writes it back when `f` says so.
+    fn update<T>(
+        &self,
+        f: impl FnMut(&mut meshvm::join::tokens::TokenBook) -> (T, bool),
+    ) -> Result<T, CommandError> {
+        let Some(secret) = &self.secret else {
+            let mut f = f;
+            return TokenFile::new(&self.book)
+                .update(|book| f(book))
+                .map_err(CommandError::invalid);
+        };
+        let secret = TokenSecret::parse(secret).map_err(CommandError::usage)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CommandError::invalid(format!("cannot start the runtime: {e}")))?;
+        runtime
+            .block_on(async {
+                let kube = Kube::new(self.kubeconfig.as_deref())?;
+                secret.update(&kube, f).await
+            })
+            .map_err(CommandError::invalid)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -158,22 +193,20 @@ fn create(args: CreateArgs) -> CmdResult {
         }
     }
     let random = random()?;
-    let created = TokenFile::new(&args.book.book)
-        .update(|book| {
-            let now = now();
-            book.prune(now);
-            let c = book.create(
-                random,
-                &group.namespace,
-                &group.name,
-                args.vm.as_deref(),
-                ttl,
-                args.uses,
-                now,
-            );
-            (c, true)
-        })
-        .map_err(CommandError::invalid)?;
+    let created = args.book.update(|book| {
+        let now = now();
+        book.prune(now);
+        let c = book.create(
+            random,
+            &group.namespace,
+            &group.name,
+            args.vm.as_deref(),
+            ttl,
+            args.uses,
+            now,
+        );
+        (c, true)
+    })?;
     let expires = meshvm::timestamp::rfc3339(
         time::UtcDateTime::from_unix_timestamp(created.entry.expires)
             .unwrap_or(time::UtcDateTime::UNIX_EPOCH),
@@ -191,9 +224,7 @@ fn create(args: CreateArgs) -> CmdResult {
 }
 
 fn list(args: BookArg) -> CmdResult {
-    let book = TokenFile::new(&args.book)
-        .update(|book| (book.clone(), false))
-        .map_err(CommandError::invalid)?;
+    let book = args.update(|book| (book.clone(), false))?;
     let now = now();
     to_stdout(|out| {
         writeln!(
@@ -228,12 +259,10 @@ fn list(args: BookArg) -> CmdResult {
 }
 
 fn revoke(args: RevokeArgs) -> CmdResult {
-    let removed = TokenFile::new(&args.book.book)
-        .update(|book| {
-            let removed = book.revoke(&args.id);
-            (removed, removed)
-        })
-        .map_err(CommandError::invalid)?;
+    let removed = args.book.update(|book| {
+        let removed = book.revoke(&args.id);
+        (removed, removed)
+    })?;
     if !removed {
         return Err(CommandError::invalid(format!(
             "{}: no join token {:?}",

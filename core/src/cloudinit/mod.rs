@@ -13,6 +13,7 @@
 //! Architecture invariant: pure. The token and root certificate checks take `now` as an
 //! argument; templates come in as strings; the output is a string.
 
+pub mod group;
 mod quote;
 pub mod token;
 
@@ -144,6 +145,21 @@ pub enum CloudInitError {
         column: usize,
         expression: String,
     },
+    #[error("the fleet has no workload group named `{0}`")]
+    UnknownGroup(String),
+    #[error("workload groups named `{group}` are in several namespaces ({}): name one with --namespace", .namespaces.join(", "))]
+    AmbiguousGroup {
+        group: String,
+        namespaces: Vec<String>,
+    },
+    #[error(
+        "group {group} joins by `{method}`, not through the join broker\n  hint: its VMs need a token each: meshvm cloud-init --group with --token-dir, or set the group's `join.method` to join-token, aws or gcp"
+    )]
+    NotBrokerJoined { group: String, method: &'static str },
+    #[error(
+        "the join broker's CA: {0}\n  hint: give the `ca.crt` of the broker's serving-certificate Secret (joinBroker.tlsSecret)"
+    )]
+    BrokerCa(RootCertError),
     #[error("template {name} renders no #cloud-config document: {reason}")]
     NotCloudConfig { name: String, reason: String },
 }
@@ -214,6 +230,7 @@ pub fn render(req: &Request<'_>, templates: &Templates) -> Result<UserData, Clou
         },
         "files": placed_files(req.files, &token)?,
         "hostsLines": hosts_lines(req.files),
+        "broker": false,
     });
 
     let registry = registry(templates)?;
@@ -411,6 +428,14 @@ fn check_cloud_config(document: &str) -> Result<(), CloudInitError> {
 }
 
 fn registry(templates: &Templates) -> Result<Handlebars<'static>, CloudInitError> {
+    registry_of(&[
+        (USER_DATA_TEMPLATE_NAME, &templates.user_data),
+        (JOIN_TEMPLATE_NAME, &templates.join),
+    ])
+}
+
+/// A registry of these templates (name, source), each checked to quote every value.
+fn registry_of(sources: &[(&str, &str)]) -> Result<Handlebars<'static>, CloudInitError> {
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
     // Values are quoted by the helpers, for YAML or the shell; HTML escaping would corrupt them.
@@ -418,10 +443,7 @@ fn registry(templates: &Templates) -> Result<Handlebars<'static>, CloudInitError
     hb.register_helper("yaml", Box::new(TextHelper(yaml_text)));
     hb.register_helper("yaml-block", Box::new(TextHelper(yaml_block_text)));
     hb.register_helper("sh", Box::new(TextHelper(sh_text)));
-    for (name, source) in [
-        (USER_DATA_TEMPLATE_NAME, &templates.user_data),
-        (JOIN_TEMPLATE_NAME, &templates.join),
-    ] {
+    for &(name, source) in sources {
         let template = Template::compile_with_name(source, name.to_owned()).map_err(|e| {
             CloudInitError::Template {
                 name: name.to_owned(),

@@ -433,3 +433,95 @@ fn gzip_is_deterministic_and_round_trips() {
     assert_eq!(out, doc);
     assert_eq!(encode(&doc, false), doc.as_bytes());
 }
+
+const JOIN_FLEET: &str = include_str!("../../../fixtures/join/meshvm.yaml");
+
+fn group_request<'a>(fleet: &'a CheckedFleet, group: &'a str) -> group::GroupRequest<'a> {
+    group::GroupRequest {
+        fleet,
+        group,
+        namespace: None,
+        root_cert: Some(ROOT_CERT),
+        broker_ca: ROOT_CERT,
+        now: UtcDateTime::from_unix_timestamp(NOW as i64).unwrap(),
+    }
+}
+
+/// One static document per broker-joined group: the same for every VM, no token in it; the
+/// join script (snapshot) proves the VM by the group's method; token-joined groups and
+/// unknown groups are refused.
+#[test]
+fn a_broker_joined_groups_user_data_is_static_and_holds_no_token() {
+    let fleet = load_fleet_str(JOIN_FLEET, "meshvm.yaml".as_ref()).unwrap();
+    for (group, proof) in [
+        ("onprem", "/etc/meshvm-join/join-token"),
+        ("web", "instance-identity/signature"),
+        ("gce", "service-accounts/default/identity"),
+    ] {
+        let made = group::render_group(&group_request(&fleet, group), &Templates::default())
+            .unwrap_or_else(|e| panic!("{group}: {e}"));
+        let doc = parsed(&made.document);
+        let files = doc["write_files"].as_array().unwrap();
+        let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
+        assert!(!paths.contains(&TOKEN_PATH), "{group}: {paths:?}");
+        for path in [
+            group::JOIN_SCRIPT_PATH,
+            group::JOIN_UNIT_PATH,
+            group::BROKER_CA_PATH,
+            "/var/lib/istio/envoy/cluster.env",
+        ] {
+            assert!(paths.contains(&path), "{group}: no {path}");
+        }
+        assert!(
+            made.document
+                .contains("systemctl enable meshvm-join.service")
+        );
+        // The script as the VM gets it.
+        let script = files
+            .iter()
+            .find(|f| f["path"] == group::JOIN_SCRIPT_PATH)
+            .unwrap();
+        let script = decode_file(script);
+        assert!(script.starts_with("#!/bin/sh\n"), "{group}");
+        assert!(script.contains(proof), "{group}: {proof}");
+        let syntax = std::process::Command::new("sh")
+            .args(["-n", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(syntax.status.success(), "{group}: sh -n: {syntax:?}");
+        if group == "gce" {
+            insta::assert_snapshot!("broker_join_script_gce", script);
+        }
+        // Same fleet, same bytes.
+        let again =
+            group::render_group(&group_request(&fleet, group), &Templates::default()).unwrap();
+        assert_eq!(again.document, made.document);
+    }
+    let refused = |group| {
+        group::render_group(&group_request(&fleet, group), &Templates::default())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(refused("classic").contains("joins by `token`"));
+    assert!(refused("nope").contains("no workload group named `nope`"));
+    let mut bad = group_request(&fleet, "onprem");
+    bad.broker_ca = "not a certificate";
+    assert!(
+        group::render_group(&bad, &Templates::default())
+            .unwrap_err()
+            .to_string()
+            .contains("join broker's CA")
+    );
+}
+
+fn decode_file(f: &Value) -> String {
+    let raw = BASE64.decode(f["content"].as_str().unwrap()).unwrap();
+    let bytes = if f["encoding"] == "gz+b64" {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut out).unwrap();
+        out
+    } else {
+        raw
+    };
+    String::from_utf8(bytes).unwrap()
+}

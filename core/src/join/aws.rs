@@ -80,3 +80,54 @@ pub fn verify(document: &str, signature: &str, certs: &KeySet) -> Result<Documen
     }
     Ok(doc)
 }
+
+/// `pendingTime` (`2016-11-19T16:32:11Z`, as AWS writes it) as Unix seconds.
+pub fn pending_time_seconds(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let shape_ok = b.len() == 20
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    if !shape_ok {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| text[r].parse::<u32>().ok();
+    let month = time::Month::try_from(n(5..7)? as u8).ok()?;
+    let date = time::Date::from_calendar_date(n(0..4)? as i32, month, n(8..10)? as u8).ok()?;
+    let at = date
+        .with_hms(n(11..13)? as u8, n(14..16)? as u8, n(17..19)? as u8)
+        .ok()?;
+    Some(at.assume_utc().unix_timestamp())
+}
+
+/// Refuses a verified document whose instance started more than `max_age` seconds before
+/// `now` (or, by more than that, after it); nothing is checked without a maximum.
+pub fn check_pending_time(doc: &Document, now: i64, max_age: Option<i64>) -> Result<(), Refusal> {
+    let Some(max_age) = max_age else {
+        return Ok(());
+    };
+    let text = doc.pending_time.as_deref().unwrap_or_default();
+    let started = pending_time_seconds(text).ok_or_else(|| {
+        bad(format!(
+            "the instance identity document has no valid pendingTime ({text:?}), which the \
+             broker's --aws-max-instance-age needs"
+        ))
+    })?;
+    let age = now - started;
+    if age > max_age || -age > max_age {
+        return Err(Refusal::new(
+            RefusalCode::Expired,
+            format!(
+                "instance {} started at {text}, {age} s ago, more than the broker's \
+                 --aws-max-instance-age of {max_age} s: stop and start the instance for a new \
+                 identity document, or raise the limit",
+                doc.instance_id
+            ),
+        ));
+    }
+    Ok(())
+}

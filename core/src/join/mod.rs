@@ -31,6 +31,9 @@ pub struct Trust {
     pub gcp_audience: String,
     /// How far a request's timestamp may be from now, in seconds.
     pub max_age: i64,
+    /// The oldest an AWS instance's `pendingTime` (its last start) may be, in seconds; `None`
+    /// for any. Bounds how long a copied identity document can be replayed.
+    pub aws_max_instance_age: Option<i64>,
 }
 
 /// Maximum request age (and clock skew) unless configured: five minutes.
@@ -89,6 +92,7 @@ pub fn authorize(
             signature,
         } => {
             let doc = aws::verify(document, signature, &trust.aws)?;
+            aws::check_pending_time(&doc, now, trust.aws_max_instance_age)?;
             group.admit_aws(&doc)?
         }
         Proof::Gcp { jwt } => {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::aws;
 use super::gcp;
 use super::protocol::{Grant, Refusal, RefusalCode};
-use crate::spec::{CheckedFleet, JoinMethod};
+use crate::spec::{Fleet, JoinMethod};
 
 /// Syntax of one allowlist value of a `join` policy (`spec` reports the errors).
 pub fn check_value(field: &str, v: &str) -> Result<(), String> {
@@ -85,7 +85,7 @@ pub struct GroupPolicy {
 impl Policy {
     /// The policy of a fleet: its groups whose method is not `token`, sorted by namespace and
     /// name.
-    pub fn from_fleet(fleet: &CheckedFleet) -> Policy {
+    pub fn from_fleet(fleet: &Fleet) -> Policy {
         let mut groups: Vec<GroupPolicy> = fleet
             .workloads
             .iter()

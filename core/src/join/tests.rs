@@ -53,6 +53,7 @@ fn trust() -> Trust {
             .unwrap(),
         gcp_audience: AUD.into(),
         max_age: DEFAULT_MAX_AGE,
+        aws_max_instance_age: None,
     }
 }
 
@@ -440,4 +441,72 @@ fn request_bodies_are_bounded_and_strict() {
     let secret = br#"{"namespace":"a","group":"b","nonce":"0123456789abcdef","timestamp":1,"proof":{"method":"join-token","token":"SECRET-VALUE","x":1}}"#;
     let refusal = protocol::parse_request(secret).unwrap_err();
     assert!(!refusal.reason.contains("SECRET"), "{refusal}");
+}
+
+/// `--aws-max-instance-age`: a document whose instance started longer ago (the fixture's
+/// pendingTime is 2026-11-30T08:00:00Z, 46 days before NOW) is refused as expired, however
+/// valid its signature; within the limit it joins; a document without a readable pendingTime
+/// is refused when a limit is set.
+#[test]
+fn an_aws_document_older_than_the_maximum_instance_age_is_refused() {
+    let policy = policy();
+    let mut book = tokens::TokenBook::default();
+    let req = request("web", aws("111122223333", "eu-west-1", "10.0.0.11"));
+    let day = 86_400;
+    let trust_with = |max| Trust {
+        aws_max_instance_age: max,
+        ..trust()
+    };
+    assert!(authorize(&policy, &trust_with(Some(60 * day)), &mut book, &req, NOW).is_ok());
+    let refused =
+        authorize(&policy, &trust_with(Some(30 * day)), &mut book, &req, NOW).unwrap_err();
+    assert_eq!(refused.code, RefusalCode::Expired, "{refused:?}");
+    assert!(
+        refused.reason.contains("--aws-max-instance-age"),
+        "{}",
+        refused.reason
+    );
+    // Started in the future by more than the limit: refused too.
+    assert!(
+        authorize(
+            &policy,
+            &trust_with(Some(30 * day)),
+            &mut book,
+            &req,
+            NOW - 100 * day
+        )
+        .is_err()
+    );
+
+    let document = sign::aws_document("111122223333", "eu-west-1", "i-0abc", "10.0.0.11")
+        .replace("2026-11-30T08:00:00Z", "yesterday");
+    let (document, signature) = sign::aws_proof(&document);
+    let req = request(
+        "web",
+        Proof::Aws {
+            document,
+            signature,
+        },
+    );
+    assert!(
+        authorize(&policy, &trust(), &mut book, &req, NOW).is_ok(),
+        "no limit, no check"
+    );
+    let refused =
+        authorize(&policy, &trust_with(Some(60 * day)), &mut book, &req, NOW).unwrap_err();
+    assert_eq!(refused.code, RefusalCode::BadProof, "{refused:?}");
+
+    assert_eq!(aws::pending_time_seconds("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(
+        aws::pending_time_seconds("2026-11-30T08:00:00Z"),
+        Some(1_796_025_600)
+    );
+    for bad in [
+        "2026-13-01T00:00:00Z",
+        "2026-02-30T00:00:00Z",
+        "2026-11-30 08:00:00Z",
+        "",
+    ] {
+        assert_eq!(aws::pending_time_seconds(bad), None, "{bad}");
+    }
 }

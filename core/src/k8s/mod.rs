@@ -6,11 +6,14 @@
 //! Field order is the order of the struct, so rendered YAML is stable; empty fields are left
 //! out, as `kubectl` and istioctl leave them out.
 
+pub mod apps;
 pub mod argocd;
 pub mod flux;
 pub mod istio;
 pub mod istio_operator;
 pub mod kustomize;
+pub mod rbac;
+pub mod v1;
 pub mod yaml;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,7 @@
 //! install/                               input to `istioctl install -f`; never applied by Argo CD or Flux
 //! mesh/                                  shared resources: namespaces, service accounts, istiod exposure
 //! mesh/east-west/                        Gateways and VirtualService of the east-west gateway
+//! mesh/join-broker/                     the join broker: Deployment, Service, policy ConfigMap, RBAC, east-west port
 //! mesh/namespaces/<ns>/                  a Namespace and the ServiceAccounts its groups use
 //! workloads/<ns>/<group>/                WorkloadGroup, ServiceEntry, and a kustomization listing its VMs
 //! workloads/<ns>/<group>/vms/<vm>/       one VM's overlay: its WorkloadEntry and non-secret bootstrap files
@@ -26,6 +27,8 @@ pub const FLUX_DIR: &str = "flux";
 
 /// Below `mesh/`.
 pub const EAST_WEST_DIR: &str = "east-west";
+/// Below `mesh/`: the join broker's objects, when a group joins through it.
+pub const JOIN_BROKER_DIR: &str = "join-broker";
 pub const NAMESPACES_DIR: &str = "namespaces";
 /// Below a VM's directory: files for the VM itself, not Kubernetes objects.
 pub const BOOTSTRAP_DIR: &str = "bootstrap";

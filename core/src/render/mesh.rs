@@ -44,7 +44,7 @@ pub(super) fn mesh(fleet: &Fleet) -> Rendered {
     );
     out.object(
         format!("{INSTALL_DIR}/{}", layout::EAST_WEST_INSTALL_FILE),
-        &east_west_gateway(m),
+        &east_west_gateway(m, fleet),
     );
 
     let east_west = format!("{MESH_DIR}/{EAST_WEST_DIR}");
@@ -81,6 +81,16 @@ pub(super) fn mesh(fleet: &Fleet) -> Rendered {
             accounts.insert(&w.service_account);
         }
     }
+    // The join broker's namespace and ServiceAccount (its other objects: join-broker/).
+    let broker = super::broker::join_broker(fleet);
+    let has_broker = !broker.objects.is_empty();
+    if has_broker {
+        namespaces
+            .entry(&fleet.join_broker.namespace)
+            .or_default()
+            .insert(super::broker::NAME);
+    }
+    out.merge(broker);
     for (ns, accounts) in &namespaces {
         let dir = format!("{MESH_DIR}/{NAMESPACES_DIR}/{ns}");
         out.object(format!("{dir}/{NAMESPACE_FILE}"), &namespace(fleet, ns));
@@ -97,6 +107,7 @@ pub(super) fn mesh(fleet: &Fleet) -> Rendered {
     out.kustomization(
         MESH_DIR,
         std::iter::once(EAST_WEST_DIR.to_owned())
+            .chain(has_broker.then(|| layout::JOIN_BROKER_DIR.to_owned()))
             .chain(namespaces.keys().map(|ns| format!("{NAMESPACES_DIR}/{ns}"))),
     );
     out
@@ -172,8 +183,8 @@ fn control_plane(m: &Mesh) -> IstioOperator {
 
 /// The east-west gateway's install file, as Istio's `gen-eastwest-gateway.sh` makes it: the
 /// status, mTLS, istiod and webhook ports; on a network of its own, the network label and
-/// the requested network view.
-fn east_west_gateway(m: &Mesh) -> IstioOperator {
+/// the requested network view; and the join broker's port when the fleet has one.
+fn east_west_gateway(m: &Mesh, fleet: &Fleet) -> IstioOperator {
     let mut label: BTreeMap<String, String> = [
         (EAST_WEST_SELECTOR.0, EAST_WEST_SELECTOR.1),
         ("app", EAST_WEST_NAME),
@@ -193,6 +204,9 @@ fn east_west_gateway(m: &Mesh) -> IstioOperator {
             value: m.network.clone(),
         });
     }
+    let broker_port = fleet
+        .uses_join_broker()
+        .then_some(("tls-meshvm-join", fleet.join_broker.port));
     let ports = [
         ("status-port", 15021),
         ("tls", 15443),
@@ -200,6 +214,7 @@ fn east_west_gateway(m: &Mesh) -> IstioOperator {
         ("tcp-webhook", 15017),
     ]
     .into_iter()
+    .chain(broker_port)
     .map(|(name, port)| ServicePort {
         name: name.to_owned(),
         port,
@@ -235,7 +250,7 @@ fn east_west_gateway(m: &Mesh) -> IstioOperator {
     )
 }
 
-fn east_west_selector() -> BTreeMap<String, String> {
+pub(super) fn east_west_selector() -> BTreeMap<String, String> {
     BTreeMap::from([(
         EAST_WEST_SELECTOR.0.to_owned(),
         EAST_WEST_SELECTOR.1.to_owned(),

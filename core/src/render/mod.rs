@@ -15,6 +15,7 @@
 //!   then by their own bootstrap Application / Kustomization, which never prunes.
 //! - No secret ever enters the tree: a file the VM files mark private (the token) is dropped.
 
+pub mod broker;
 mod engines;
 pub mod layout;
 mod mesh;

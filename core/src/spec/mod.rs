@@ -45,6 +45,90 @@ pub struct Fleet {
     pub gitops: Gitops,
     #[serde(default)]
     pub workloads: Vec<Workload>,
+    /// The join broker (`meshvm join-server`) that groups with a `join` method other than
+    /// `token` get their istio-tokens from. Rendered into the tree only when such a group
+    /// exists; the defaults suit most clusters.
+    #[serde(default, skip_serializing_if = "JoinBroker::is_default")]
+    pub join_broker: JoinBroker,
+}
+
+/// Where and how the join broker runs in the cluster (`joinBroker`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinBroker {
+    /// The container image whose entrypoint is `meshvm`; defaults to
+    /// `ghcr.io/meshvm/meshvm:<this meshvm's version>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^[^\s]+$"))]
+    pub image: Option<String>,
+    /// The namespace it runs in (a DNS-1123 label), created by the tree unless it is there.
+    #[serde(default = "default_join_broker_namespace")]
+    #[schemars(length(max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub namespace: String,
+    /// Replicas of its Deployment: at least 2.
+    #[serde(default = "default_join_broker_replicas")]
+    #[schemars(range(min = 2, max = 100))]
+    pub replicas: u32,
+    /// The east-west gateway's port that passes TLS through to it: the VMs call
+    /// `https://<broker host>:<port>/v1/join` at the gateway's address.
+    #[serde(default = "default_join_broker_port")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub port: u32,
+    /// The Secret with its serving certificate: `tls.crt`, `tls.key` (and `ca.crt`), as
+    /// cert-manager writes it. Never in the tree.
+    #[serde(default = "default_join_broker_tls_secret")]
+    #[schemars(
+        length(max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub tls_secret: String,
+}
+
+impl Default for JoinBroker {
+    fn default() -> Self {
+        JoinBroker {
+            image: None,
+            namespace: default_join_broker_namespace(),
+            replicas: default_join_broker_replicas(),
+            port: default_join_broker_port(),
+            tls_secret: default_join_broker_tls_secret(),
+        }
+    }
+}
+
+impl JoinBroker {
+    pub fn is_default(&self) -> bool {
+        *self == JoinBroker::default()
+    }
+
+    /// The broker's name: its Deployment, Service, ServiceAccount, ConfigMap and RBAC.
+    pub const NAME: &'static str = "meshvm-join";
+
+    /// The host name VMs call the broker by (its Service's), which its certificate must
+    /// name: `meshvm-join.<namespace>.svc`. The VMs resolve it to the east-west gateway.
+    pub fn host(&self) -> String {
+        format!("{}.{}.svc", Self::NAME, self.namespace)
+    }
+
+    /// The image, or meshvm's own of this version.
+    pub fn image(&self) -> String {
+        self.image
+            .clone()
+            .unwrap_or_else(|| format!("ghcr.io/meshvm/meshvm:{}", env!("CARGO_PKG_VERSION")))
+    }
+}
+
+fn default_join_broker_namespace() -> String {
+    "meshvm-join".to_owned()
+}
+fn default_join_broker_replicas() -> u32 {
+    2
+}
+fn default_join_broker_port() -> u32 {
+    15444
+}
+fn default_join_broker_tls_secret() -> String {
+    "meshvm-join-tls".to_owned()
 }
 
 /// A fleet that passed every check of `spec`, with the root certificate it names, read and
@@ -599,6 +683,11 @@ impl Fleet {
         self.workloads
             .iter()
             .flat_map(|w| w.instances.iter().map(move |i| (w, i)))
+    }
+
+    /// True when a group gets its tokens from the join broker, which is then rendered.
+    pub fn uses_join_broker(&self) -> bool {
+        self.workloads.iter().any(|w| w.join.uses_broker())
     }
 
     /// The VM of that name, with its group.

@@ -83,6 +83,7 @@ impl Checker {
     }
 
     fn fleet(&mut self, f: &Fleet) {
+        self.join_broker(&f.join_broker);
         if f.api_version != super::API_VERSION {
             self.problems.push(
                 Problem::new(
@@ -522,6 +523,25 @@ impl Checker {
                     ),
                 )
                 .hint(format!("list the {field} whose VMs may join this group")),
+            );
+        }
+    }
+
+    /// The join broker's east-west port must not be one the gateway already serves.
+    fn join_broker(&mut self, b: &super::JoinBroker) {
+        const TAKEN: [(u32, &str); 4] = [
+            (15021, "the gateway's status port"),
+            (15443, "the cross-network mTLS port"),
+            (15012, "istiod's discovery port"),
+            (15017, "istiod's webhook port"),
+        ];
+        if let Some((_, what)) = TAKEN.iter().find(|(port, _)| *port == b.port) {
+            self.problems.push(
+                Problem::new(
+                    "/joinBroker/port",
+                    format!("port {} is {what} on the east-west gateway", b.port),
+                )
+                .hint("pick another port for the join broker, such as the default 15444"),
             );
         }
     }
