@@ -22,3 +22,4 @@ mod install;
 mod join;
 mod offline;
 mod parity;
+mod rejoin;
