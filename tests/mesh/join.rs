@@ -1027,8 +1027,10 @@ pub(crate) fn expired_cert(path: &Path) -> bool {
 /// behaviour: a VM whose token is gone after its first join (a tmpfs, or a token that has
 /// expired) rejoins only while its workload certificate is valid (the agent then authenticates
 /// to istiod with it); down longer than the certificate, it cannot rejoin at all: no
-/// certificate, no proxy, until someone gives it a new token. The join-broker issue turns this
-/// into a rejoin: flip the final assertions then. The agent runs in the VM network namespace.
+/// certificate, no proxy, until someone gives it a new token. This stays true of `token`
+/// groups; a broker-joined group's VM rejoins by itself: the passing counterpart is
+/// rejoin.rs's `a_broker_joined_vm_down_longer_than_its_certificate_rejoins_on_the_next_boot`.
+/// The agent runs in the VM network namespace.
 #[test]
 fn today_a_vm_down_longer_than_its_certificate_without_its_token_cannot_rejoin() {
     let _slot = vm_slot();

@@ -65,7 +65,10 @@ fn a_broker_joined_vm_down_longer_than_its_certificate_rejoins_on_the_next_boot(
             "    autoRegister: true\n",
             "    autoRegister: true\n    join: {method: join-token}\n",
         )
-        .replace("workloads:\n", &format!("joinBroker: {{port: {port}}}\nworkloads:\n"));
+        .replace(
+            "workloads:\n",
+            &format!("joinBroker: {{port: {port}}}\nworkloads:\n"),
+        );
     assert!(text.contains("method: join-token"), "{text}");
     std::fs::write(&fleet, text).unwrap();
     let istio = istio_module();
@@ -125,9 +128,18 @@ fn a_broker_joined_vm_down_longer_than_its_certificate_rejoins_on_the_next_boot(
             .arg(&user_data),
     );
     let document = std::fs::read_to_string(&user_data).unwrap();
-    assert!(!document.contains("istio-token\n"), "a token file in the user-data");
-    assert!(!document.contains(&join_token), "the join token in the user-data");
-    assert!(!document.contains("eyJ"), "something like a JWT in the user-data");
+    assert!(
+        !document.contains("istio-token\n"),
+        "a token file in the user-data"
+    );
+    assert!(
+        !document.contains(&join_token),
+        "the join token in the user-data"
+    );
+    assert!(
+        !document.contains("eyJ"),
+        "something like a JWT in the user-data"
+    );
     assert!(document.contains("meshvm-join.service"), "no join unit");
 
     // The VM: the join token placed on its disk by the operator (0600, root's), and the
@@ -204,7 +216,11 @@ fn a_broker_joined_vm_down_longer_than_its_certificate_rejoins_on_the_next_boot(
         "istiod reports no proxy of {namespace} after the first boot\n{}",
         logs(&running)
     );
-    assert_eq!(grants(&broker.decisions(1)), 1, "one grant for the first boot");
+    assert_eq!(
+        grants(&broker.decisions(1)),
+        1,
+        "one grant for the first boot"
+    );
     eprintln!("rejoin: first boot joined at {:.1?}", started.elapsed());
 
     // Off, longer than the certificate: the token went with /run, the certificate expires.
