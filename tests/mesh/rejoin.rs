@@ -128,9 +128,16 @@ fn a_broker_joined_vm_down_longer_than_its_certificate_rejoins_on_the_next_boot(
             .arg(&user_data),
     );
     let document = std::fs::read_to_string(&user_data).unwrap();
+    let parsed: Value = serde_saphyr::from_str(&document).unwrap();
+    let paths: Vec<&str> = parsed["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
     assert!(
-        !document.contains("istio-token\n"),
-        "a token file in the user-data"
+        paths.contains(&"/etc/meshvm-join/ca.crt") && !paths.iter().any(|p| p.contains("token")),
+        "the user-data writes {paths:?}"
     );
     assert!(
         !document.contains(&join_token),
