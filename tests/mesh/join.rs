@@ -25,21 +25,21 @@ use crate::apply::apply_tree;
 use crate::cluster::{checked, harness_var, kubectl, meshvm, output};
 
 /// The trust domain and cluster the harness's istiod runs with (xtask/src/mesh/istiod.rs).
-const TRUST_DOMAIN: &str = "cluster.local";
+pub(crate) const TRUST_DOMAIN: &str = "cluster.local";
 
-fn var(name: &str) -> String {
+pub(crate) fn var(name: &str) -> String {
     harness_var(name).to_string_lossy().into_owned()
 }
 
 /// The harness has one VM network namespace: one agent at a time.
-fn vm_slot() -> MutexGuard<'static, ()> {
+pub(crate) fn vm_slot() -> MutexGuard<'static, ()> {
     static SLOT: Mutex<()> = Mutex::new(());
     SLOT.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Polls `f` until it returns `Some`, for at most `limit`; `None` when time ran out.
-fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub(crate) fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = f() {
@@ -163,7 +163,7 @@ impl VmRoot {
 }
 
 /// The istio module's directory in the Go module cache (the version tests/upstream pins).
-fn istio_module() -> PathBuf {
+pub(crate) fn istio_module() -> PathBuf {
     let out = checked(
         Command::new("go")
             .args(["list", "-m", "-f", "{{.Dir}}", "istio.io/istio"])
@@ -182,7 +182,7 @@ fn istio_module() -> PathBuf {
 
 /// A fleet of one auto-registered group in its own namespace, whose VM is the harness's
 /// network namespace, with the harness's root and east-west address.
-fn join_fleet(dir: &Path, namespace: &str) -> PathBuf {
+pub(crate) fn join_fleet(dir: &Path, namespace: &str) -> PathBuf {
     let text = std::fs::read_to_string(testkit::fixture("fleets/autoregister/meshvm.yaml"))
         .unwrap()
         .replace("namespace: jobs", &format!("namespace: {namespace}"))
@@ -311,7 +311,7 @@ impl Drop for Agent {
     }
 }
 
-fn openssl(args: &[&str]) -> (bool, String) {
+pub(crate) fn openssl(args: &[&str]) -> (bool, String) {
     let out = output(Command::new("openssl").args(args));
     let text = format!(
         "{}{}",
@@ -329,7 +329,7 @@ fn workload_entries(namespace: &str) -> Vec<Value> {
 }
 
 /// The proxies istiod reports connected (`/debug/adsz`: id, labels, metadata).
-fn connected_proxies() -> Vec<Value> {
+pub(crate) fn connected_proxies() -> Vec<Value> {
     connected_proxies_of("MESH_ISTIOD_DEBUG")
 }
 
@@ -430,7 +430,7 @@ fn a_real_agent_with_a_real_token_joins_through_the_east_west_address() {
     assert!(gone.is_some(), "{entry_name} outlived the grace period");
 }
 
-fn render_fleet(fleet: &Path, dir: &Path) -> PathBuf {
+pub(crate) fn render_fleet(fleet: &Path, dir: &Path) -> PathBuf {
     let tree = dir.join("tree");
     checked(
         meshvm()
@@ -447,7 +447,7 @@ fn render_fleet(fleet: &Path, dir: &Path) -> PathBuf {
 /// pilot-agent and `envoy` (here the stand-in) in /usr/local/bin with istio-start.sh, the
 /// `istio` unit, sidecar.env and the bootstrap template, Istio's postinst.sh, and the
 /// dependencies it names; every packaging file read from the istio module, none copied here.
-fn sidecar_deb(istio: &Path, version: &str) -> Vec<u8> {
+pub(crate) fn sidecar_deb(istio: &Path, version: &str) -> Vec<u8> {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let pkg = dir.path().join("pkg");
@@ -516,7 +516,7 @@ fn sidecar_deb(istio: &Path, version: &str) -> Vec<u8> {
 }
 
 /// The join fleet with its sidecar package served from `url`.
-fn with_package(fleet: &Path, url: &str, sha256: &str) {
+pub(crate) fn with_package(fleet: &Path, url: &str, sha256: &str) {
     let text = std::fs::read_to_string(fleet).unwrap();
     let sidecar = "sidecar:\n  version: 1.28.0\n";
     assert!(text.contains(sidecar), "{text}");
@@ -674,7 +674,7 @@ fn a_debian_vm_booted_from_meshvm_user_data_joins_the_mesh() {
 /// What the VM logged: cloud-init's output, the `istio` unit's journal (istio-start.sh's own
 /// failures, before the agent runs), the agent's logs (istio-start.sh sends them to
 /// /var/log/istio), and the console.
-fn vm_logs(disk: &Path, running: &crate::nspawn::Running) -> String {
+pub(crate) fn vm_logs(disk: &Path, running: &crate::nspawn::Running) -> String {
     let read = |rel: &str| std::fs::read_to_string(disk.join(rel)).unwrap_or_default();
     format!(
         "--- cloud-init-output.log ---\n{}\n--- journalctl -u istio ---\n{}\n--- istio.log ---\n{}\n--- istio.err.log ---\n{}\n--- console ---\n{}",
@@ -687,7 +687,7 @@ fn vm_logs(disk: &Path, running: &crate::nspawn::Running) -> String {
 }
 
 /// The last lines a unit logged in the VM's (persistent) journal, read from its disk.
-fn unit_journal(disk: &Path, unit: &str) -> String {
+pub(crate) fn unit_journal(disk: &Path, unit: &str) -> String {
     let out = output(
         Command::new("journalctl")
             .arg("-D")
@@ -1008,10 +1008,10 @@ fn a_vm_that_cannot_join_says_why_and_gets_no_certificate() {
 
 /// The agent's workload certificate lifetime in the rejoin test (`SECRET_TTL`, what the agent
 /// asks istiod for): short, so the VM can be down longer than it within the test.
-const SHORT_CERT_TTL: &str = "20s";
+pub(crate) const SHORT_CERT_TTL: &str = "20s";
 
 /// Whether the certificate at `path` has expired.
-fn expired_cert(path: &Path) -> bool {
+pub(crate) fn expired_cert(path: &Path) -> bool {
     !openssl(&[
         "x509",
         "-checkend",
@@ -1027,8 +1027,10 @@ fn expired_cert(path: &Path) -> bool {
 /// behaviour: a VM whose token is gone after its first join (a tmpfs, or a token that has
 /// expired) rejoins only while its workload certificate is valid (the agent then authenticates
 /// to istiod with it); down longer than the certificate, it cannot rejoin at all: no
-/// certificate, no proxy, until someone gives it a new token. The join-broker issue turns this
-/// into a rejoin: flip the final assertions then. The agent runs in the VM network namespace.
+/// certificate, no proxy, until someone gives it a new token. This stays true of `token`
+/// groups; a broker-joined group's VM rejoins by itself: the passing counterpart is
+/// rejoin.rs's `a_broker_joined_vm_down_longer_than_its_certificate_rejoins_on_the_next_boot`.
+/// The agent runs in the VM network namespace.
 #[test]
 fn today_a_vm_down_longer_than_its_certificate_without_its_token_cannot_rejoin() {
     let _slot = vm_slot();

@@ -23,3 +23,4 @@ mod join;
 mod offline;
 mod parity;
 mod probe;
+mod rejoin;

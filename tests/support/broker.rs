@@ -126,12 +126,17 @@ impl Broker {
     /// Starts the broker with the test PKI in `dir` and `args` (a policy, a kubeconfig, …);
     /// returns once it listens.
     pub fn start(dir: &Path, pki: &Pki, args: &[&std::ffi::OsStr]) -> Broker {
+        Broker::start_on(dir, pki, "127.0.0.1:0", args)
+    }
+
+    /// [`Broker::start`] listening on `listen` (an address a VM reaches).
+    pub fn start_on(dir: &Path, pki: &Pki, listen: &str, args: &[&std::ffi::OsStr]) -> Broker {
         let cert = dir.join("broker.crt");
         let key = dir.join("broker.key");
         std::fs::write(&cert, &pki.cert).unwrap();
         std::fs::write(&key, &pki.key).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_meshvm"))
-            .args(["join-server", "--listen", "127.0.0.1:0", "--tls-cert"])
+            .args(["join-server", "--listen", listen, "--tls-cert"])
             .arg(&cert)
             .arg("--tls-key")
             .arg(&key)
