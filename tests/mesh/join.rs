@@ -180,6 +180,11 @@ pub(crate) fn istio_module() -> PathBuf {
     dir
 }
 
+/// Renders `fleet` into `dir` and applies the tree to the harness.
+pub(crate) fn apply_fleet(fleet: &Path, dir: &Path) {
+    apply_tree(&render_fleet(fleet, dir), dir);
+}
+
 /// A fleet of one auto-registered group in its own namespace, whose VM is the harness's
 /// network namespace, with the harness's root and east-west address.
 pub(crate) fn join_fleet(dir: &Path, namespace: &str) -> PathBuf {
@@ -352,8 +357,7 @@ fn a_real_agent_with_a_real_token_joins_through_the_east_west_address() {
     let scratch = tempfile::tempdir().unwrap();
     let namespace = format!("join-{}", std::process::id());
     let fleet = join_fleet(scratch.path(), &namespace);
-    let tree = render_fleet(&fleet, scratch.path());
-    apply_tree(&tree, scratch.path());
+    apply_fleet(&fleet, scratch.path());
     let sa = "batch";
     let token = token(&namespace, sa);
 
@@ -552,8 +556,7 @@ fn a_debian_vm_booted_from_meshvm_user_data_joins_the_mesh() {
         &format!("{base}/istio-sidecar.deb"),
         &crate::nspawn::sha256_hex(&deb),
     );
-    let tree = render_fleet(&fleet, scratch.path());
-    apply_tree(&tree, scratch.path());
+    apply_fleet(&fleet, scratch.path());
     let sa = "batch";
     let token_file = scratch.path().join("token");
     std::fs::write(&token_file, token(&namespace, sa)).unwrap();
@@ -770,8 +773,7 @@ fn a_static_vms_probe_sets_the_health_of_the_workload_entry_meshvm_committed() {
             var("MESH_VM_ADDRESS")
         ),
     );
-    let tree = render_fleet(&fleet, scratch.path());
-    apply_tree(&tree, scratch.path());
+    apply_fleet(&fleet, scratch.path());
     let entries = workload_entries(&namespace);
     assert!(
         entries.iter().any(|e| e["metadata"]["name"] == "db-1"
@@ -890,8 +892,7 @@ fn a_vm_that_cannot_join_says_why_and_gets_no_certificate() {
     let scratch = tempfile::tempdir().unwrap();
     let namespace = format!("join-refused-{}", std::process::id());
     let fleet = join_fleet(scratch.path(), &namespace);
-    let tree = render_fleet(&fleet, scratch.path());
-    apply_tree(&tree, scratch.path());
+    apply_fleet(&fleet, scratch.path());
     let istio = istio_module();
     let good = token(&namespace, "batch");
 
@@ -1037,8 +1038,7 @@ fn today_a_vm_down_longer_than_its_certificate_without_its_token_cannot_rejoin()
     let scratch = tempfile::tempdir().unwrap();
     let namespace = format!("join-rejoin-{}", std::process::id());
     let fleet = join_fleet(scratch.path(), &namespace);
-    let tree = render_fleet(&fleet, scratch.path());
-    apply_tree(&tree, scratch.path());
+    apply_fleet(&fleet, scratch.path());
     let istio = istio_module();
     let root = VmRoot::of(
         &vm_files(&fleet, "batch-1", &token(&namespace, "batch")),
@@ -1130,8 +1130,7 @@ fn a_vm_on_its_own_network_joins_a_multi_network_mesh() {
             var("MESH_VM_ADDRESS")
         ),
     );
-    let tree = render_fleet(&fleet, scratch.path());
-    apply_tree(&tree, scratch.path());
+    apply_fleet(&fleet, scratch.path());
     let files = vm_files(&fleet, "ledger-1", &token(&namespace, "ledger"));
     let (root, agent) = Agent::start_with(&files);
     let got = poll(Duration::from_secs(60), || root.cert_chain());
@@ -1193,8 +1192,7 @@ fn a_vm_of_a_revisioned_mesh_joins_the_istiod_of_its_revision() {
             var("MESH_VM_ADDRESS")
         ),
     );
-    let tree = render_fleet(&fleet, scratch.path());
-    apply_tree(&tree, scratch.path());
+    apply_fleet(&fleet, scratch.path());
     let files = vm_files(&fleet, "batch-1", &token(&namespace, "batch"));
     let hosts = String::from_utf8(files.get("hosts").unwrap().bytes.clone()).unwrap();
     assert_eq!(

@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::apply::apply_tree;
 use crate::cluster::{checked, meshvm};
 use crate::join::{
-    SHORT_CERT_TTL, TRUST_DOMAIN, connected_proxies, expired_cert, istio_module, join_fleet,
-    openssl, poll, render_fleet, sidecar_deb, unit_journal, var, vm_logs, vm_slot, with_package,
+    SHORT_CERT_TTL, TRUST_DOMAIN, apply_fleet, connected_proxies, expired_cert, istio_module,
+    join_fleet, openssl, poll, sidecar_deb, unit_journal, var, vm_logs, vm_slot, with_package,
 };
 use crate::support::broker::{Broker, pki_for};
 
@@ -79,8 +78,7 @@ fn a_broker_joined_vm_down_longer_than_its_certificate_rejoins_on_the_next_boot(
         &format!("{base}/istio-sidecar.deb"),
         &crate::nspawn::sha256_hex(&deb),
     );
-    let tree = render_fleet(&fleet, dir);
-    apply_tree(&tree, dir);
+    apply_fleet(&fleet, dir);
 
     // The broker, on the host at the east-west address, with the harness's real TokenRequest.
     let pki = pki_for(&[BROKER_HOST]);

@@ -179,17 +179,7 @@ pub fn run(args: Args) -> CmdResult {
     let now = now.replace_nanosecond(0).unwrap_or(now);
     let made = user_data(&args, &source, vm, &token, &templates, now)?;
     let bytes = made.bytes;
-    match &args.output {
-        Some(path) => write_private(path, &bytes)?,
-        None => {
-            if args.gzip && std::io::stdout().is_terminal() {
-                return Err(CommandError::usage(
-                    "gzip-compressed user-data is binary: write it with -o FILE or pipe it",
-                ));
-            }
-            to_stdout(|out| out.write_all(&bytes))?;
-        }
-    }
+    emit(&args, &bytes)?;
     report(&args, vm, &bytes, args.output.as_deref(), made.expires, now);
     super::warn_about_root_cert(&source);
     Ok(ExitCode::SUCCESS)
@@ -321,17 +311,7 @@ fn run_group(args: &Args, group: &str, ca: &Path) -> CmdResult {
     let provider = Provider::from(args.provider);
     cloudinit::check_size(provider, bytes.len(), args.gzip)
         .map_err(|e| CommandError::invalid(format!("group {group}: {e}")))?;
-    match &args.output {
-        Some(path) => write_private(path, &bytes)?,
-        None => {
-            if args.gzip && std::io::stdout().is_terminal() {
-                return Err(CommandError::usage(
-                    "gzip-compressed user-data is binary: write it with -o FILE or pipe it",
-                ));
-            }
-            to_stdout(|out| out.write_all(&bytes))?;
-        }
-    }
+    emit(args, &bytes)?;
     eprintln!(
         "meshvm: user-data of group {group}: {} bytes{}, no token in it: every VM of the group gets its own from the join broker",
         bytes.len(),
@@ -557,6 +537,17 @@ pub(crate) fn refuse_git_work_tree(output: &Path, allowed: bool) -> Result<(), C
 
 /// Writes `bytes` as `path` with mode 0600 from the start: a temporary file beside it (created
 /// 0600) renamed over it, so the file is never readable by others, even when it existed.
+/// One user-data to `-o FILE` (0600) or stdout; gzip never to a terminal.
+fn emit(args: &Args, bytes: &[u8]) -> Result<(), CommandError> {
+    match &args.output {
+        Some(path) => write_private(path, bytes),
+        None if args.gzip && std::io::stdout().is_terminal() => Err(CommandError::usage(
+            "gzip-compressed user-data is binary: write it with -o FILE or pipe it",
+        )),
+        None => to_stdout(|out| out.write_all(bytes)),
+    }
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CommandError> {
     let fail =
         |e: std::io::Error| CommandError::invalid(format!("cannot write {}: {e}", path.display()));
