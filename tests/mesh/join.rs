@@ -8,10 +8,11 @@
 //! namespace, so it reaches istiod only through the east-west address meshvm's hosts line
 //! names. Envoy is the stand-in of tests/upstream/envoystandin (Envoy cannot be built here).
 //!
-//! One test boots a real VM (a Debian root in systemd-nspawn, in that namespace) from
-//! `meshvm cloud-init`'s user-data with Istio's own package; the others run the agent directly
-//! in the namespace, seconds each instead of a boot: probe health, the refusals, the rejoin
-//! that fails today, a multi-network and a revisioned mesh (the harness's istiod-1-28).
+//! Two tests boot a real VM (a Debian root in systemd-nspawn, in that namespace) from
+//! `meshvm cloud-init`'s user-data with Istio's own package: the join, and the refusals (one
+//! boot, the cases one after another in the running VM); the others run the agent directly
+//! in the namespace, seconds each instead of a boot: probe health, the rejoin that fails
+//! today, a multi-network and a revisioned mesh (the harness's istiod-1-28).
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -545,51 +546,10 @@ fn a_debian_vm_booted_from_meshvm_user_data_joins_the_mesh() {
     let scratch = tempfile::tempdir().unwrap();
     let namespace = format!("join-vm-{}", std::process::id());
     let fleet = join_fleet(scratch.path(), &namespace);
-    let istio = istio_module();
-    let deb = sidecar_deb(&istio, "1.28.0");
-    let base = crate::nspawn::serve_on(
-        &var("MESH_EASTWEST_ADDRESS"),
-        vec![("istio-sidecar.deb", deb.clone())],
-    );
-    with_package(
-        &fleet,
-        &format!("{base}/istio-sidecar.deb"),
-        &crate::nspawn::sha256_hex(&deb),
-    );
+    serve_package(&fleet);
     apply_fleet(&fleet, scratch.path());
     let sa = "batch";
-    let token_file = scratch.path().join("token");
-    std::fs::write(&token_file, token(&namespace, sa)).unwrap();
-    let user_data = scratch.path().join("user-data");
-    checked(
-        meshvm()
-            .args(["cloud-init", "batch-1", "-f"])
-            .arg(&fleet)
-            .arg("--token-file")
-            .arg(&token_file)
-            .arg("-o")
-            .arg(&user_data),
-    );
-
-    // The image has the package's dependencies (the VM's network reaches only the harness).
-    let image = crate::nspawn::debian_root_with(&["sudo", "iptables"]);
-    let vm = crate::nspawn::Vm::persistent_of(&image);
-    // This VM stays up: not the system tests' report-and-power-off unit.
-    std::fs::remove_file(
-        vm.disk()
-            .join("etc/systemd/system/cloud-init.target.wants/meshvm-test-report.service"),
-    )
-    .unwrap();
-    vm.seed(&std::fs::read(&user_data).unwrap(), "iid-join-1");
-    let mut running = vm.start(&[
-        format!(
-            "--network-namespace-path=/run/netns/{}",
-            var("MESH_VM_NETNS")
-        ),
-        // A VM's root may change its own network (nspawn withholds this unless it makes the
-        // network itself): `istio-start.sh` runs `pilot-agent istio-iptables` as root.
-        "--capability=CAP_NET_ADMIN".into(),
-    ]);
+    let (vm, mut running) = boot_join_vm(&fleet, scratch.path(), &token(&namespace, sa));
     let disk = vm.disk().to_path_buf();
     let logs = |running: &crate::nspawn::Running| vm_logs(&disk, running);
 
@@ -672,6 +632,60 @@ fn a_debian_vm_booted_from_meshvm_user_data_joins_the_mesh() {
             .then_some(())
     });
     assert!(gone.is_some(), "{entry_name} outlived the grace period");
+}
+
+/// Istio's package for `fleet`, served from the east-west address (the only host the VM
+/// reaches), its URL and checksum written into `fleet`.
+fn serve_package(fleet: &Path) {
+    let deb = sidecar_deb(&istio_module(), "1.28.0");
+    let sha256 = crate::nspawn::sha256_hex(&deb);
+    let base = crate::nspawn::serve_on(
+        &var("MESH_EASTWEST_ADDRESS"),
+        vec![("istio-sidecar.deb", deb)],
+    );
+    with_package(fleet, &format!("{base}/istio-sidecar.deb"), &sha256);
+}
+
+/// A Debian VM booted by systemd-nspawn in the harness's VM network namespace from the
+/// user-data `meshvm cloud-init` writes for `batch-1` of `fleet` with `token`; it stays up
+/// until the [`crate::nspawn::Running`] is stopped or dropped.
+fn boot_join_vm(
+    fleet: &Path,
+    scratch: &Path,
+    token: &str,
+) -> (crate::nspawn::Vm, crate::nspawn::Running) {
+    let token_file = scratch.join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let user_data = scratch.join("user-data");
+    checked(
+        meshvm()
+            .args(["cloud-init", "batch-1", "-f"])
+            .arg(fleet)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("-o")
+            .arg(&user_data),
+    );
+    // The image has the package's dependencies (the VM's network reaches only the harness).
+    let image = crate::nspawn::debian_root_with(&["sudo", "iptables"]);
+    let vm = crate::nspawn::Vm::persistent_of(&image);
+    // This VM stays up: not the system tests' report-and-power-off unit.
+    std::fs::remove_file(
+        vm.disk()
+            .join("etc/systemd/system/cloud-init.target.wants/meshvm-test-report.service"),
+    )
+    .unwrap();
+    vm.seed(&std::fs::read(&user_data).unwrap(), "iid-join-1");
+    let running = vm.start(&[
+        format!(
+            "--network-namespace-path=/run/netns/{}",
+            var("MESH_VM_NETNS")
+        ),
+        // A VM's root may change its own network (nspawn withholds this unless it makes the
+        // network itself): `istio-start.sh` runs `pilot-agent istio-iptables` as root.
+        "--capability=CAP_NET_ADMIN".into(),
+    ]);
+    (vm, running)
 }
 
 /// What the VM logged: cloud-init's output, the `istio` unit's journal (istio-start.sh's own
@@ -851,59 +865,97 @@ fn istiod_log_len() -> u64 {
     std::fs::metadata(harness_var("MESH_ISTIOD_LOG")).map_or(0, |m| m.len())
 }
 
-/// Runs the agent on `root` until its CA client logs that it failed to get the certificate
-/// signed, for the reason `why` (on the same line), then checks it got no certificate and
-/// istiod reports no proxy of `namespace`; the agent's log.
-fn refused(case: &str, root: &VmRoot, namespace: &str, why: &str) -> String {
-    let agent = Agent::start(root, &istio_module());
-    let line = poll(Duration::from_secs(45), || {
-        agent
-            .log()
-            .lines()
-            .find(|l| l.contains("failed to sign CSR") && l.contains(why))
-            .map(str::to_owned)
-    });
-    let line = line.unwrap_or_else(|| {
-        panic!(
-            "{case}: the agent never logs `failed to sign CSR: ...{why}...`:\n{}",
-            agent.log()
-        )
-    });
-    eprintln!("{case}: {line}");
-    let log = agent.log();
-    assert_eq!(root.cert_chain(), None, "{case}: a certificate:\n{log}");
-    assert!(
-        connected_proxies()
-            .iter()
-            .all(|c| c["metadata"]["NAMESPACE"] != namespace),
-        "{case}: istiod reports a proxy of {namespace}"
-    );
-    log
-}
-
-/// Test 6: what a VM that cannot join sees, one case after another: an expired token, a wrong
-/// root certificate, an unreachable istiod, and a token of another ServiceAccount. Each is a
-/// message in the agent's log (on a VM, /var/log/istio/istio.err.log) and no certificate of
-/// the group's identity. The agent runs in the VM network namespace, as in the tests above (a
-/// boot per case would add minutes; the booted VM test covers the package and the unit).
+/// Test 6: what a VM that cannot join sees, in one booted VM, one case after another. It boots
+/// from `meshvm cloud-init`'s user-data for a fleet whose east-west address has no istiod (an
+/// unreachable istiod); then each further case changes the running VM's files as an operator
+/// would (the hosts line, the token, root-cert.pem) and restarts its `istio` unit: an expired
+/// token, a wrong root certificate, a token of another ServiceAccount. (meshvm's own
+/// `cloud-init` refuses the two bad tokens, so they cannot come in through user-data: checked
+/// here too.) Each is a message in the agent's log on the VM (/var/log/istio/istio.log and
+/// istio.err.log, where Istio's istio-start.sh sends it) and no certificate of the group's
+/// identity in the VM's /etc/certs; istiod reports no proxy of the group.
 #[test]
 fn a_vm_that_cannot_join_says_why_and_gets_no_certificate() {
     let _slot = vm_slot();
     let scratch = tempfile::tempdir().unwrap();
     let namespace = format!("join-refused-{}", std::process::id());
     let fleet = join_fleet(scratch.path(), &namespace);
+    serve_package(&fleet);
     apply_fleet(&fleet, scratch.path());
-    let istio = istio_module();
     let good = token(&namespace, "batch");
+    checked(kubectl().args(["create", "serviceaccount", "intruder", "-n", &namespace]));
+    let intruder = token(&namespace, "intruder");
 
-    // An expired token: istiod's TokenReview fails; the agent hears only that authentication
-    // failed, istiod's log says why.
+    // The two bad tokens never reach a VM through meshvm: `cloud-init` refuses them.
+    for (bad, why) in [
+        (expired(&good), "the token expired at"),
+        (intruder.clone(), "not for the VM's ServiceAccount"),
+    ] {
+        let file = scratch.path().join("bad-token");
+        std::fs::write(&file, bad).unwrap();
+        let out = output(
+            meshvm()
+                .args(["cloud-init", "batch-1", "-f"])
+                .arg(&fleet)
+                .arg("--token-file")
+                .arg(&file),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(why), "{stderr}");
+    }
+
+    // An unreachable istiod: the user-data of a fleet whose east-west address is the VM's own,
+    // where nothing listens.
+    let eastwest = var("MESH_EASTWEST_ADDRESS");
+    let nowhere = var("MESH_VM_ADDRESS");
+    let unreachable = scratch.path().join("unreachable");
+    std::fs::create_dir(&unreachable).unwrap();
+    let text = std::fs::read_to_string(&fleet).unwrap();
+    let from = format!("address: {eastwest}");
+    assert!(text.contains(&from), "{text}");
+    std::fs::copy(
+        scratch.path().join("root-cert.pem"),
+        unreachable.join("root-cert.pem"),
+    )
+    .unwrap();
+    let bad_fleet = unreachable.join("meshvm.yaml");
+    std::fs::write(
+        &bad_fleet,
+        text.replace(&from, &format!("address: {nowhere}")),
+    )
+    .unwrap();
+    let (vm, running) = boot_join_vm(&bad_fleet, scratch.path(), &good);
+    let disk = vm.disk().to_path_buf();
+    let vm_case = VmCase {
+        disk: &disk,
+        running: &running,
+        namespace: &namespace,
+    };
+    // The boot installs the package first: minutes, not seconds.
+    vm_case.refused(
+        "unreachable istiod",
+        Duration::from_secs(240),
+        "connection refused",
+    );
+    let hosts = std::fs::read_to_string(disk.join("etc/hosts")).unwrap();
+    assert!(
+        hosts.contains(&format!("{nowhere} istiod.istio-system.svc")),
+        "{hosts}"
+    );
+
+    // An expired token (the hosts line set right): istiod's TokenReview fails; the agent hears
+    // only that authentication failed, istiod's log says why.
     let mark = istiod_log_len();
-    let root = VmRoot::of(&vm_files(&fleet, "batch-1", &expired(&good)), &istio);
-    refused(
+    // The token goes in on stdin (never on a command line).
+    let write_token = format!("cat > {}", meshvm::cloudinit::TOKEN_PATH);
+    vm_case.restart_istio(
+        &format!("sed -i 's/^{nowhere} istiod/{eastwest} istiod/' /etc/hosts; {write_token}"),
+        expired(&good).as_bytes(),
+        || (),
+    );
+    vm_case.refused(
         "expired token",
-        &root,
-        &namespace,
+        Duration::from_secs(60),
         "request authenticate failure",
     );
     let why = istiod_log_since(mark);
@@ -913,8 +965,8 @@ fn a_vm_that_cannot_join_says_why_and_gets_no_certificate() {
     let line = line.unwrap_or_else(|| panic!("istiod's log does not say why:\n{why}"));
     eprintln!("expired token, istiod: {line}");
 
-    // A root certificate that is not the mesh's: the agent refuses istiod's certificate.
-    let root = VmRoot::of(&vm_files(&fleet, "batch-1", &good), &istio);
+    // A root certificate that is not the mesh's (a good token): the agent refuses istiod's
+    // serving certificate.
     let other = scratch.path().join("other");
     std::fs::create_dir(&other).unwrap();
     let (ok, text) = openssl(&[
@@ -935,76 +987,133 @@ fn a_vm_that_cannot_join_says_why_and_gets_no_certificate() {
         other.join("root.pem").to_str().unwrap(),
     ]);
     assert!(ok, "{text}");
-    root.write(
-        "etc/certs/root-cert.pem",
-        &std::fs::read(other.join("root.pem")).unwrap(),
-    );
-    refused(
+    // /etc/certs is on the VM's disk; the token's tmpfs only inside the VM.
+    let vm_root = disk.join("etc/certs/root-cert.pem");
+    let mesh_root = std::fs::read(&vm_root).unwrap();
+    let wrong_root = std::fs::read(other.join("root.pem")).unwrap();
+    vm_case.restart_istio(&write_token, good.as_bytes(), || {
+        std::fs::write(&vm_root, &wrong_root).unwrap();
+    });
+    vm_case.refused(
         "wrong root certificate",
-        &root,
-        &namespace,
+        Duration::from_secs(60),
         "certificate signed by unknown authority",
     );
 
-    // istiod unreachable: the hosts line names an address where nothing listens.
-    let root = VmRoot::of(&vm_files(&fleet, "batch-1", &good), &istio);
-    let etc_hosts = PathBuf::from("/etc/netns")
-        .join(var("MESH_VM_NETNS"))
-        .join("hosts");
-    std::fs::write(
-        &etc_hosts,
-        format!(
-            "127.0.0.1 localhost\n{} istiod.istio-system.svc\n",
-            var("MESH_VM_ADDRESS")
-        ),
-    )
-    .unwrap();
-    refused(
-        "unreachable istiod",
-        &root,
-        &namespace,
-        "connection refused",
-    );
-
-    // A token of another ServiceAccount of the namespace: istiod's CA signs what the token
-    // proves (the CSR's names do not count), so the agent gets a certificate of *that*
-    // identity, never the group's; istiod then refuses its proxy (its metadata names the
-    // group's ServiceAccount) and registers nothing.
-    checked(kubectl().args(["create", "serviceaccount", "intruder", "-n", &namespace]));
-    let root = VmRoot::of(
-        &vm_files(&fleet, "batch-1", &token(&namespace, "intruder")),
-        &istio,
-    );
-    let agent = Agent::start(&root, &istio);
-    let intruder = format!("spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/intruder");
-    let line = poll(Duration::from_secs(45), || {
-        agent
-            .log()
+    // A token of another ServiceAccount of the namespace (the mesh's root back): istiod's CA
+    // signs what the token proves (the CSR's names do not count), so the agent gets a
+    // certificate of *that* identity, never the group's; istiod then refuses its proxy (its
+    // metadata names the group's ServiceAccount) and registers nothing.
+    // (Only once the agent is stopped: with the group's token still in place, an agent that
+    // sees the mesh's root again gets the group's certificate.)
+    vm_case.restart_istio(&write_token, intruder.as_bytes(), || {
+        std::fs::write(&vm_root, &mesh_root).unwrap();
+    });
+    let spiffe = format!("spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/intruder");
+    let line = poll(Duration::from_secs(60), || {
+        vm_case
+            .agent_log()
             .lines()
-            .find(|l| l.contains("no identities") && l.contains(&intruder))
+            .find(|l| l.contains("no identities") && l.contains(&spiffe))
             .map(str::to_owned)
     });
-    let line = line.unwrap_or_else(|| panic!("another ServiceAccount:\n{}", agent.log()));
+    let line = line.unwrap_or_else(|| panic!("another ServiceAccount:\n{}", vm_case.logs()));
     eprintln!("another ServiceAccount: {line}");
-    let log = agent.log();
-    if let Some(chain) = root.cert_chain() {
+    let chain = disk.join("etc/certs/cert-chain.pem");
+    if let Ok(pem) = std::fs::read_to_string(&chain) {
         let (_, text) = openssl(&[
             "x509",
             "-noout",
             "-ext",
             "subjectAltName",
             "-in",
-            root.path("etc/certs/cert-chain.pem").to_str().unwrap(),
+            chain.to_str().unwrap(),
         ]);
-        assert!(!text.contains("/sa/batch"), "{text}\n{chain}");
+        assert!(!text.contains("/sa/batch"), "{text}\n{pem}");
     }
+    vm_case.no_proxy("another ServiceAccount");
     assert!(
-        connected_proxies()
-            .iter()
-            .all(|c| c["metadata"]["NAMESPACE"] != namespace.as_str()),
-        "istiod reports the intruder's proxy"
+        workload_entries(&namespace).is_empty(),
+        "{}",
+        vm_case.logs()
     );
-    assert!(workload_entries(&namespace).is_empty(), "{log}");
+}
+
+/// The booted VM of the refusal test.
+struct VmCase<'a> {
+    disk: &'a Path,
+    running: &'a crate::nspawn::Running,
+    namespace: &'a str,
+}
+
+impl VmCase<'_> {
+    /// The agent's log on the VM: what istio-start.sh sends to istio.log and istio.err.log.
+    fn agent_log(&self) -> String {
+        let read = |rel: &str| std::fs::read_to_string(self.disk.join(rel)).unwrap_or_default();
+        read("var/log/istio/istio.log") + &read("var/log/istio/istio.err.log")
+    }
+
+    fn logs(&self) -> String {
+        vm_logs(self.disk, self.running)
+    }
+
+    /// Stops the VM's `istio` unit, empties the agent's logs, runs `on_host` (changes to the
+    /// VM's disk), then `change` in the VM (with `input` on its stdin), and starts the unit
+    /// again.
+    fn restart_istio(&self, change: &str, input: &[u8], on_host: impl FnOnce()) {
+        self.sh(
+            "systemctl stop istio; : > /var/log/istio/istio.log; : > /var/log/istio/istio.err.log",
+            b"",
+        );
+        on_host();
+        self.sh(&format!("{change}; systemctl start istio"), input);
+    }
+
+    /// Runs `script` (`set -e`) in the VM; it must succeed.
+    fn sh(&self, script: &str, input: &[u8]) {
+        let out = self.running.sh(&format!("set -e; {script}"), input);
+        assert!(
+            out.status.success(),
+            "{script}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Waits up to `limit` for the agent to log that it failed to get its certificate signed
+    /// for the reason `why` (on the same line), then checks the VM has no certificate and
+    /// istiod reports no proxy of the group.
+    fn refused(&self, case: &str, limit: Duration, why: &str) {
+        let line = poll(limit, || {
+            self.agent_log()
+                .lines()
+                .find(|l| l.contains("failed to sign CSR") && l.contains(why))
+                .map(str::to_owned)
+        });
+        let line = line.unwrap_or_else(|| {
+            panic!(
+                "{case}: the VM's agent never logs `failed to sign CSR: ...{why}...`:\n{}",
+                self.logs()
+            )
+        });
+        eprintln!("{case}: {line}");
+        assert!(
+            !self.disk.join("etc/certs/cert-chain.pem").exists(),
+            "{case}: a certificate\n{}",
+            self.logs()
+        );
+        self.no_proxy(case);
+    }
+
+    fn no_proxy(&self, case: &str) {
+        assert!(
+            connected_proxies()
+                .iter()
+                .all(|c| c["metadata"]["NAMESPACE"] != self.namespace),
+            "{case}: istiod reports a proxy of {}",
+            self.namespace
+        );
+    }
 }
 
 /// The agent's workload certificate lifetime in the rejoin test (`SECRET_TTL`, what the agent

@@ -352,6 +352,36 @@ impl Running {
     }
 }
 
+impl Running {
+    /// The VM's init (its PID 1) as the host sees it: the process systemd-nspawn forked.
+    pub fn leader(&self) -> Option<u32> {
+        let pid = self.child.id();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        tasks.flatten().find_map(|task| {
+            let children = std::fs::read_to_string(task.path().join("children")).ok()?;
+            children.split_whitespace().next()?.parse().ok()
+        })
+    }
+
+    /// Runs `script` with `sh -c` inside the running VM, `input` on its stdin, and returns its
+    /// output. nsenter into the VM's namespaces (mount, PID, network, UTS, IPC): the VM is not
+    /// registered with machined (`--register=no`), so no `systemd-run -M` or `machinectl`.
+    pub fn sh(&self, script: &str, input: &[u8]) -> std::process::Output {
+        let leader = self.leader().expect("the VM is running").to_string();
+        let mut child = Command::new("nsenter")
+            .args([
+                "-t", &leader, "-m", "-p", "-n", "-u", "-i", "--", "sh", "-c", script,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nsenter starts");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
