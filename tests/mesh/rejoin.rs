@@ -312,8 +312,6 @@ fn a_broker_joined_vm_down_longer_than_its_certificate_rejoins_on_the_next_boot(
 
 #[test]
 fn a_jwt_is_told_from_base64_that_happens_to_hold_eyj() {
-    assert!(holds_a_jwt(
-        "token: eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ2bSJ9.c2ln\n"
-    ));
+    assert!(holds_a_jwt("token: eyJhbGci.eyJzdWIi.c2ln\n"));
     assert!(!holds_a_jwt("MIIBeyJ0Ab+c/eyJQ.x\n"));
 }
