@@ -184,8 +184,20 @@ pub fn run(command: Command) -> CmdResult {
         Command::Diff(a) => (a.repo.timeout, a.repo.output),
     };
     let timeout = Duration::from_secs(timeout);
-    // SAFETY: nothing has touched libgit2 yet, and the binary runs commands on one thread.
-    unsafe { git::set_network_timeouts(timeout, timeout) };
+    // A local repository without --push: no remote operation, so no CA certificates to load.
+    let local = |repo: &RepoArgs| matches!(Target::parse(&repo.repo), Ok(Target::Path(_)));
+    let offline = match &command {
+        Command::Sync(a) => !a.push && local(&a.repo),
+        Command::Diff(a) => local(&a.repo),
+    };
+    // SAFETY: nothing has touched libgit2 yet, and the binary runs commands on one thread (the
+    // signal watcher of `main` reads no environment).
+    unsafe {
+        if offline {
+            git::init_offline();
+        }
+        git::set_network_timeouts(timeout, timeout);
+    }
     let result = match command {
         Command::Sync(args) if args.repo.output == Output::Markdown => Err(CommandError::usage(
             "--output markdown is for `meshvm gitops diff`",
