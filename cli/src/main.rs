@@ -75,6 +75,12 @@ fn clean_up_on_signals() {
 fn main() -> ExitCode {
     clean_up_on_signals();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Gitops(_)) {
+        // Only `gitops` reaches a remote through libgit2, and decides for itself; the others
+        // use it to check branch names at most, with no use for the CA bundle it would load.
+        // SAFETY: first use of libgit2; the signal watcher above reads no environment.
+        unsafe { meshvm::git::init_offline() };
+    }
     let result = match cli.command {
         Command::Init(args) => cmd::init::run(args),
         Command::Validate(args) => cmd::validate::run(args),
