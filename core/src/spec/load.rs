@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
+use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 use time::UtcDateTime;
@@ -322,7 +323,8 @@ fn check_text(text: &str, file: &Path) -> Result<(Fleet, Diagnostics), Diagnosti
         problems.extend(semantic_problems_around(&doc.value, &problems));
         return Err(fail(doc.locate(problems)));
     }
-    let fleet: Fleet = serde_json::from_value(doc.value.clone()).map_err(|e| {
+    // From a reference: a clone of the whole document would be made only to be dropped.
+    let fleet = Fleet::deserialize(&doc.value).map_err(|e| {
         fail(vec![(
             Pos { line: 1, column: 1 },
             Problem::new("", e.to_string()),
@@ -587,7 +589,6 @@ impl Node {
             ),
             NodeKind::Map(entries) => {
                 let mut map = Map::with_capacity(entries.len());
-                let mut first_seen: HashMap<&str, Pos> = HashMap::new();
                 for (key, value) in entries {
                     let Some(name) = key.scalar_text() else {
                         problems.push((
@@ -597,7 +598,14 @@ impl Node {
                         ));
                         continue;
                     };
-                    if let Some(first) = first_seen.insert(name, key.pos) {
+                    // The map holds the keys seen so far; the first one's position is looked
+                    // up only for a duplicate (a hash map of positions per mapping cost a tenth
+                    // of loading a large fleet).
+                    if map.contains_key(name) {
+                        let first = entries
+                            .iter()
+                            .find(|(k, _)| k.scalar_text() == Some(name))
+                            .map_or(key.pos, |(k, _)| k.pos);
                         problems.push((
                             key.pos,
                             Problem::new(
@@ -610,7 +618,11 @@ impl Node {
                     }
                     let len = pointer.len();
                     pointer.push('/');
-                    pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
+                    if name.contains(['~', '/']) {
+                        pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
+                    } else {
+                        pointer.push_str(name);
+                    }
                     let v = value.to_json(pointer, problems);
                     pointer.truncate(len);
                     map.insert(name.to_owned(), v);
