@@ -678,16 +678,14 @@ fn write_sync(out: &mut dyn Write, report: &Report, opts: &Options) -> std::io::
     }
 }
 
-/// Progress on stderr: a bar redrawn in place on a terminal, a line per long step otherwise.
+/// Progress on stderr: a bar redrawn in place on a terminal, nothing otherwise.
 struct Progress {
     quiet: bool,
     tty: bool,
     drawn: Option<(&'static str, Instant)>,
-    announced: Vec<&'static str>,
 }
 
-/// Steps smaller than this are not worth a line in a log, or a bar.
-const LOG_THRESHOLD: usize = 1000;
+/// Steps smaller than this are not worth a bar.
 const BAR_THRESHOLD: usize = 100;
 
 impl Progress {
@@ -696,7 +694,6 @@ impl Progress {
             quiet,
             tty: std::io::stderr().is_terminal(),
             drawn: None,
-            announced: Vec::new(),
         }
     }
 
@@ -763,10 +760,8 @@ impl Progress {
                     self.drawn = None;
                 }
             }
-        } else if !self.tty && total >= LOG_THRESHOLD && !self.announced.contains(&label) {
-            self.announced.push(label);
-            eprintln!("{label} ({total} {})…", step.unit());
         }
+        // Not a terminal (a log, a CI job): quiet; the result line says what was done.
     }
 
     /// Ends a bar left mid-line.
