@@ -87,6 +87,14 @@ pub fn auto_repack(repo: &Repository, limits: Thresholds) -> Result<Outcome, git
     })
 }
 
+/// The loose objects and packs (`.keep` packs not counted) of the repository whose git
+/// directory is `git_dir`: what [`Thresholds`] bound after every writing sync.
+pub fn census(git_dir: &Path) -> (usize, usize) {
+    let objects = git_dir.join("objects");
+    let packs = packs(&objects).iter().filter(|stem| !kept(stem)).count();
+    (loose_objects(&objects).len(), packs)
+}
+
 /// A `.keep` pack is someone's to keep, as `git repack` respects it.
 fn kept(stem: &Path) -> bool {
     stem.with_extension("keep").exists()
