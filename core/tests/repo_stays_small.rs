@@ -53,7 +53,10 @@ fn many_small_syncs_keep_loose_objects_and_packs_under_the_bounds() {
     }
     // The bounds were reached, not merely never approached.
     assert!(most_loose > bounds.loose_objects / 2, "{most_loose}");
-    assert!(loose_packed >= 10 && consolidated >= 1, "{loose_packed} {consolidated}");
+    assert!(
+        loose_packed >= 10 && consolidated >= 1,
+        "{loose_packed} {consolidated}"
+    );
     assert!(most_packs == bounds.packs, "{most_packs}");
     // Nothing lost: every commit's whole tree is readable.
     let repo = git2::Repository::open_bare(&repo_dir).unwrap();
