@@ -453,7 +453,7 @@ fn two_named_fleets_share_no_engine_object() {
     // The ApplicationSet names its Applications after the fleet too.
     assert!(
         text(&ra, "argocd/applicationset.yaml")
-            .contains("name: meshvm-payments-{{ index .path.segments")
+            .contains("meshvm-payments-%s.%s")
     );
     let unnamed = engine_object_ids(&render_ok(&fleet_of("seed")));
     assert!(
