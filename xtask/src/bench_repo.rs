@@ -29,6 +29,10 @@ pub struct Args {
     /// Report every this many syncs.
     #[arg(long, default_value_t = 50)]
     every: usize,
+    /// Keep the repository in this new directory (to compare with `git gc` afterwards);
+    /// default: a temporary directory, removed at the end.
+    #[arg(long)]
+    keep: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -43,7 +47,13 @@ pub fn run(args: Args) -> ExitCode {
 
 fn bench(args: &Args) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let repo = dir.path().join("fleet.git");
+    let repo = match &args.keep {
+        Some(keep) => {
+            std::fs::create_dir(keep).map_err(|e| format!("{}: {e}", keep.display()))?;
+            keep.join("fleet.git")
+        }
+        None => dir.path().join("fleet.git"),
+    };
     let mut fleet = meshvm::synthetic::fleet(args.vms);
     let vms: usize = fleet.workloads.iter().map(|w| w.instances.len()).sum();
     println!(
@@ -53,10 +63,10 @@ fn bench(args: &Args) -> Result<(), String> {
         repo.display()
     );
     println!(
-        "{:>6} {:>10} {:>8} {:>6} {:>12}",
-        "sync", "size MB", "loose", "packs", "sync ms (avg)"
+        "{:>6} {:>10} {:>8} {:>6} {:>14} {:>14}",
+        "sync", "size MB", "loose", "packs", "sync ms (avg)", "slowest ms"
     );
-    let mut window = Duration::ZERO;
+    let (mut window, mut slowest) = (Duration::ZERO, Duration::ZERO);
     for round in 0..=args.syncs {
         if round > 0 {
             meshvm::synthetic::relabel(&mut fleet, round, args.changed);
@@ -78,7 +88,9 @@ fn bench(args: &Args) -> Result<(), String> {
         );
         let started = Instant::now();
         let report = git::sync(&input, &opts, &mut |_| {}).map_err(|e| e.to_string())?;
-        window += started.elapsed();
+        let took = started.elapsed();
+        window += took;
+        slowest = slowest.max(took);
         if round > 0 && report.commit.is_none() {
             return Err(format!("sync {round} changed nothing"));
         }
@@ -86,11 +98,12 @@ fn bench(args: &Args) -> Result<(), String> {
             let n = if round == 0 { 1 } else { args.every };
             let (bytes, loose, packs) = measure(&repo);
             println!(
-                "{round:>6} {:>10.1} {loose:>8} {packs:>6} {:>12.0}",
+                "{round:>6} {:>10.1} {loose:>8} {packs:>6} {:>14.0} {:>14.0}",
                 bytes as f64 / 1e6,
-                window.as_secs_f64() * 1e3 / n as f64
+                window.as_secs_f64() * 1e3 / n as f64,
+                slowest.as_secs_f64() * 1e3
             );
-            window = Duration::ZERO;
+            (window, slowest) = (Duration::ZERO, Duration::ZERO);
         }
     }
     Ok(())
