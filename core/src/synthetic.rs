@@ -64,6 +64,22 @@ pub fn fleet(vms: usize) -> Fleet {
     }
 }
 
+/// The small change of one sync of a long-lived fleet: `changed` VMs get the label
+/// `rollout: r<round>`, a different slice of the fleet each round (wrapping around).
+pub fn relabel(fleet: &mut Fleet, round: usize, changed: usize) {
+    let instances: Vec<_> = fleet
+        .workloads
+        .iter_mut()
+        .flat_map(|w| w.instances.iter_mut())
+        .collect();
+    let n = instances.len();
+    for (i, vm) in instances.into_iter().enumerate() {
+        if (i + n - (round * changed) % n) % n < changed {
+            vm.labels.insert("rollout".into(), format!("r{round}"));
+        }
+    }
+}
+
 fn workload(g: usize, vms: std::ops::Range<usize>) -> Workload {
     let name = format!("app-{g:05}");
     let namespace = format!("team-{:04}", g / GROUPS_PER_NAMESPACE);

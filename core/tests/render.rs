@@ -451,10 +451,7 @@ fn two_named_fleets_share_no_engine_object() {
         "{ia:?}"
     );
     // The ApplicationSet names its Applications after the fleet too.
-    assert!(
-        text(&ra, "argocd/applicationset.yaml")
-            .contains("name: meshvm-payments-{{ index .path.segments")
-    );
+    assert!(text(&ra, "argocd/applicationset.yaml").contains("meshvm-payments-%s.%s"));
     let unnamed = engine_object_ids(&render_ok(&fleet_of("seed")));
     assert!(
         unnamed.contains("Application/argocd/meshvm-mesh"),

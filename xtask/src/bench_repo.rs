@@ -2,8 +2,8 @@
 //! degrade. Syncs a synthetic fleet, then `--syncs` small changes (`--changed` VMs relabelled
 //! each), through the library's `gitops sync` in process, and reports every `--every` syncs the
 //! repository's size on disk, its loose objects and packs, and the sync time. With the
-//! maintenance of `meshvm::git::maintenance` (a repack past `git gc --auto`'s thresholds), size
-//! and time stay flat; without it, loose objects grow with every sync.
+//! maintenance of `meshvm::git::maintenance` (loose objects packed past 256, packs consolidated
+//! past 16), size and time stay flat; without it, loose objects grow with every sync.
 //!
 //! A benchmark, never a timed test; CI does not run it. Timings are of this build (the xtask
 //! profile): compare them within one run.
@@ -29,6 +29,10 @@ pub struct Args {
     /// Report every this many syncs.
     #[arg(long, default_value_t = 50)]
     every: usize,
+    /// Keep the repository in this new directory (to compare with `git gc` afterwards);
+    /// default: a temporary directory, removed at the end.
+    #[arg(long)]
+    keep: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -43,7 +47,13 @@ pub fn run(args: Args) -> ExitCode {
 
 fn bench(args: &Args) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let repo = dir.path().join("fleet.git");
+    let repo = match &args.keep {
+        Some(keep) => {
+            std::fs::create_dir(keep).map_err(|e| format!("{}: {e}", keep.display()))?;
+            keep.join("fleet.git")
+        }
+        None => dir.path().join("fleet.git"),
+    };
     let mut fleet = meshvm::synthetic::fleet(args.vms);
     let vms: usize = fleet.workloads.iter().map(|w| w.instances.len()).sum();
     println!(
@@ -53,13 +63,13 @@ fn bench(args: &Args) -> Result<(), String> {
         repo.display()
     );
     println!(
-        "{:>6} {:>10} {:>8} {:>6} {:>12}",
-        "sync", "size MB", "loose", "packs", "sync ms (avg)"
+        "{:>6} {:>10} {:>8} {:>6} {:>14} {:>14}",
+        "sync", "size MB", "loose", "packs", "sync ms (avg)", "slowest ms"
     );
-    let mut window = Duration::ZERO;
+    let (mut window, mut slowest) = (Duration::ZERO, Duration::ZERO);
     for round in 0..=args.syncs {
         if round > 0 {
-            relabel(&mut fleet, round, args.changed);
+            meshvm::synthetic::relabel(&mut fleet, round, args.changed);
         }
         let yaml = meshvm::k8s::yaml::to_string(&fleet);
         let checked = meshvm::spec::load_fleet_str(&yaml, "bench.yaml".as_ref())
@@ -78,7 +88,9 @@ fn bench(args: &Args) -> Result<(), String> {
         );
         let started = Instant::now();
         let report = git::sync(&input, &opts, &mut |_| {}).map_err(|e| e.to_string())?;
-        window += started.elapsed();
+        let took = started.elapsed();
+        window += took;
+        slowest = slowest.max(took);
         if round > 0 && report.commit.is_none() {
             return Err(format!("sync {round} changed nothing"));
         }
@@ -86,62 +98,30 @@ fn bench(args: &Args) -> Result<(), String> {
             let n = if round == 0 { 1 } else { args.every };
             let (bytes, loose, packs) = measure(&repo);
             println!(
-                "{round:>6} {:>10.1} {loose:>8} {packs:>6} {:>12.0}",
+                "{round:>6} {:>10.1} {loose:>8} {packs:>6} {:>14.0} {:>14.0}",
                 bytes as f64 / 1e6,
-                window.as_secs_f64() * 1e3 / n as f64
+                window.as_secs_f64() * 1e3 / n as f64,
+                slowest.as_secs_f64() * 1e3
             );
-            window = Duration::ZERO;
+            (window, slowest) = (Duration::ZERO, Duration::ZERO);
         }
     }
     Ok(())
 }
 
-/// Relabels `changed` VMs, a different slice each round.
-fn relabel(fleet: &mut meshvm::spec::Fleet, round: usize, changed: usize) {
-    let instances: Vec<_> = fleet
-        .workloads
-        .iter_mut()
-        .flat_map(|w| w.instances.iter_mut())
-        .collect();
-    let n = instances.len();
-    for (i, vm) in instances.into_iter().enumerate() {
-        if (i + n - (round * changed) % n) % n < changed {
-            vm.labels.insert("rollout".into(), format!("r{round}"));
-        }
-    }
-}
-
-/// Bytes on disk, loose objects and packs of a bare repository.
+/// Bytes on disk of a bare repository (blocks allocated, as `du`), its loose objects and packs.
 fn measure(repo: &Path) -> (u64, usize, usize) {
-    fn walk(dir: &Path, bytes: &mut u64, files: &mut Vec<std::path::PathBuf>) {
+    fn walk(dir: &Path) -> u64 {
+        let mut bytes = 0;
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
             match entry.metadata() {
-                Ok(m) if m.is_dir() => walk(&path, bytes, files),
-                Ok(m) => {
-                    *bytes += std::os::unix::fs::MetadataExt::blocks(&m) * 512;
-                    files.push(path);
-                }
+                Ok(m) if m.is_dir() => bytes += walk(&entry.path()),
+                Ok(m) => bytes += std::os::unix::fs::MetadataExt::blocks(&m) * 512,
                 Err(_) => {}
             }
         }
+        bytes
     }
-    let mut bytes = 0;
-    let mut files = Vec::new();
-    walk(repo, &mut bytes, &mut files);
-    let objects = repo.join("objects");
-    let loose = files
-        .iter()
-        .filter(|f| {
-            f.parent().and_then(|p| p.parent()) == Some(objects.as_path())
-                && f.parent()
-                    .and_then(|p| p.file_name())
-                    .is_some_and(|n| n.len() == 2)
-        })
-        .count();
-    let packs = files
-        .iter()
-        .filter(|f| f.extension().is_some_and(|e| e == "pack"))
-        .count();
-    (bytes, loose, packs)
+    let (loose, packs) = git::maintenance::census(repo);
+    (walk(repo), loose, packs)
 }

@@ -11,8 +11,8 @@
 //! - `target`: where the repository is (a path, or a URL with a local cache clone).
 //! - `plan`: what changes; `commit`: building and recording the commit (and the trailers that
 //!   let the next sync detect hand edits); `objects`: the one place objects are written;
-//!   `remote`: fetch and push with credentials and host key checks; `maintenance`: repack past
-//!   `git gc --auto`'s thresholds after each sync; `lock`: one sync at a
+//!   `remote`: fetch and push with credentials and host key checks; `maintenance`: pack loose
+//!   objects past 256 and consolidate packs past 16 after each sync; `lock`: one sync at a
 //!   time per repository; `known_hosts`: SSH host key verification.
 //!
 //! Architecture invariants: meshvm only ever writes below `gitops.path` (everything else of the

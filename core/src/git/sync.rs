@@ -87,8 +87,8 @@ fn remember_inputs(repo: &Repository, path: &str, opts: &Options, report: &Repor
     }
 }
 
-/// Repacks the repository (the target, or the cache clone of a URL target) past `git gc
-/// --auto`'s thresholds, still under the lock. Best effort: the commit is already made (and
+/// Repacks the repository (the target, or the cache clone of a URL target) past
+/// `maintenance`'s bounds, still under the lock. Best effort: the commit is already made (and
 /// pushed), and a repack that fails leaves every object where it was; the next sync tries again.
 fn keep_small(repo: &Repository) {
     let _ = super::maintenance::auto_repack(repo, super::maintenance::Thresholds::default());

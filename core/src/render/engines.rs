@@ -158,10 +158,7 @@ fn argo_cd(fleet: &Fleet, repo_url: &str, out: &mut Rendered) {
     // `.path.segments` of `<gitops.path>/workloads/<ns>/<group>`: the namespace's index.
     let ns_index = g.path.split('/').count() + 1;
     let namespace = format!("{{{{ index .path.segments {ns_index} }}}}");
-    let template_meta = argo_meta(
-        fleet,
-        &format!("{prefix}-{namespace}.{{{{ .path.basename }}}}"),
-    );
+    let template_meta = argo_meta(fleet, &argo_group_app_name(&prefix, ns_index));
     let mut group_app = application(fleet, repo_url, "", "", &namespace, true).spec;
     group_app.source.path = "{{ .path.path }}".to_owned();
     let app_set = ApplicationSet::new(
@@ -230,6 +227,22 @@ fn argo_cd(fleet: &Fleet, repo_url: &str, out: &mut Rendered) {
     );
 }
 
+/// The ApplicationSet's template of a group Application's name: `<prefix>-<ns>.<group>`, cut
+/// as [`flux_name`] cuts (Argo CD's label tracking writes the name into a label value, at most
+/// 63 characters), in Go template with the Sprig functions the ApplicationSet controller has.
+fn argo_group_app_name(prefix: &str, ns_index: usize) -> String {
+    let keep = FLUX_NAME_MAX - NAME_HASH_HEX - 1;
+    format!(
+        "{{{{- $name := printf \"{prefix}-%s.%s\" (index .path.segments {ns_index}) .path.basename -}}}}\
+         {{{{- if gt (len $name) {FLUX_NAME_MAX} -}}}}\
+         {{{{- regexReplaceAll \"[-.]+$\" (trunc {keep} $name) \"\" }}}}-{{{{ trunc {NAME_HASH_HEX} (sha256sum $name) }}}}\
+         {{{{- else -}}}}{{{{ $name }}}}{{{{- end -}}}}"
+    )
+}
+
+/// Hex digits of the hash that ends a cut name.
+const NAME_HASH_HEX: usize = 8;
+
 /// A Flux object name of at most 63 characters: `name` itself when it fits, else its start
 /// and a hash of the whole, so long names stay unique and stable.
 pub fn flux_name(name: &str) -> String {
@@ -237,7 +250,10 @@ pub fn flux_name(name: &str) -> String {
         return name.to_owned();
     }
     let hash = Sha256::digest(name.as_bytes());
-    let suffix: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let suffix: String = hash[..NAME_HASH_HEX / 2]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     // Names are ASCII (validated DNS labels joined by '-' and '.').
     let start = name[..FLUX_NAME_MAX - suffix.len() - 1].trim_end_matches(['-', '.']);
     format!("{start}-{suffix}")
@@ -350,7 +366,34 @@ fn flux(fleet: &Fleet, repo_url: &str, out: &mut Rendered) {
 
 #[cfg(test)]
 mod tests {
-    use super::flux_name;
+    use super::{argo_group_app_name, flux_name};
+
+    /// The ApplicationSet's name template, as the controller sees it. Checked by hand with
+    /// Sprig v3.3.0 (the version Argo CD 3 uses) to give exactly `flux_name` of
+    /// `meshvm-<ns>.<group>` for a short name, a 46+63-character one
+    /// (`meshvm-nnn…n-028f0f11`) and one cut after a hyphen (`…aaaa-b-677fe856`).
+    #[test]
+    fn argo_cd_group_application_names_are_cut_as_flux_names_are() {
+        assert_eq!(
+            argo_group_app_name("meshvm", 2),
+            "{{- $name := printf \"meshvm-%s.%s\" (index .path.segments 2) .path.basename -}}\
+             {{- if gt (len $name) 63 -}}\
+             {{- regexReplaceAll \"[-.]+$\" (trunc 54 $name) \"\" }}-{{ trunc 8 (sha256sum $name) }}\
+             {{- else -}}{{ $name }}{{- end -}}"
+        );
+        assert_eq!(
+            flux_name(&format!("meshvm-{}.{}", "n".repeat(46), "g".repeat(63))),
+            format!("meshvm-{}-028f0f11", "n".repeat(46))
+        );
+        assert_eq!(
+            flux_name(&format!(
+                "meshvm-ns-a.{}-{}",
+                "a".repeat(40),
+                "b".repeat(20)
+            )),
+            format!("meshvm-ns-a.{}-b-677fe856", "a".repeat(40))
+        );
+    }
 
     #[test]
     fn long_flux_names_are_cut_with_a_hash_and_stay_distinct() {
