@@ -218,7 +218,7 @@ fn the_rendered_broker_applies_and_its_rbac_names_exactly_the_fleets_service_acc
     }
 
     let broker = "system:serviceaccount:meshvm-join:meshvm-join";
-    for sa in ["asg-sa", "gce-sa", "onprem-sa", "web-sa"] {
+    for sa in ["asg-sa", "gce-sa", "onprem-sa", "vmss-sa", "web-sa"] {
         let target = format!("serviceaccounts/{sa}");
         assert!(
             can_i(
