@@ -870,3 +870,40 @@ fn azure_timestamps_read_as_imds_writes_them() {
         assert_eq!(azure::timestamp_seconds(bad), None, "{bad}");
     }
 }
+
+/// SignedData made by OpenSSL (`openssl cms -sign -nodetach -md sha256`, with its signingTime
+/// and S/MIME-capabilities attributes, as AWS's carries), not by the test signer: the
+/// parser reads what another implementation writes. The same files seed the fuzz target.
+#[test]
+fn signed_data_made_by_openssl_verifies_and_a_flipped_bit_does_not() {
+    let trust = trust();
+    let read = |name: &str| std::fs::read(testkit::fixture(&format!("join/seeds/{name}"))).unwrap();
+    let pem = |der: &[u8]| format!("-----BEGIN PKCS7-----\n{}\n-----END PKCS7-----\n", b64(der));
+
+    let aws_der = read("aws-rsa2048.der");
+    let doc = aws::verify_rsa2048(&pem(&aws_der), &trust.aws_rsa2048).unwrap();
+    assert_eq!(
+        (doc.account_id.as_str(), doc.instance_id.as_str()),
+        ("111122223333", "i-0abc")
+    );
+    let azure_der = read("azure-attested.der");
+    let created = azure::timestamp_seconds("01/15/27 08:00:00 -0000").unwrap();
+    let attested = azure::verify(&b64(&azure_der), &trust.azure, created + 5).unwrap();
+    assert_eq!(attested.nonce, NONCE);
+    assert_eq!(attested.vm_id, VM);
+
+    // The signature is the last bytes of both (one signer, no unsigned attributes).
+    for (name, der) in [("aws", aws_der), ("azure", azure_der)] {
+        let mut flipped = der.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        let refusal = match name {
+            "aws" => aws::verify_rsa2048(&b64(&flipped), &trust.aws_rsa2048).unwrap_err(),
+            _ => azure::verify(&b64(&flipped), &trust.azure, created + 5).unwrap_err(),
+        };
+        assert_eq!(refusal.code, RefusalCode::BadProof, "{name}: {refusal}");
+        assert!(
+            refusal.reason.contains("does not verify"),
+            "{name}: {refusal}"
+        );
+    }
+}
