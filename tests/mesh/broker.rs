@@ -43,7 +43,7 @@ fn ensure_service_account(dir: &Path) {
 }
 
 /// TokenReview of `token` for `istio-ca`, as istiod makes it.
-fn review(dir: &Path, token: &str) -> Value {
+pub(crate) fn review(dir: &Path, token: &str) -> Value {
     let file = dir.join("review.json");
     std::fs::write(
         &file,
