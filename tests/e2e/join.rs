@@ -448,3 +448,98 @@ fn an_aws_instance_started_longer_ago_than_the_maximum_age_is_refused() {
     assert_eq!(broker.decisions(1)[0]["code"], "expired");
     assert!(kube.requests.lock().unwrap().is_empty());
 }
+
+/// AWS's PKCS#7 `rsa2048` and Azure's attested document through the binary: the broker
+/// configured with `--aws-rsa2048-certs`, `--azure-roots` and `--azure-intermediates` issues a
+/// token for a valid proof and refuses, with its audit line, one signed by a certificate of
+/// another root and one fetched for another request's nonce.
+#[test]
+fn cms_signed_proofs_of_aws_and_azure_get_tokens_and_forgeries_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa2048 = dir.path().join("aws-rsa2048.json");
+    std::fs::write(
+        &rsa2048,
+        json!({"eu-west-1": sign::cert("aws")}).to_string(),
+    )
+    .unwrap();
+    let roots = dir.path().join("azure-roots.pem");
+    let issuing = dir.path().join("azure-intermediates.pem");
+    std::fs::write(&roots, sign::cert_file("azure-test-root")).unwrap();
+    std::fs::write(&issuing, sign::cert_file("azure-test-intermediate")).unwrap();
+    let (broker, kube) = broker(
+        dir.path(),
+        &[
+            "--aws-rsa2048-certs",
+            rsa2048.to_str().unwrap(),
+            "--azure-roots",
+            roots.to_str().unwrap(),
+            "--azure-intermediates",
+            issuing.to_str().unwrap(),
+        ],
+    );
+    let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+    let document = sign::aws_document("111122223333", "eu-west-1", "i-0123456789", "10.20.0.11");
+    let pkcs7 = b64(&sign::signed_data(
+        document.as_bytes(),
+        "aws",
+        "aws-test",
+        sign::CmsShape::AWS,
+        None,
+    ));
+    let (status, answer) = broker.join(&join_request(
+        NS,
+        "web",
+        json!({"method": "aws-rsa2048", "pkcs7": pkcs7}),
+    ));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["instance"], "web-1");
+
+    let subscription = "0a1b2c3d-0000-4000-8000-000000000000";
+    let vm = "11111111-2222-4333-8444-555555555555";
+    let azure = |nonce: &str, cert: &str| {
+        let doc = sign::azure_document(nonce, subscription, vm, crate::support::broker::unix_now());
+        let der = sign::signed_data(doc.as_bytes(), "azure", cert, sign::CmsShape::AZURE, None);
+        json!({"method": "azure", "signature": b64(&der)})
+    };
+    let mut request = join_request(NS, "vmss", Value::Null);
+    request["proof"] = azure(request["nonce"].as_str().unwrap(), "azure-test");
+    let (status, answer) = broker.join(&request);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["token"], "fake-token.join-apps.vmss-sa");
+
+    let before = kube.requests.lock().unwrap().len();
+    let mut rogue = join_request(NS, "vmss", Value::Null);
+    rogue["proof"] = azure(rogue["nonce"].as_str().unwrap(), "azure-test-self-signed");
+    let mut other_request = join_request(NS, "vmss", Value::Null);
+    other_request["proof"] = azure(&crate::support::broker::nonce(), "azure-test");
+    for (name, request, says) in [
+        ("another root", rogue, "does not chain"),
+        ("another request's nonce", other_request, "nonce"),
+    ] {
+        let (status, answer) = broker.join(&request);
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (401, Some("bad-proof")),
+            "{name}: {answer}"
+        );
+        assert!(
+            answer["reason"].as_str().unwrap().contains(says),
+            "{name}: {answer}"
+        );
+    }
+    assert_eq!(
+        kube.requests.lock().unwrap().len(),
+        before,
+        "no token refused"
+    );
+    let decisions = broker.decisions(4);
+    let refused: Vec<&Value> = decisions
+        .iter()
+        .filter(|d| d["decision"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 2, "{decisions:?}");
+    assert!(
+        refused.iter().all(|d| d["code"] == "bad-proof"),
+        "{refused:?}"
+    );
+}

@@ -43,7 +43,7 @@ fn ensure_service_account(dir: &Path) {
 }
 
 /// TokenReview of `token` for `istio-ca`, as istiod makes it.
-fn review(dir: &Path, token: &str) -> Value {
+pub(crate) fn review(dir: &Path, token: &str) -> Value {
     let file = dir.join("review.json");
     std::fs::write(
         &file,
@@ -218,7 +218,7 @@ fn the_rendered_broker_applies_and_its_rbac_names_exactly_the_fleets_service_acc
     }
 
     let broker = "system:serviceaccount:meshvm-join:meshvm-join";
-    for sa in ["asg-sa", "gce-sa", "onprem-sa", "web-sa"] {
+    for sa in ["asg-sa", "gce-sa", "onprem-sa", "vmss-sa", "web-sa"] {
         let target = format!("serviceaccounts/{sa}");
         assert!(
             can_i(

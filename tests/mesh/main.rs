@@ -18,6 +18,7 @@ mod nspawn;
 mod apply;
 mod broker;
 mod cluster;
+mod imds;
 mod install;
 mod join;
 mod offline;

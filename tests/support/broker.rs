@@ -384,3 +384,48 @@ fn serve_token_request(
     )?;
     stream.flush()
 }
+
+/// The files `write_files` puts on the VM, by path: (permissions, bytes).
+pub fn written_files(document: &str) -> Vec<(String, String, Vec<u8>)> {
+    use base64::Engine as _;
+    let doc: Value = serde_saphyr::from_str(document).unwrap();
+    doc["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(f["content"].as_str().unwrap())
+                .unwrap();
+            let bytes = match f["encoding"].as_str().unwrap() {
+                "gz+b64" => {
+                    let mut out = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut flate2::read::GzDecoder::new(&raw[..]),
+                        &mut out,
+                    )
+                    .unwrap();
+                    out
+                }
+                _ => raw,
+            };
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                f["permissions"].as_str().unwrap().to_owned(),
+                bytes,
+            )
+        })
+        .collect()
+}
+
+/// Writes `files` (of [`written_files`]) below `root` with their permissions.
+pub fn place_files(root: &Path, files: &[(String, String, Vec<u8>)]) {
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode, bytes) in files {
+        let dest = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(&dest, bytes).unwrap();
+        let mode = u32::from_str_radix(mode, 8).unwrap();
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}

@@ -7,10 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use base64::Engine;
-use serde_json::Value;
-
-use crate::support::broker::{Broker, FakeKube, pki_for};
+use crate::support::broker::{Broker, FakeKube, pki_for, place_files, written_files};
 use crate::support::{meshvm, require_tool, run};
 
 const BROKER_HOST: &str = "meshvm-join.meshvm-join.svc";
@@ -27,38 +24,6 @@ fn fleet(dir: &Path, port: u16) -> std::path::PathBuf {
     )
     .unwrap();
     path
-}
-
-/// The files `write_files` puts on the VM, by path: (permissions, bytes).
-fn written_files(document: &str) -> Vec<(String, String, Vec<u8>)> {
-    let doc: Value = serde_saphyr::from_str(document).unwrap();
-    doc["write_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(f["content"].as_str().unwrap())
-                .unwrap();
-            let bytes = match f["encoding"].as_str().unwrap() {
-                "gz+b64" => {
-                    let mut out = Vec::new();
-                    std::io::Read::read_to_end(
-                        &mut flate2::read::GzDecoder::new(&raw[..]),
-                        &mut out,
-                    )
-                    .unwrap();
-                    out
-                }
-                _ => raw,
-            };
-            (
-                f["path"].as_str().unwrap().to_owned(),
-                f["permissions"].as_str().unwrap().to_owned(),
-                bytes,
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -131,13 +96,7 @@ fn the_group_user_data_holds_no_secret_and_its_join_script_gets_a_token_from_the
 
     // The VM's files below a root directory, as write_files places them.
     let root = dir.path().join("vm");
-    for (path, mode, bytes) in &files {
-        let dest = root.join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::write(&dest, bytes).unwrap();
-        let mode = u32::from_str_radix(mode, 8).unwrap();
-        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
+    place_files(&root, &files);
     let script = root.join("usr/local/sbin/meshvm-join");
     let token_file = root.join("var/run/secrets/tokens/istio-token");
     let join = |what: &str| {

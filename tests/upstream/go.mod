@@ -1,7 +1,9 @@
 // Upstream programs the system-tier tests run against, built from their own Go modules at
 // pinned versions (never vendored or copied): etcd and kube-apiserver (Kubernetes 1.36.1),
-// istioctl, istiod (pilot-discovery) and pilot-agent (one Istio commit). `cargo xtask mesh
-// build` runs `go build` for each tool below; Go caches make later builds cheap.
+// istioctl, istiod (pilot-discovery) and pilot-agent (one Istio commit), AWS's instance
+// metadata emulator (amazon-ec2-metadata-mock, which upgrades none of the others' modules).
+// `cargo xtask mesh build` runs `go build` for each tool below; Go caches make later builds
+// cheap.
 module meshvm.dev/tests/upstream
 
 go 1.26.0
@@ -9,6 +11,7 @@ go 1.26.0
 godebug default=go1.26
 
 tool (
+	github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock
 	go.etcd.io/etcd/server/v3
 	istio.io/istio/istioctl/cmd/istioctl
 	istio.io/istio/pilot/cmd/pilot-agent
@@ -34,6 +37,7 @@ require (
 	github.com/alecholmes/xfccparser v0.4.0 // indirect
 	github.com/alecthomas/participle/v2 v2.1.4 // indirect
 	github.com/antlr4-go/antlr/v4 v4.13.1 // indirect
+	github.com/aws/amazon-ec2-metadata-mock v1.13.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/blang/semver/v4 v4.0.0 // indirect
 	github.com/cenkalti/backoff/v4 v4.3.0 // indirect

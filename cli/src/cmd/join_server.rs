@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use meshvm::join::{DEFAULT_MAX_AGE, Trust, keys::KeySet};
+use meshvm::join::{DEFAULT_MAX_AGE, Trust, azure::AzureTrust, keys::KeySet};
 
 use crate::broker::{self, PolicySource};
 use crate::command_error::{CmdResult, CommandError};
@@ -11,7 +11,8 @@ use crate::command_error::{CmdResult, CommandError};
 /// Run the join broker: VMs prove who they are and get a short-lived istio-token.
 ///
 /// Serves `POST /v1/join` over TLS. A VM sends the workload group it joins and a proof of
-/// identity (a join token, an AWS instance identity document, a GCE identity token); the
+/// identity (a join token, an AWS instance identity document or its PKCS#7 `rsa2048`, a GCE
+/// identity token, an Azure attested document); the
 /// broker checks it against the fleet's `join` policy and answers with a token from the
 /// Kubernetes TokenRequest API for the group's ServiceAccount (audience `istio-ca`). Each
 /// decision is one JSON line on stderr (never the token).
@@ -56,6 +57,18 @@ pub struct Args {
     /// AWS's regional RSA certificates, as JSON `{"eu-west-1": "-----BEGIN CERTIFICATE-----…"}`.
     #[arg(long, value_name = "FILE")]
     aws_certs: Option<PathBuf>,
+    /// AWS's regional RSA-2048 certificates for the PKCS#7 `rsa2048` proof, as JSON by region
+    /// like --aws-certs (AWS publishes them apart from the `/signature` ones).
+    #[arg(long, value_name = "FILE")]
+    aws_rsa2048_certs: Option<PathBuf>,
+    /// The root CAs (PEM) Azure's attested-document signer (`metadata.azure.com`) must chain
+    /// to: Microsoft's and DigiCert's roots for Azure's public cloud.
+    #[arg(long, value_name = "FILE")]
+    azure_roots: Option<PathBuf>,
+    /// The issuing CAs (PEM) between those roots and the signer, which the attested document
+    /// leaves out (Microsoft publishes them).
+    #[arg(long, value_name = "FILE", requires = "azure_roots")]
+    azure_intermediates: Option<PathBuf>,
     /// Google's signing certificates, as `https://www.googleapis.com/oauth2/v1/certs` serves them.
     #[arg(long, value_name = "FILE")]
     gcp_certs: Option<PathBuf>,
@@ -102,6 +115,27 @@ fn keys(path: &Option<PathBuf>) -> Result<KeySet, CommandError> {
     }
 }
 
+fn read(path: &PathBuf) -> Result<String, CommandError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CommandError::invalid(format!("{}: {e}", path.display())))
+}
+
+fn azure(
+    roots: &Option<PathBuf>,
+    intermediates: &Option<PathBuf>,
+) -> Result<AzureTrust, CommandError> {
+    let Some(roots) = roots else {
+        return Ok(AzureTrust::default());
+    };
+    let issuing = intermediates
+        .as_ref()
+        .map(read)
+        .transpose()?
+        .unwrap_or_default();
+    AzureTrust::from_pem(&read(roots)?, &issuing)
+        .map_err(|e| CommandError::invalid(format!("{}: {e}", roots.display())))
+}
+
 pub fn run(args: Args) -> CmdResult {
     let policy = match (&args.fleet, &args.policy) {
         (Some(fleet), _) => PolicySource::new(fleet, true),
@@ -111,6 +145,8 @@ pub fn run(args: Args) -> CmdResult {
     .map_err(CommandError::invalid)?;
     let trust = Trust {
         aws: keys(&args.aws_certs)?,
+        aws_rsa2048: keys(&args.aws_rsa2048_certs)?,
+        azure: azure(&args.azure_roots, &args.azure_intermediates)?,
         gcp: keys(&args.gcp_certs)?,
         gcp_audience: args.gcp_audience,
         max_age: args.max_age,

@@ -76,7 +76,7 @@ fn broker_group<'f>(req: &GroupRequest<'f>) -> Result<&'f Workload, CloudInitErr
         }
     };
     match w.join.method {
-        JoinMethod::JoinToken | JoinMethod::Aws | JoinMethod::Gcp => Ok(w),
+        JoinMethod::JoinToken | JoinMethod::Aws | JoinMethod::Gcp | JoinMethod::Azure => Ok(w),
         method => Err(CloudInitError::NotBrokerJoined {
             group: format!("{}/{}", w.namespace, w.name),
             method: method.as_str(),

@@ -153,7 +153,7 @@ pub enum CloudInitError {
         namespaces: Vec<String>,
     },
     #[error(
-        "group {group} joins by `{method}`, not through the join broker\n  hint: its VMs need a token each: meshvm cloud-init --group with --token-dir, or set the group's `join.method` to join-token, aws or gcp"
+        "group {group} joins by `{method}`, not through the join broker\n  hint: its VMs need a token each: meshvm cloud-init --group with --token-dir, or set the group's `join.method` to join-token, aws, gcp or azure"
     )]
     NotBrokerJoined { group: String, method: &'static str },
     #[error(

@@ -457,6 +457,10 @@ fn a_broker_joined_groups_user_data_is_static_and_holds_no_token() {
         ("onprem", "/etc/meshvm-join/join-token"),
         ("web", "instance-identity/signature"),
         ("gce", "service-accounts/default/identity"),
+        (
+            "vmss",
+            "attested/document?api-version=2020-09-01&nonce=$nonce",
+        ),
     ] {
         let made = group::render_group(&group_request(&fleet, group), &Templates::default())
             .unwrap_or_else(|e| panic!("{group}: {e}"));
@@ -491,6 +495,17 @@ fn a_broker_joined_groups_user_data_is_static_and_holds_no_token() {
         assert!(syntax.status.success(), "{group}: sh -n: {syntax:?}");
         if group == "gce" {
             insta::assert_snapshot!("broker_join_script_gce", script);
+        }
+        if group == "vmss" {
+            // Azure's part, the smallest: one IMDS call with the nonce, the signature out of
+            // its JSON.
+            let azure: String = script
+                .lines()
+                .skip_while(|l| l.trim() != "azure)")
+                .take_while(|l| l.trim() != ";;")
+                .collect::<Vec<_>>()
+                .join("\n");
+            insta::assert_snapshot!("broker_join_script_azure_part", azure);
         }
         // Same fleet, same bytes.
         let again =

@@ -81,6 +81,38 @@ pub fn verify(document: &str, signature: &str, certs: &KeySet) -> Result<Documen
     Ok(doc)
 }
 
+/// Verifies `pkcs7` (`/latest/dynamic/instance-identity/rsa2048`: base64 of a CMS SignedData
+/// holding the document, signed with the region's RSA-2048 certificate) with the certificate
+/// of the region the signed document names; the verified document.
+pub fn verify_rsa2048(pkcs7: &str, certs: &KeySet) -> Result<Document, Refusal> {
+    const WHAT: &str = "rsa2048 signature";
+    let signed = super::cms::parse(&super::cms::decode_base64(pkcs7, WHAT)?, WHAT)?;
+    if signed.content.len() > MAX_DOCUMENT {
+        return Err(bad(format!(
+            "the instance identity document has {} bytes, at most {MAX_DOCUMENT}",
+            signed.content.len()
+        )));
+    }
+    let text = std::str::from_utf8(&signed.content)
+        .map_err(|_| bad("the instance identity document is not UTF-8"))?;
+    let doc = parse_document(text)?;
+    let key = certs.get(&doc.region).ok_or_else(|| {
+        bad(format!(
+            "no AWS rsa2048 certificate is configured for region {:?}: add the region's \
+             RSA-2048 certificate to the broker's --aws-rsa2048-certs",
+            doc.region
+        ))
+    })?;
+    if !signed.verify_with(key) {
+        return Err(bad(format!(
+            "the instance identity document's rsa2048 signature does not verify with the \
+             RSA-2048 certificate of region {}",
+            doc.region
+        )));
+    }
+    Ok(doc)
+}
+
 /// `pendingTime` (`2016-11-19T16:32:11Z`, as AWS writes it) as Unix seconds.
 pub fn pending_time_seconds(text: &str) -> Option<i64> {
     let b = text.as_bytes();

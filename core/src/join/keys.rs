@@ -38,6 +38,30 @@ impl RsaKey {
         Ok(RsaKey(spki.subject_public_key.data.to_vec()))
     }
 
+    /// A key from its PKCS#1 `RSAPublicKey` DER (a certificate's subject public key).
+    pub(crate) fn from_pkcs1_der(der: Vec<u8>) -> RsaKey {
+        RsaKey(der)
+    }
+
+    /// True when `signature` is this key's RSA PKCS#1 v1.5 signature of `message` with
+    /// `digest`, the key having 2048 bits or more (CMS signers: AWS `rsa2048`, Azure).
+    pub fn verify_pkcs1_2048(
+        &self,
+        digest: super::cms::Digest,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        use super::cms::Digest;
+        let alg = match digest {
+            Digest::Sha256 => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            Digest::Sha384 => &ring::signature::RSA_PKCS1_2048_8192_SHA384,
+            Digest::Sha512 => &ring::signature::RSA_PKCS1_2048_8192_SHA512,
+        };
+        ring::signature::UnparsedPublicKey::new(alg, &self.0)
+            .verify(message, signature)
+            .is_ok()
+    }
+
     /// True when `signature` is this key's RSA PKCS#1 v1.5 SHA-256 signature of `message`.
     /// Keys of 1024 bits are accepted: AWS's `/signature` keys have that size.
     pub fn verify_sha256(&self, message: &[u8], signature: &[u8]) -> bool {

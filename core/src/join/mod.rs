@@ -1,12 +1,14 @@
 //! The join broker's logic (`meshvm join-server`): who may join which workload group, the
 //! proofs a VM offers (a join token, an AWS instance identity document, a GCE identity
-//! token), the request and response, and the broker's small in-memory guards (replay cache,
+//! token, an Azure attested document), the request and response, and the broker's small in-memory guards (replay cache,
 //! rate limit). Pure: the clock's reading, the trusted keys and the stored token hashes are
 //! passed in; the server in the binary does the I/O (TLS, the TokenRequest, the files).
 //!
 //! docs/join.md has the protocol and the threat model.
 
 pub mod aws;
+pub mod azure;
+pub mod cms;
 pub mod gcp;
 pub mod guard;
 pub mod keys;
@@ -25,6 +27,10 @@ use crate::spec::JoinMethod;
 pub struct Trust {
     /// AWS's RSA certificates for `/signature`, by region.
     pub aws: keys::KeySet,
+    /// AWS's RSA-2048 certificates for `/rsa2048` (PKCS#7), by region.
+    pub aws_rsa2048: keys::KeySet,
+    /// The roots and issuing CAs of Azure's attested-document signer.
+    pub azure: azure::AzureTrust,
     /// Google's signing keys, by key ID.
     pub gcp: keys::KeySet,
     /// The audience the GCE identity tokens must carry (the broker's URL).
@@ -94,6 +100,22 @@ pub fn authorize(
             let doc = aws::verify(document, signature, &trust.aws)?;
             aws::check_pending_time(&doc, now, trust.aws_max_instance_age)?;
             group.admit_aws(&doc)?
+        }
+        Proof::AwsRsa2048 { pkcs7 } => {
+            let doc = aws::verify_rsa2048(pkcs7, &trust.aws_rsa2048)?;
+            aws::check_pending_time(&doc, now, trust.aws_max_instance_age)?;
+            group.admit_aws(&doc)?
+        }
+        Proof::Azure { signature } => {
+            let doc = azure::verify(signature, &trust.azure, now)?;
+            if doc.nonce != req.nonce {
+                return Err(Refusal::new(
+                    RefusalCode::BadProof,
+                    "the attested document was not fetched for this request: its nonce is not \
+                     the request's (fetch it with ?nonce=<the request's nonce>)",
+                ));
+            }
+            group.admit_azure(&doc)?
         }
         Proof::Gcp { jwt } => {
             let claims = gcp::verify(jwt, &trust.gcp, &trust.gcp_audience, now)?;

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::aws;
+use super::azure;
 use super::gcp;
 use super::protocol::{Grant, Refusal, RefusalCode};
 use crate::spec::{Fleet, JoinMethod};
@@ -25,7 +26,7 @@ pub fn check_value(field: &str, v: &str) -> Result<(), String> {
         "accounts" => v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()),
         "regions" | "zones" => lower_dash(63),
         "projects" => lower_dash(30) && v.len() >= 6,
-        "subscriptions" => {
+        "subscriptions" | "vmIds" => {
             v.len() == 36
                 && v.bytes().enumerate().all(|(i, b)| match i {
                     8 | 13 | 18 | 23 => b == b'-',
@@ -45,6 +46,7 @@ pub fn check_value(field: &str, v: &str) -> Result<(), String> {
                 "is not a GCP project ID (6 to 30 lowercase letters, digits, dashes)".into()
             }
             "subscriptions" => "is not an Azure subscription ID (a UUID)".into(),
+            "vmIds" => "is not an Azure VM ID (a UUID)".into(),
             _ => format!("is in an unknown field {field:?}"),
         })
     }
@@ -75,6 +77,8 @@ pub struct GroupPolicy {
     pub zones: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscriptions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vm_ids: Vec<String>,
     /// istiod registers the VMs: any proven instance of the allowed accounts may join.
     pub auto_register: bool,
     /// The fleet's VMs (static groups): name → address. A proven instance must be one.
@@ -100,6 +104,7 @@ impl Policy {
                 projects: w.join.projects.clone(),
                 zones: w.join.zones.clone(),
                 subscriptions: w.join.subscriptions.clone(),
+                vm_ids: w.join.vm_ids.clone(),
                 auto_register: w.auto_register,
                 instances: w
                     .instances
@@ -223,6 +228,43 @@ impl GroupPolicy {
             format!("gcp:{}/{}/{}", ce.project_id, ce.zone, ce.instance_id),
             instance,
         ))
+    }
+}
+
+impl GroupPolicy {
+    /// Admits a verified Azure VM: its subscription and, when the group lists them, its VM
+    /// ID. The attested document names no address or VM name, so only auto-registered groups
+    /// join by it.
+    pub fn admit_azure(&self, doc: &azure::Attested) -> Result<Grant, Refusal> {
+        let subscription = doc.subscription_id.to_ascii_lowercase();
+        if !self
+            .subscriptions
+            .iter()
+            .any(|s| s.to_ascii_lowercase() == subscription)
+        {
+            return Err(forbidden(format!(
+                "Azure subscription {} may not join group {}: add it to the group's \
+                 `join.subscriptions`",
+                doc.subscription_id,
+                self.at()
+            )));
+        }
+        let vm_id = doc.vm_id.to_ascii_lowercase();
+        if !self.vm_ids.is_empty() && !self.vm_ids.iter().any(|v| v.to_ascii_lowercase() == vm_id) {
+            return Err(forbidden(format!(
+                "Azure VM {} may not join group {}: add its VM ID to the group's `join.vmIds`",
+                doc.vm_id,
+                self.at()
+            )));
+        }
+        if !self.auto_register {
+            return Err(forbidden(format!(
+                "group {} lists its VMs by address, which Azure's attested document does not \
+                 name: let the group auto-register (autoRegister: true)",
+                self.at()
+            )));
+        }
+        Ok(self.grant(format!("azure:{}/{}", doc.subscription_id, doc.vm_id), None))
     }
 }
 

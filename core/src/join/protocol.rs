@@ -47,16 +47,24 @@ pub enum Proof {
     /// (`base64 -w0` on the VM: no JSON escaping in shell), and its base64 RSA-SHA256
     /// `signature` (`/latest/dynamic/instance-identity/signature`).
     Aws { document: String, signature: String },
+    /// The EC2 instance identity document in its PKCS#7 form
+    /// (`/latest/dynamic/instance-identity/rsa2048`, base64 as IMDS serves it): the document
+    /// is inside, signed with the region's RSA-2048 certificate.
+    AwsRsa2048 { pkcs7: String },
     /// The GCE instance identity token (`format=full`, audience the broker's URL).
     Gcp { jwt: String },
+    /// The Azure IMDS attested document's `signature` (base64 PKCS#7), fetched with the
+    /// request's nonce (`/metadata/attested/document?nonce=…`).
+    Azure { signature: String },
 }
 
 impl Proof {
     pub fn method(&self) -> JoinMethod {
         match self {
             Proof::JoinToken { .. } => JoinMethod::JoinToken,
-            Proof::Aws { .. } => JoinMethod::Aws,
+            Proof::Aws { .. } | Proof::AwsRsa2048 { .. } => JoinMethod::Aws,
             Proof::Gcp { .. } => JoinMethod::Gcp,
+            Proof::Azure { .. } => JoinMethod::Azure,
         }
     }
 }

@@ -36,6 +36,22 @@ workloads:
   join: {method: join-token}
 - name: classic
   namespace: apps
+- name: vmss
+  namespace: apps
+  autoRegister: true
+  join: {method: azure, subscriptions: ["0a1b2c3d-0000-4000-8000-000000000000"]}
+- name: pinned
+  namespace: apps
+  autoRegister: true
+  join:
+    method: azure
+    subscriptions: ["0a1b2c3d-0000-4000-8000-000000000000"]
+    vmIds: ["11111111-2222-4333-8444-555555555555"]
+- name: azstatic
+  namespace: apps
+  join: {method: azure, subscriptions: ["0a1b2c3d-0000-4000-8000-000000000000"]}
+  instances:
+  - {name: az-1, address: 10.2.0.11}
 "#;
 
 fn policy() -> Policy {
@@ -47,6 +63,16 @@ fn trust() -> Trust {
         aws: keys::KeySet::from_json(
             &serde_json::json!({"eu-west-1": sign::cert("aws"), "us-east-1": sign::cert("aws")})
                 .to_string(),
+        )
+        .unwrap(),
+        aws_rsa2048: keys::KeySet::from_json(
+            &serde_json::json!({"eu-west-1": sign::cert("aws"), "us-east-1": sign::cert("aws")})
+                .to_string(),
+        )
+        .unwrap(),
+        azure: azure::AzureTrust::from_pem(
+            &sign::cert_file("azure-test-root"),
+            &sign::cert_file("azure-test-intermediate"),
         )
         .unwrap(),
         gcp: keys::KeySet::from_json(&serde_json::json!({"k1": sign::cert("gcp")}).to_string())
@@ -421,7 +447,10 @@ fn the_rate_limit_allows_a_burst_then_the_refill_rate() {
 fn the_policy_lists_only_broker_groups_and_their_service_accounts() {
     let policy = policy();
     let names: Vec<&str> = policy.groups.iter().map(|g| g.name.as_str()).collect();
-    assert_eq!(names, ["asg", "gce", "onprem", "web"]);
+    assert_eq!(
+        names,
+        ["asg", "azstatic", "gce", "onprem", "pinned", "vmss", "web"]
+    );
     let sas: Vec<_> = policy.service_accounts().into_iter().collect();
     assert_eq!(sas, [("apps", "default"), ("apps", "web-sa")]);
 }
@@ -508,5 +537,373 @@ fn an_aws_document_older_than_the_maximum_instance_age_is_refused() {
         "",
     ] {
         assert_eq!(aws::pending_time_seconds(bad), None, "{bad}");
+    }
+}
+
+const SUB: &str = "0a1b2c3d-0000-4000-8000-000000000000";
+const VM: &str = "11111111-2222-4333-8444-555555555555";
+const NONCE: &str = "0123456789abcdef";
+
+fn b64(bytes: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
+}
+
+/// The `rsa2048` proof of `document`: the CMS SignedData AWS serves, by the fixture key
+/// `key`, in `shape`, its content replaced by `tamper` after signing.
+fn rsa2048(document: &str, key: &str, shape: sign::CmsShape, tamper: Option<&str>) -> Proof {
+    let der = sign::signed_data(
+        document.as_bytes(),
+        key,
+        "aws-test",
+        shape,
+        tamper.map(str::as_bytes),
+    );
+    // IMDS serves it as base64 in lines of 64.
+    let text = b64(&der);
+    let lines: Vec<&str> = text
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    Proof::AwsRsa2048 {
+        pkcs7: lines.join("\n"),
+    }
+}
+
+/// The `azure` proof of an attested document: signed by the fixture key as the fixture
+/// certificate `cert`, in `shape`.
+fn attested(document: &str, cert: &str, shape: sign::CmsShape, tamper: Option<&str>) -> Proof {
+    Proof::Azure {
+        signature: b64(&sign::signed_data(
+            document.as_bytes(),
+            "azure",
+            cert,
+            shape,
+            tamper.map(str::as_bytes),
+        )),
+    }
+}
+
+/// AWS's PKCS#7 `rsa2048` and Azure's attested document, both CMS SignedData: the real
+/// signers' shape gets a grant; a forged, tampered, detached or foreign-signed one, a
+/// certificate for another name or from another root, another subscription or VM, a stale,
+/// expired or replayed (other nonce) document are refused, each with its reason.
+#[test]
+fn cms_signed_proofs_join_and_hostile_ones_are_refused() {
+    let (policy, trust) = (policy(), trust());
+    let document = sign::aws_document("111122223333", "eu-west-1", "i-0abc", "10.0.0.11");
+    let azure_doc = sign::azure_document(NONCE, SUB, VM, NOW - 5);
+    let valid = [
+        (
+            request("web", rsa2048(&document, "aws", sign::CmsShape::AWS, None)),
+            Some("web-1"),
+            "aws:111122223333/eu-west-1/i-0abc",
+        ),
+        (
+            // Without signed attributes, the content itself is signed: also a valid CMS.
+            request(
+                "web",
+                rsa2048(
+                    &document,
+                    "aws",
+                    sign::CmsShape {
+                        signed_attributes: false,
+                        ..sign::CmsShape::AWS
+                    },
+                    None,
+                ),
+            ),
+            Some("web-1"),
+            "aws:111122223333/eu-west-1/i-0abc",
+        ),
+        (
+            request(
+                "vmss",
+                attested(&azure_doc, "azure-test", sign::CmsShape::AZURE, None),
+            ),
+            None,
+            "azure:0a1b2c3d-0000-4000-8000-000000000000/11111111-2222-4333-8444-555555555555",
+        ),
+        (
+            request(
+                "pinned",
+                Proof::Azure {
+                    signature: sign::azure_signature(&azure_doc),
+                },
+            ),
+            None,
+            "azure:0a1b2c3d-0000-4000-8000-000000000000/11111111-2222-4333-8444-555555555555",
+        ),
+    ];
+    for (req, vm, identity) in valid {
+        let mut book = tokens::TokenBook::default();
+        let grant = authorize(&policy, &trust, &mut book, &req, NOW)
+            .unwrap_or_else(|e| panic!("{req:?}: {e}"));
+        assert_eq!(grant.instance.as_deref(), vm);
+        assert_eq!(grant.identity, identity);
+    }
+
+    let forged = document.replace("10.0.0.11", "10.0.0.12");
+    let other_vm = sign::azure_document(NONCE, SUB, "99999999-2222-4333-8444-555555555555", NOW);
+    let other_sub = sign::azure_document(NONCE, "ffffffff-0000-4000-8000-000000000000", VM, NOW);
+    let other_nonce = sign::azure_document("fedcba9876543210", SUB, VM, NOW);
+    let expired = sign::azure_document(NONCE, SUB, VM, NOW - 7 * 3600);
+    let old = sign::azure_document(NONCE, SUB, VM, NOW - 700);
+    let az = |doc: &str, cert: &str, shape, tamper| attested(doc, cert, shape, tamper);
+    let z = sign::CmsShape::AZURE;
+    let cases: Vec<(&str, &str, Proof, RefusalCode, &str)> = vec![
+        (
+            "aws: content changed after signing",
+            "web",
+            rsa2048(&document, "aws", sign::CmsShape::AWS, Some(&forged)),
+            RefusalCode::BadProof,
+            "changed after signing",
+        ),
+        (
+            "aws: forged, signed by another key",
+            "web",
+            rsa2048(&forged, "gcp", sign::CmsShape::AWS, None),
+            RefusalCode::BadProof,
+            "does not verify",
+        ),
+        (
+            "aws: detached",
+            "web",
+            rsa2048(
+                &document,
+                "aws",
+                sign::CmsShape {
+                    attached: false,
+                    ..sign::CmsShape::AWS
+                },
+                None,
+            ),
+            RefusalCode::BadProof,
+            "detached",
+        ),
+        (
+            "aws: unsigned content swapped, no signed attributes",
+            "web",
+            rsa2048(
+                &document,
+                "aws",
+                sign::CmsShape {
+                    signed_attributes: false,
+                    ..sign::CmsShape::AWS
+                },
+                Some(&forged),
+            ),
+            RefusalCode::BadProof,
+            "does not verify",
+        ),
+        (
+            "aws: not CMS",
+            "web",
+            Proof::AwsRsa2048 {
+                pkcs7: b64(document.as_bytes()),
+            },
+            RefusalCode::BadProof,
+            "not a CMS",
+        ),
+        (
+            "aws: not base64",
+            "web",
+            Proof::AwsRsa2048 { pkcs7: "!!".into() },
+            RefusalCode::BadProof,
+            "not base64",
+        ),
+        (
+            "aws: oversized",
+            "web",
+            Proof::AwsRsa2048 {
+                pkcs7: "A".repeat(20_000),
+            },
+            RefusalCode::BadProof,
+            "more than",
+        ),
+        (
+            "aws: wrong account",
+            "web",
+            rsa2048(
+                &sign::aws_document("999988887777", "eu-west-1", "i-0abc", "10.0.0.11"),
+                "aws",
+                sign::CmsShape::AWS,
+                None,
+            ),
+            RefusalCode::Forbidden,
+            "join.accounts",
+        ),
+        (
+            "aws: region without an rsa2048 certificate",
+            "asg",
+            rsa2048(
+                &sign::aws_document("111122223333", "ap-south-2", "i-0abc", "10.0.0.11"),
+                "aws",
+                sign::CmsShape::AWS,
+                None,
+            ),
+            RefusalCode::BadProof,
+            "--aws-rsa2048-certs",
+        ),
+        (
+            "azure: content changed after signing",
+            "vmss",
+            az(&azure_doc, "azure-test", z, Some(&other_sub)),
+            RefusalCode::BadProof,
+            "changed after signing",
+        ),
+        (
+            "azure: signer certificate from another root",
+            "vmss",
+            az(&azure_doc, "azure-test-self-signed", z, None),
+            RefusalCode::BadProof,
+            "does not chain",
+        ),
+        (
+            "azure: certificate for another name",
+            "vmss",
+            az(&azure_doc, "azure-test-other-name", z, None),
+            RefusalCode::BadProof,
+            "not for metadata.azure.com",
+        ),
+        (
+            "azure: without its signer certificate",
+            "vmss",
+            az(
+                &azure_doc,
+                "azure-test",
+                sign::CmsShape {
+                    with_certificate: false,
+                    ..z
+                },
+                None,
+            ),
+            RefusalCode::BadProof,
+            "signer's certificate",
+        ),
+        (
+            "azure: detached",
+            "vmss",
+            az(
+                &azure_doc,
+                "azure-test",
+                sign::CmsShape {
+                    attached: false,
+                    ..z
+                },
+                None,
+            ),
+            RefusalCode::BadProof,
+            "detached",
+        ),
+        (
+            "azure: another subscription",
+            "vmss",
+            az(&other_sub, "azure-test", z, None),
+            RefusalCode::Forbidden,
+            "join.subscriptions",
+        ),
+        (
+            "azure: a VM not in vmIds",
+            "pinned",
+            az(&other_vm, "azure-test", z, None),
+            RefusalCode::Forbidden,
+            "join.vmIds",
+        ),
+        (
+            "azure: fetched for another request",
+            "vmss",
+            az(&other_nonce, "azure-test", z, None),
+            RefusalCode::BadProof,
+            "nonce",
+        ),
+        (
+            "azure: expired",
+            "vmss",
+            az(&expired, "azure-test", z, None),
+            RefusalCode::Expired,
+            "expired",
+        ),
+        (
+            "azure: made long before the request",
+            "vmss",
+            az(&old, "azure-test", z, None),
+            RefusalCode::Stale,
+            "fetch it for this request",
+        ),
+        (
+            "azure: a static group",
+            "azstatic",
+            az(&azure_doc, "azure-test", z, None),
+            RefusalCode::Forbidden,
+            "auto-register",
+        ),
+        (
+            "azure: an aws proof",
+            "vmss",
+            rsa2048(&document, "aws", sign::CmsShape::AWS, None),
+            RefusalCode::WrongMethod,
+            "joins by `azure`",
+        ),
+    ];
+    for (name, group, proof, code, says) in cases {
+        let mut book = tokens::TokenBook::default();
+        let refusal =
+            authorize(&policy, &trust, &mut book, &request(group, proof), NOW).expect_err(name);
+        assert_eq!(refusal.code, code, "{name}: {refusal}");
+        assert!(refusal.reason.contains(says), "{name}: {refusal}");
+    }
+}
+
+#[test]
+fn azure_timestamps_read_as_imds_writes_them() {
+    assert_eq!(
+        azure::timestamp_seconds("01/15/27 08:00:00 -0000"),
+        Some(1_799_999_200 + 800)
+    );
+    for bad in [
+        "13/15/27 08:00:00 -0000",
+        "01/15/27 08:00:00 +0100",
+        "2027-01-15T08:00:00Z",
+        "",
+    ] {
+        assert_eq!(azure::timestamp_seconds(bad), None, "{bad}");
+    }
+}
+
+/// SignedData made by OpenSSL (`openssl cms -sign -nodetach -md sha256`, with its signingTime
+/// and S/MIME-capabilities attributes, as AWS's carries), not by the test signer: the
+/// parser reads what another implementation writes. The same files seed the fuzz target.
+#[test]
+fn signed_data_made_by_openssl_verifies_and_a_flipped_bit_does_not() {
+    let trust = trust();
+    let read = |name: &str| std::fs::read(testkit::fixture(&format!("join/seeds/{name}"))).unwrap();
+    let pem = |der: &[u8]| format!("-----BEGIN PKCS7-----\n{}\n-----END PKCS7-----\n", b64(der));
+
+    let aws_der = read("aws-rsa2048.der");
+    let doc = aws::verify_rsa2048(&pem(&aws_der), &trust.aws_rsa2048).unwrap();
+    assert_eq!(
+        (doc.account_id.as_str(), doc.instance_id.as_str()),
+        ("111122223333", "i-0abc")
+    );
+    let azure_der = read("azure-attested.der");
+    let created = azure::timestamp_seconds("01/15/27 08:00:00 -0000").unwrap();
+    let attested = azure::verify(&b64(&azure_der), &trust.azure, created + 5).unwrap();
+    assert_eq!(attested.nonce, NONCE);
+    assert_eq!(attested.vm_id, VM);
+
+    // The signature is the last bytes of both (one signer, no unsigned attributes).
+    for (name, der) in [("aws", aws_der), ("azure", azure_der)] {
+        let mut flipped = der.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        let refusal = match name {
+            "aws" => aws::verify_rsa2048(&b64(&flipped), &trust.aws_rsa2048).unwrap_err(),
+            _ => azure::verify(&b64(&flipped), &trust.azure, created + 5).unwrap_err(),
+        };
+        assert_eq!(refusal.code, RefusalCode::BadProof, "{name}: {refusal}");
+        assert!(
+            refusal.reason.contains("does not verify"),
+            "{name}: {refusal}"
+        );
     }
 }

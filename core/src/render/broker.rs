@@ -248,6 +248,14 @@ pub fn args(fleet: &Fleet) -> Vec<String> {
             url(b),
         ]);
     }
+    if uses(fleet, JoinMethod::Azure) {
+        args.extend([
+            "--azure-roots".to_owned(),
+            format!("{CONFIG_DIR}/trust/azure-roots.pem"),
+            "--azure-intermediates".to_owned(),
+            format!("{CONFIG_DIR}/trust/azure-intermediates.pem"),
+        ]);
+    }
     args
 }
 
@@ -295,7 +303,10 @@ fn deployment(fleet: &Fleet) -> DeploymentSpec {
             }),
         },
     ];
-    if uses(fleet, JoinMethod::Aws) || uses(fleet, JoinMethod::Gcp) {
+    if [JoinMethod::Aws, JoinMethod::Gcp, JoinMethod::Azure]
+        .into_iter()
+        .any(|m| uses(fleet, m))
+    {
         mounts.push(mount("trust", "trust"));
         volumes.push(Volume {
             name: "trust".into(),
@@ -447,7 +458,7 @@ mod tests {
         assert_eq!(policy, Policy::from_fleet(&fleet));
         assert_eq!(
             policy.groups.len(),
-            4,
+            5,
             "every broker-joined group, no other"
         );
     }

@@ -477,6 +477,10 @@ pub struct Join {
     /// Azure subscription IDs whose VMs may join (`azure`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscriptions: Vec<String>,
+    /// Azure VM IDs (`vmId`, UUIDs) that may join (`azure`); empty for any VM of the
+    /// subscriptions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vm_ids: Vec<String>,
 }
 
 impl Join {

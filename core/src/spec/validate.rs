@@ -461,7 +461,7 @@ impl Checker {
     /// join (an empty allowlist would let any account of that cloud in).
     fn join(&mut self, at: &str, j: &super::Join) {
         use super::JoinMethod as M;
-        let fields: [(&str, &[String], M, &str); 5] = [
+        let fields: [(&str, &[String], M, &str); 6] = [
             (
                 "accounts",
                 &j.accounts,
@@ -476,6 +476,12 @@ impl Checker {
                 &j.subscriptions,
                 M::Azure,
                 "a subscription ID, such as `0a1b2c3d-0000-4000-8000-000000000000`",
+            ),
+            (
+                "vmIds",
+                &j.vm_ids,
+                M::Azure,
+                "a VM ID (vmId), such as `0a1b2c3d-0000-4000-8000-000000000000`",
             ),
         ];
         for (field, values, method, example) in fields {

@@ -15,15 +15,19 @@ pub enum Tool {
     PilotAgent,
     /// The test-only Envoy stand-in of tests/upstream/envoystandin (Envoy cannot be built here).
     EnvoyStandin,
+    /// AWS's instance metadata emulator (amazon-ec2-metadata-mock): the IMDS of the join
+    /// broker's AWS proof inside the VM's network namespace (tests/mesh/imds.rs).
+    Ec2MetadataMock,
 }
 
-pub const TOOLS: [Tool; 6] = [
+pub const TOOLS: [Tool; 7] = [
     Tool::Etcd,
     Tool::KubeApiserver,
     Tool::Istioctl,
     Tool::PilotDiscovery,
     Tool::PilotAgent,
     Tool::EnvoyStandin,
+    Tool::Ec2MetadataMock,
 ];
 
 impl Tool {
@@ -35,6 +39,7 @@ impl Tool {
             Tool::PilotDiscovery => "pilot-discovery",
             Tool::PilotAgent => "pilot-agent",
             Tool::EnvoyStandin => "envoy-standin",
+            Tool::Ec2MetadataMock => "ec2-metadata-mock",
         }
     }
 
@@ -47,6 +52,9 @@ impl Tool {
             Tool::PilotDiscovery => "istio.io/istio/pilot/cmd/pilot-discovery",
             Tool::PilotAgent => "istio.io/istio/pilot/cmd/pilot-agent",
             Tool::EnvoyStandin => "meshvm.dev/tests/upstream/envoystandin",
+            Tool::Ec2MetadataMock => {
+                "github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock"
+            }
         }
     }
 
