@@ -85,15 +85,22 @@ impl Fluxed {
             "kubectl apply -k flux/: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        // An earlier test of this binary left them suspended.
-        fluxed.suspend(false);
+        // An earlier test of this binary left them suspended: the GitRepository resumes
+        // first and fetches this test's server, so that no Kustomization, the bootstrap one
+        // above all, applies the earlier test's artifact (its URL) once resumed.
+        fluxed.suspend(false, |o| o.starts_with("GitRepository/"));
+        wait("the GitRepository to fetch this test's server", || {
+            let status = flux_status("gitrepository", GIT_REPOSITORY)?;
+            (status["artifact"]["revision"] == fluxed.main_revision().as_str()).then_some(())
+        });
+        fluxed.suspend(false, |o| !o.starts_with("GitRepository/"));
         fluxed
     }
 
-    /// Suspends (or resumes) every Flux object of the fleet.
-    fn suspend(&self, suspend: bool) {
+    /// Suspends (or resumes) the fleet's Flux objects (`Kind/name`) that `which` selects.
+    fn suspend(&self, suspend: bool, which: impl Fn(&str) -> bool) {
         let patch = format!(r#"{{"spec":{{"suspend":{suspend}}}}}"#);
-        for object in &self.objects {
+        for object in self.objects.iter().filter(|o| which(o)) {
             let out = output(kubectl().args([
                 "patch",
                 "-n",
@@ -221,7 +228,7 @@ impl Fluxed {
 impl Drop for Fluxed {
     fn drop(&mut self) {
         // Nothing reconciles after the test: the objects stay, Flux leaves them alone.
-        self.suspend(true);
+        self.suspend(true, |_| true);
     }
 }
 
