@@ -14,11 +14,15 @@ mod support;
 // The systemd-nspawn VM of the system tests, booted here in the harness's network namespace.
 #[path = "../system/nspawn.rs"]
 mod nspawn;
+// The git servers of the system tests: Flux fetches from the smart-HTTP one.
+#[path = "../system/servers.rs"]
+mod servers;
 
 mod apply;
 mod broker;
 mod cluster;
 mod imds;
+mod flux;
 mod install;
 mod join;
 mod offline;

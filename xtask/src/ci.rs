@@ -106,6 +106,9 @@ pub fn run() -> ExitCode {
     eprintln!("xtask ci: {name}");
     let outcome = match crate::mesh::ci(&root) {
         Ok(summary) => {
+            if let Some(note) = summary.not_run() {
+                eprintln!("{note}");
+            }
             eprintln!("xtask ci: {summary}");
             Outcome::Ok
         }

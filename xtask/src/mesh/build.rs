@@ -18,6 +18,10 @@ pub enum Tool {
     /// AWS's instance metadata emulator (amazon-ec2-metadata-mock): the IMDS of the join
     /// broker's AWS proof inside the VM's network namespace (tests/mesh/imds.rs).
     Ec2MetadataMock,
+    /// Flux's source-controller, from its own module in tests/upstream-flux.
+    SourceController,
+    /// Flux's kustomize-controller, from tests/upstream-flux.
+    KustomizeController,
 }
 
 pub const TOOLS: [Tool; 7] = [
@@ -30,6 +34,10 @@ pub const TOOLS: [Tool; 7] = [
     Tool::Ec2MetadataMock,
 ];
 
+/// Flux's controllers: a Go module of their own (tests/upstream-flux), so that their
+/// dependency graph never moves Istio's and Kubernetes' pins; built by `mesh build --flux`.
+pub const FLUX_TOOLS: [Tool; 2] = [Tool::SourceController, Tool::KustomizeController];
+
 impl Tool {
     pub const fn name(self) -> &'static str {
         match self {
@@ -40,6 +48,8 @@ impl Tool {
             Tool::PilotAgent => "pilot-agent",
             Tool::EnvoyStandin => "envoy-standin",
             Tool::Ec2MetadataMock => "ec2-metadata-mock",
+            Tool::SourceController => "source-controller",
+            Tool::KustomizeController => "kustomize-controller",
         }
     }
 
@@ -55,6 +65,8 @@ impl Tool {
             Tool::Ec2MetadataMock => {
                 "github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock"
             }
+            Tool::SourceController => "github.com/fluxcd/source-controller",
+            Tool::KustomizeController => "github.com/fluxcd/kustomize-controller",
         }
     }
 
@@ -90,32 +102,74 @@ pub fn build(paths: &Paths) -> Result<(), String> {
         module.join("go.sum"),
         module.join("envoystandin/main.go"),
     ])?;
-    let fresh = TOOLS.iter().all(|tool| {
+    if fresh(paths, &TOOLS, pins) {
+        return Ok(());
+    }
+    require_go()?;
+    go_build(paths, &module, &TOOLS, LDFLAGS, "the upstream programs")
+}
+
+/// Builds Flux's controllers (`mesh build --flux`) into `paths.bin`, unless both are newer
+/// than tests/upstream-flux's go.mod and go.sum.
+pub fn build_flux(paths: &Paths) -> Result<(), String> {
+    let module = paths.root.join(FLUX_MODULE);
+    let pins = newest_mtime(&[module.join("go.mod"), module.join("go.sum")])?;
+    if fresh(paths, &FLUX_TOOLS, pins) {
+        return Ok(());
+    }
+    require_go()?;
+    go_build(paths, &module, &FLUX_TOOLS, "-s -w", "Flux's controllers")
+}
+
+/// Flux's Go module, relative to the workspace root.
+pub const FLUX_MODULE: &str = "tests/upstream-flux";
+
+/// Whether every one of `tools` is built and newer than `pins`.
+pub fn fresh(paths: &Paths, tools: &[Tool], pins: SystemTime) -> bool {
+    tools.iter().all(|tool| {
         std::fs::metadata(paths.tool(*tool))
             .and_then(|m| m.modified())
             .is_ok_and(|built| built > pins)
-    });
-    if fresh {
-        return Ok(());
-    }
+    })
+}
+
+/// Whether Flux's controllers are built and newer than their module's pins.
+pub fn flux_built(paths: &Paths) -> bool {
+    let module = paths.root.join(FLUX_MODULE);
+    newest_mtime(&[module.join("go.mod"), module.join("go.sum")])
+        .is_ok_and(|pins| fresh(paths, &FLUX_TOOLS, pins))
+}
+
+fn require_go() -> Result<(), String> {
     if xtask::on_path("go").is_none() {
         return Err("`go` is not on PATH: the real-cluster tests build etcd, kube-apiserver and \
              istioctl from tests/upstream with Go 1.26 (https://go.dev/dl), install it and run again"
             .into());
     }
+    Ok(())
+}
+
+/// `go build` of `tools` of the module in `module` into `paths.bin`, one at a time.
+fn go_build(
+    paths: &Paths,
+    module: &std::path::Path,
+    tools: &[Tool],
+    ldflags: &str,
+    what: &str,
+) -> Result<(), String> {
     std::fs::create_dir_all(&paths.bin).map_err(|e| format!("{}: {e}", paths.bin.display()))?;
     let started = Instant::now();
     eprintln!(
-        "xtask mesh: go build of the upstream programs into {}",
+        "xtask mesh: go build of {what} into {}",
         paths.bin.display()
     );
     // One `go build` per tool: `-o DIR/` would name etcd after its package (`v3`).
-    for tool in TOOLS {
+    for tool in tools {
         let mut cmd = Command::new("go");
-        cmd.args(["build", "-ldflags", LDFLAGS, "-o"])
-            .arg(paths.tool(tool))
+        cmd.args(["build", "-ldflags", ldflags, "-o"])
+            .arg(paths.tool(*tool))
             .arg(tool.package())
-            .current_dir(&module)
+            .current_dir(module)
             // Static binaries as upstream ships them; the pinned toolchain only, never a
             // download; go.mod and go.sum are read, never rewritten.
             .env("CGO_ENABLED", "0")
@@ -126,7 +180,7 @@ pub fn build(paths: &Paths) -> Result<(), String> {
             return Err(format!("{cmd:?} exited with {status}"));
         }
     }
-    eprintln!("xtask mesh: built in {:.0?}", started.elapsed());
+    eprintln!("xtask mesh: built {what} in {:.0?}", started.elapsed());
     Ok(())
 }
 

@@ -26,7 +26,7 @@ pub(super) struct Process {
 }
 
 impl Process {
-    const fn of(tool: Tool) -> Process {
+    pub(super) const fn of(tool: Tool) -> Process {
         Process {
             tool,
             name: tool.name(),
@@ -44,8 +44,16 @@ pub(super) const ISTIOD_REVISION: Process = Process {
     name: "pilot-discovery-rev",
 };
 
-/// The processes `up` starts, in start order (`down` stops them in reverse).
-const PROCESSES: [Process; 4] = [ETCD, KUBE_APISERVER, ISTIOD, ISTIOD_REVISION];
+/// The processes `up` starts, in start order (`down` stops them in reverse); Flux's two only
+/// when they are built (`mesh build --flux`).
+const PROCESSES: [Process; 6] = [
+    ETCD,
+    KUBE_APISERVER,
+    ISTIOD,
+    ISTIOD_REVISION,
+    super::flux::SOURCE_CONTROLLER,
+    super::flux::KUSTOMIZE_CONTROLLER,
+];
 
 /// How long the API server and the CRDs may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -166,9 +174,15 @@ pub fn up(paths: &Paths) -> Result<(), String> {
     })?;
     load_crds(paths)?;
     let istiod = super::istiod::start(paths)?;
+    let flux = if super::build::flux_built(paths) {
+        super::flux::start(paths)?;
+        "Flux's source-controller and kustomize-controller"
+    } else {
+        "no Flux (not built: `cargo xtask mesh build --flux`)"
+    };
     eprintln!(
         "xtask mesh: up in {:.1?}: etcd {etcd_url}, kube-apiserver https://127.0.0.1:{secure}, \
-         istiod {istiod}; `eval $(cargo xtask mesh env)` to use it",
+         istiod {istiod}, {flux}; `eval $(cargo xtask mesh env)` to use it",
         started.elapsed()
     );
     Ok(())

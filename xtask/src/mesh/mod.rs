@@ -9,6 +9,7 @@
 
 mod build;
 mod cluster;
+mod flux;
 mod istiod;
 
 use std::io::{BufRead as _, BufReader};
@@ -29,12 +30,22 @@ enum Action {
     /// `go build` etcd, kube-apiserver, istioctl, pilot-discovery and pilot-agent from
     /// tests/upstream into <target>/upstream/bin (skipped when they are newer than go.mod and
     /// go.sum; Go's caches make a rebuild cheap anyway).
-    Build,
+    Build {
+        /// Also build Flux's source-controller and kustomize-controller from
+        /// tests/upstream-flux (`up` starts them whenever they are built).
+        #[arg(long)]
+        flux: bool,
+    },
     /// Build, then start etcd and kube-apiserver on 127.0.0.1, load the CRDs of
     /// ../shared/crds, and start istiod out of cluster with a plugged-in root, its CA and xDS
     /// on a veth pair to the test VM's network namespace, and a second istiod of revision 1-28
-    /// beside it. Refuses to start a second harness.
-    Up,
+    /// beside it; and Flux's source-controller and kustomize-controller when they are built.
+    /// Refuses to start a second harness.
+    Up {
+        /// Build Flux's controllers first (so that they start).
+        #[arg(long)]
+        flux: bool,
+    },
     /// Print the harness's environment for a shell to `eval`: KUBECONFIG, MESH_* binaries,
     /// istiod's address (MESH_ISTIOD), its root (MESH_ROOT_CERT) and the VM network.
     Env,
@@ -42,7 +53,12 @@ enum Action {
     Down,
     /// Run the real-cluster tests (the `mesh` test binary) against the running harness, or
     /// against one started for the run and stopped after it. Ends with `N passed, M failed`.
+    /// The Flux tests (tests/mesh/flux.rs) run when the harness runs Flux; otherwise the
+    /// summary says they were not run.
     Test {
+        /// Build Flux's controllers first (so that a harness started for the run has them).
+        #[arg(long)]
+        flux: bool,
         /// Passed to the test binary (a name filter, --nocapture, …).
         args: Vec<String>,
     },
@@ -80,11 +96,14 @@ pub fn run(args: Args) -> ExitCode {
         Err(why) => return fail(&why),
     };
     let result = match args.command {
-        Action::Build => build(&paths),
-        Action::Up => build(&paths).and_then(|()| up(&paths)),
+        Action::Build { flux } => build_all(&paths, flux),
+        Action::Up { flux } => build_all(&paths, flux).and_then(|()| up(&paths)),
         Action::Env => print_env(&paths),
         Action::Down => down(&paths),
-        Action::Test { args } => test(&paths, &args).and_then(|summary| {
+        Action::Test { flux, args } => test_with(&paths, flux, &args).and_then(|summary| {
+            if let Some(note) = summary.not_run() {
+                println!("{note}");
+            }
             println!("{summary}");
             summary.check()
         }),
@@ -93,6 +112,23 @@ pub fn run(args: Args) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => fail(&why),
     }
+}
+
+/// The upstream programs, and Flux's controllers when asked.
+fn build_all(paths: &Paths, flux: bool) -> Result<(), String> {
+    build(paths)?;
+    if flux {
+        build::build_flux(paths)?;
+    }
+    Ok(())
+}
+
+/// [`test`], building Flux's controllers first when asked.
+fn test_with(paths: &Paths, flux: bool, args: &[String]) -> Result<Summary, String> {
+    if flux {
+        build::build_flux(paths)?;
+    }
+    test(paths, args)
 }
 
 fn fail(why: &str) -> ExitCode {
@@ -124,10 +160,11 @@ pub fn env(paths: &Paths) -> Result<Vec<(String, PathBuf)>, String> {
             .iter()
             .map(|tool| (tool.env_var(), paths.tool(*tool))),
     );
-    // istiod's addresses, its root and the test VM's network.
+    // istiod's addresses, its root and the test VM's network; Flux's namespace and logs.
     vars.extend(
         istiod::env(paths)?
             .into_iter()
+            .chain(flux::env(paths)?)
             .map(|(name, value)| (name, PathBuf::from(value))),
     );
     Ok(vars)
@@ -140,12 +177,17 @@ fn print_env(paths: &Paths) -> Result<(), String> {
     Ok(())
 }
 
-/// The test run's summary line, `N passed, M failed`.
+/// The test run's summary line, `N passed, M failed`, and what was not run.
 #[derive(Debug, Default, PartialEq)]
 pub struct Summary {
     pub passed: usize,
     pub failed: usize,
+    /// The Flux tests were left out: the harness runs no Flux.
+    pub without_flux: bool,
 }
+
+/// The test-name filter of tests/mesh/flux.rs.
+const FLUX_TESTS: &str = "flux::";
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,6 +196,17 @@ impl std::fmt::Display for Summary {
 }
 
 impl Summary {
+    /// What was not run, for a line of its own before the summary (which stays the plain
+    /// `N passed, M failed` CI reads).
+    pub fn not_run(&self) -> Option<String> {
+        self.without_flux.then(|| {
+            format!(
+                "xtask mesh: the Flux tests ({FLUX_TESTS}*) were NOT RUN: the harness runs no Flux \
+                 (build its controllers with `cargo xtask mesh build --flux`)"
+            )
+        })
+    }
+
     /// Fails when a test failed or none ran.
     fn check(&self) -> Result<(), String> {
         if self.failed > 0 || self.passed == 0 {
@@ -182,7 +235,16 @@ impl Summary {
 /// tests, the harness stopped. Never skipped: without Go it fails, saying so.
 pub fn ci(root: &Path) -> Result<Summary, String> {
     let paths = Paths::new(root, &crate::ci::target_dir(root)?);
+    // Flux's reconcile is part of the suite CI runs: build its controllers (seconds once Go's
+    // cache holds them, ~5 min on an idle fresh machine) so `up` starts them.
+    build::build_flux(&paths)?;
     let summary = test(&paths, &[])?;
+    if summary.without_flux {
+        return Err(format!(
+            "the Flux tests ({FLUX_TESTS}*) did not run: the harness was already up without \
+             Flux; `cargo xtask mesh down` and run again"
+        ));
+    }
     summary.check().map(|()| summary)
 }
 
@@ -201,15 +263,27 @@ pub fn test(paths: &Paths, args: &[String]) -> Result<Summary, String> {
 }
 
 fn run_tests(paths: &Paths, args: &[String]) -> Result<Summary, String> {
+    let vars = env(paths)?;
+    let without_flux = !vars.iter().any(|(name, _)| name == "MESH_FLUX_NAMESPACE");
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(["test", "--package", "meshvm", "--features", "system-tests"])
         .args(["--test", "mesh", "--"])
         .args(args)
         .current_dir(&paths.root)
-        .envs(env(paths)?)
+        .envs(vars)
         .stdout(Stdio::piped());
+    if without_flux {
+        eprintln!(
+            "xtask mesh: the harness runs no Flux: the Flux tests ({FLUX_TESTS}*) are not run \
+             (`cargo xtask mesh build --flux` builds its controllers)"
+        );
+        cmd.args(["--skip", FLUX_TESTS]);
+    }
     let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        without_flux,
+        ..Summary::default()
+    };
     let stdout = child.stdout.take().expect("stdout is piped");
     for line in BufReader::new(stdout).lines() {
         let line = line.map_err(|e| format!("reading the test output: {e}"))?;
@@ -217,7 +291,7 @@ fn run_tests(paths: &Paths, args: &[String]) -> Result<Summary, String> {
         summary.add_line(&line);
     }
     let status = child.wait().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if !status.success() && summary == Summary::default() {
+    if !status.success() && summary.passed + summary.failed == 0 {
         return Err(format!(
             "the mesh tests did not run: {cmd:?} exited with {status}"
         ));
@@ -240,5 +314,14 @@ mod tests {
             summary.add_line(line);
         }
         assert_eq!(summary.to_string(), "5 passed, 1 failed");
+        assert_eq!(summary.not_run(), None);
+        summary.without_flux = true;
+        assert_eq!(
+            summary.to_string(),
+            "5 passed, 1 failed",
+            "the plain line CI reads"
+        );
+        let note = summary.not_run().unwrap();
+        assert!(note.contains("Flux tests (flux::*) were NOT RUN"), "{note}");
     }
 }
