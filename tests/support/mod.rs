@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod gitops;
+pub mod metadata;
 pub mod user_data;
 
 use std::collections::BTreeMap;
