@@ -108,19 +108,30 @@ pub fn running(paths: &Paths) -> Result<bool, String> {
 /// Starts the harness and waits until the API server serves the CRDs. Refuses when one runs.
 pub fn up(paths: &Paths) -> Result<(), String> {
     if running(paths)? {
-        let pids: Vec<String> = PROCESSES
-            .iter()
-            .filter_map(|process| {
-                let pid = live_pid(paths, *process).ok().flatten()?;
-                Some(format!("{} (PID {pid})", process.name))
-            })
-            .collect();
-        return Err(format!(
-            "a harness is already running: {}; use it (`eval $(cargo xtask mesh env)`) or stop \
-             it with `cargo xtask mesh down`",
-            pids.join(", ")
-        ));
+        return Err(already_running(paths));
     }
+    // A start that fails half-way stops what it started: no etcd or API server left behind.
+    start(paths).inspect_err(|_| {
+        let _ = down(paths);
+    })
+}
+
+fn already_running(paths: &Paths) -> String {
+    let pids: Vec<String> = PROCESSES
+        .iter()
+        .filter_map(|process| {
+            let pid = live_pid(paths, *process).ok().flatten()?;
+            Some(format!("{} (PID {pid})", process.name))
+        })
+        .collect();
+    format!(
+        "a harness is already running: {}; use it (`eval $(cargo xtask mesh env)`) or stop \
+         it with `cargo xtask mesh down`",
+        pids.join(", ")
+    )
+}
+
+fn start(paths: &Paths) -> Result<(), String> {
     let started = Instant::now();
     // Leftovers of a harness that died are replaced.
     remove_state(paths)?;
@@ -431,14 +442,28 @@ fn load_crds(paths: &Paths) -> Result<(), String> {
         args.extend(["-f", file.to_str().ok_or("a CRD path is not UTF-8")?]);
     }
     kubectl(paths, &args)?;
-    kubectl(
-        paths,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd",
-            "--all",
-            "--timeout=60s",
-        ],
-    )
+    wait_crds_established(paths)
+}
+
+/// Waits until every CRD is Established. `kubectl wait` fails at once instead of waiting on a
+/// CRD the API server has not given any condition yet ("accessor error: <nil>"), a race of a
+/// fresh apply: such a failure is retried until the deadline.
+pub(super) fn wait_crds_established(paths: &Paths) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waited = kubectl(
+            paths,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=60s",
+            ],
+        );
+        match waited {
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+            done => return done,
+        }
+    }
 }

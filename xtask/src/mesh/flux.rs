@@ -16,7 +16,9 @@ use std::process::Command;
 
 use super::Paths;
 use super::build::{FLUX_MODULE, Tool};
-use super::cluster::{Process, curl, free_ports, kubectl, spawn_in, wait_for};
+use super::cluster::{
+    Process, curl, free_ports, kubectl, spawn_in, wait_crds_established, wait_for,
+};
 
 /// The namespace Flux's objects live in (meshvm's default `gitops.flux.namespace`).
 pub const NAMESPACE: &str = "flux-system";
@@ -101,16 +103,7 @@ pub fn start(paths: &Paths) -> Result<(), String> {
         args.extend(["-f", file.to_str().ok_or("a CRD path is not UTF-8")?]);
     }
     kubectl(paths, &args)?;
-    kubectl(
-        paths,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd",
-            "--all",
-            "--timeout=60s",
-        ],
-    )?;
+    wait_crds_established(paths)?;
     kubectl(paths, &["create", "namespace", NAMESPACE])?;
 
     let [storage, source_health, kustomize_health] = free_ports::<3>()?;
