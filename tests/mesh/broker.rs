@@ -43,6 +43,22 @@ fn ensure_service_account(dir: &Path) {
 }
 
 /// TokenReview of `token` for `istio-ca`, as istiod makes it.
+/// A real TokenReview of `token` must authenticate it as `system:serviceaccount:<ns>:<sa>`;
+/// returns the review's status for further checks.
+pub(crate) fn assert_reviewed_as(dir: &Path, token: &str, ns: &str, sa: &str) -> Value {
+    let status = review(dir, token)["status"].clone();
+    assert_eq!(
+        status["authenticated"], true,
+        "TokenReview: {}",
+        status["error"]
+    );
+    assert_eq!(
+        status["user"]["username"],
+        format!("system:serviceaccount:{ns}:{sa}")
+    );
+    status
+}
+
 pub(crate) fn review(dir: &Path, token: &str) -> Value {
     let file = dir.join("review.json");
     std::fs::write(
@@ -102,16 +118,7 @@ fn the_broker_issues_a_real_token_that_token_review_authenticates() {
     ));
     assert_eq!(status, 200, "{}", answer["reason"]);
     let istio_token = answer["token"].as_str().unwrap();
-    let status = &review(dir.path(), istio_token)["status"];
-    assert_eq!(
-        status["authenticated"], true,
-        "TokenReview: {}",
-        status["error"]
-    );
-    assert_eq!(
-        status["user"]["username"],
-        format!("system:serviceaccount:{NS}:{SA}")
-    );
+    let status = assert_reviewed_as(dir.path(), istio_token, NS, SA);
     assert_eq!(status["audiences"], json!(["istio-ca"]));
 
     // The claims say the lifetime asked for (the minimum the API allows).
@@ -334,12 +341,8 @@ fn the_rendered_broker_applies_and_its_rbac_names_exactly_the_fleets_service_acc
     let proof = json!({"method": "join-token", "token": token});
     let (status, answer) = broker.join(&join_request("join-apps", "onprem", proof.clone()));
     assert_eq!(status, 200, "{}", answer["reason"]);
-    let status = &review(dir.path(), answer["token"].as_str().unwrap())["status"];
-    assert_eq!(
-        status["user"]["username"], "system:serviceaccount:join-apps:onprem-sa",
-        "TokenReview: {}",
-        status["error"]
-    );
+    let istio_token = answer["token"].as_str().unwrap();
+    assert_reviewed_as(dir.path(), istio_token, "join-apps", "onprem-sa");
 
     // The use is recorded in the Secret: the same join token is used up.
     let (status, answer) = broker.join(&join_request("join-apps", "onprem", proof.clone()));

@@ -289,16 +289,7 @@ impl Fleet {
     /// ServiceAccount.
     fn assert_real_token(&self, root: &Path) {
         let token = std::fs::read_to_string(token_file(root)).unwrap();
-        let status = &crate::broker::review(self.dir(), &token)["status"];
-        assert_eq!(
-            status["authenticated"], true,
-            "TokenReview: {}",
-            status["error"]
-        );
-        assert_eq!(
-            status["user"]["username"],
-            format!("system:serviceaccount:{NS}:{SA}")
-        );
+        crate::broker::assert_reviewed_as(self.dir(), &token, NS, SA);
     }
 }
 
