@@ -181,11 +181,7 @@ impl Fleet {
         let dir = scratch.path();
         let netns = var("MESH_VM_NETNS");
         let eastwest = var("MESH_EASTWEST_ADDRESS");
-        let port = std::net::TcpListener::bind((eastwest.as_str(), 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::free_port_on(&eastwest);
 
         // The groups' ServiceAccount in the cluster, and the fleet that joins them.
         crate::cluster::ensure_namespaces([NS]);

@@ -64,11 +64,7 @@ fn a_broker_joined_vm_down_longer_than_its_certificate_rejoins_on_the_next_boot(
     let namespace = format!("rejoin-vm-{}", std::process::id());
     let eastwest = var("MESH_EASTWEST_ADDRESS");
     // A free port on the east-west address for the broker (the fleet's joinBroker.port).
-    let port = std::net::TcpListener::bind((eastwest.as_str(), 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port_on(&eastwest);
 
     // The fleet: join.rs's auto-registered group, joined through the broker by join token.
     let fleet = join_fleet(dir, &namespace);

@@ -88,9 +88,14 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
     out
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    free_port_on("127.0.0.1")
+}
+
+/// A port nothing listens on right now, on `address` (the harness's east-west address, say).
+pub fn free_port_on(address: &str) -> u16 {
+    std::net::TcpListener::bind((address, 0))
         .unwrap()
         .local_addr()
         .unwrap()
