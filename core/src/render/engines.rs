@@ -157,36 +157,49 @@ fn argo_cd(fleet: &Fleet, repo_url: &str, out: &mut Rendered) {
     let prefix = name_prefix(fleet);
     // `.path.segments` of `<gitops.path>/workloads/<ns>/<group>`: the namespace's index.
     let ns_index = g.path.split('/').count() + 1;
-    let namespace = format!("{{{{ index .path.segments {ns_index} }}}}");
-    let template_meta = argo_meta(fleet, &argo_group_app_name(&prefix, ns_index));
-    let mut group_app = application(fleet, repo_url, "", "", &namespace, true).spec;
-    group_app.source.path = "{{ .path.path }}".to_owned();
-    let app_set = ApplicationSet::new(
-        argocd::API_VERSION,
-        "ApplicationSet",
-        meta(&format!("{prefix}-{WORKLOADS_DIR}"), &g.argocd.namespace),
-        ApplicationSetSpec {
-            go_template: true,
-            go_template_options: vec!["missingkey=error".to_owned()],
-            generators: vec![argocd::Generator {
-                git: GitGenerator {
-                    repo_url: repo_url.to_owned(),
-                    revision: qualified_revision(fleet),
-                    directories: vec![GitDirectory {
-                        path: repo_path(fleet, &format!("{WORKLOADS_DIR}/*/*")),
-                    }],
-                },
-            }],
-            sync_policy: Some(ApplicationSetSyncPolicy {
-                applications_sync: "create-update".to_owned(),
-                preserve_resources_on_deletion: true,
-            }),
-            template: ApplicationTemplate {
-                metadata: template_meta,
-                spec: group_app,
-            },
-        },
+    let app_set = application_set(
+        fleet,
+        repo_url,
+        &format!("{prefix}-{WORKLOADS_DIR}"),
+        &format!("{WORKLOADS_DIR}/*/*"),
+        argo_group_app_name(&prefix, ns_index),
+        ns_index,
     );
+    let mut resources = vec![
+        layout::ARGOCD_APPLICATION_SET_FILE,
+        layout::ARGOCD_BOOTSTRAP_FILE,
+        layout::ARGOCD_MESH_APPLICATION_FILE,
+    ];
+    // Split groups' buckets (`workloads/<ns>/<group>/buckets/<i>`): a second ApplicationSet,
+    // only when some group is split, so unsplit fleets' trees do not change.
+    if fleet
+        .workloads
+        .iter()
+        .any(|w| super::buckets::split(w, g.bucket_threshold).is_some())
+    {
+        let mut buckets = application_set(
+            fleet,
+            repo_url,
+            &format!("{prefix}-{WORKLOADS_DIR}-{}", layout::BUCKETS_DIR),
+            &format!("{WORKLOADS_DIR}/*/*/{}/*", layout::BUCKETS_DIR),
+            argo_bucket_app_name(&prefix, ns_index),
+            ns_index,
+        );
+        // A bucket's directory lists its VMs' overlays in `../../vms`: their changes must
+        // invalidate its manifest cache too.
+        buckets.spec.template.metadata.annotations.insert(
+            MANIFEST_GENERATE_PATHS.to_owned(),
+            format!(".;../../{}", layout::VMS_DIR),
+        );
+        out.object(
+            format!(
+                "{ARGOCD_DIR}/{}",
+                layout::ARGOCD_BUCKETS_APPLICATION_SET_FILE
+            ),
+            &buckets,
+        );
+        resources.insert(0, layout::ARGOCD_BUCKETS_APPLICATION_SET_FILE);
+    }
     let mesh_app = application(
         fleet,
         repo_url,
@@ -217,23 +230,81 @@ fn argo_cd(fleet: &Fleet, repo_url: &str, out: &mut Rendered) {
         format!("{ARGOCD_DIR}/{}", layout::ARGOCD_BOOTSTRAP_FILE),
         &bootstrap,
     );
-    out.kustomization(
-        ARGOCD_DIR,
-        [
-            layout::ARGOCD_APPLICATION_SET_FILE,
-            layout::ARGOCD_BOOTSTRAP_FILE,
-            layout::ARGOCD_MESH_APPLICATION_FILE,
-        ],
-    );
+    out.kustomization(ARGOCD_DIR, resources);
+}
+
+/// An ApplicationSet making one Application per directory matching `dirs` (below
+/// `gitops.path`), named by `name_template`, deploying to the namespace at `ns_index` of its
+/// path, with the groups' deletion guards.
+fn application_set(
+    fleet: &Fleet,
+    repo_url: &str,
+    name: &str,
+    dirs: &str,
+    name_template: String,
+    ns_index: usize,
+) -> ApplicationSet {
+    let g = &fleet.gitops;
+    let namespace = format!("{{{{ index .path.segments {ns_index} }}}}");
+    let template_meta = argo_meta(fleet, &name_template);
+    let mut app = application(fleet, repo_url, "", "", &namespace, true).spec;
+    app.source.path = "{{ .path.path }}".to_owned();
+    ApplicationSet::new(
+        argocd::API_VERSION,
+        "ApplicationSet",
+        meta(name, &g.argocd.namespace),
+        ApplicationSetSpec {
+            go_template: true,
+            go_template_options: vec!["missingkey=error".to_owned()],
+            generators: vec![argocd::Generator {
+                git: GitGenerator {
+                    repo_url: repo_url.to_owned(),
+                    revision: qualified_revision(fleet),
+                    directories: vec![GitDirectory {
+                        path: repo_path(fleet, dirs),
+                    }],
+                },
+            }],
+            sync_policy: Some(ApplicationSetSyncPolicy {
+                applications_sync: "create-update".to_owned(),
+                preserve_resources_on_deletion: true,
+            }),
+            template: ApplicationTemplate {
+                metadata: template_meta,
+                spec: app,
+            },
+        },
+    )
 }
 
 /// The ApplicationSet's template of a group Application's name: `<prefix>-<ns>.<group>`, cut
 /// as [`flux_name`] cuts (Argo CD's label tracking writes the name into a label value, at most
 /// 63 characters), in Go template with the Sprig functions the ApplicationSet controller has.
 fn argo_group_app_name(prefix: &str, ns_index: usize) -> String {
+    argo_app_name(
+        &format!("{prefix}-%s.%s"),
+        &format!("(index .path.segments {ns_index}) .path.basename"),
+    )
+}
+
+/// The ApplicationSet's template of a bucket Application's name: `<prefix>-<ns>.<group>.<i>`,
+/// cut as [`argo_group_app_name`] cuts.
+fn argo_bucket_app_name(prefix: &str, ns_index: usize) -> String {
+    argo_app_name(
+        &format!("{prefix}-%s.%s.%s"),
+        &format!(
+            "(index .path.segments {ns_index}) (index .path.segments {}) .path.basename",
+            ns_index + 1
+        ),
+    )
+}
+
+/// An Application name template: Go's `printf` of `format` and `args`, cut as [`flux_name`]
+/// cuts.
+fn argo_app_name(format: &str, args: &str) -> String {
     let keep = FLUX_NAME_MAX - NAME_HASH_HEX - 1;
     format!(
-        "{{{{- $name := printf \"{prefix}-%s.%s\" (index .path.segments {ns_index}) .path.basename -}}}}\
+        "{{{{- $name := printf \"{format}\" {args} -}}}}\
          {{{{- if gt (len $name) {FLUX_NAME_MAX} -}}}}\
          {{{{- regexReplaceAll \"[-.]+$\" (trunc {keep} $name) \"\" }}}}-{{{{ trunc {NAME_HASH_HEX} (sha256sum $name) }}}}\
          {{{{- else -}}}}{{{{ $name }}}}{{{{- end -}}}}"
@@ -341,22 +412,55 @@ fn flux(fleet: &Fleet, repo_url: &str, out: &mut Rendered) {
         layout::FLUX_GIT_REPOSITORY_FILE.to_owned(),
         layout::FLUX_MESH_FILE.to_owned(),
     ];
-    let groups: std::collections::BTreeSet<(&str, &str)> = fleet
+    let groups: BTreeMap<(&str, &str), u32> = fleet
         .workloads
         .iter()
-        .map(|w| (w.namespace.as_str(), w.name.as_str()))
+        .map(|w| {
+            let buckets = super::buckets::split(w, fleet.gitops.bucket_threshold);
+            (
+                (w.namespace.as_str(), w.name.as_str()),
+                buckets.map_or(0, |b| b.len() as u32),
+            )
+        })
         .collect();
-    for (namespace, group) in groups {
+    let depends_on = |name: &str| DependsOn {
+        name: name.to_owned(),
+    };
+    for ((namespace, group), buckets) in groups {
+        let group_name = format!("{prefix}-{namespace}.{group}");
+        let bucket_name = |bucket: u32| flux_name(&format!("{group_name}.{bucket}"));
+        // A VM that leaves a Kustomization is applied by its new one first, which takes it
+        // over (Flux's prune skips objects whose owner labels are another Kustomization's):
+        // VMs only move from the group into its buckets (when it is split) or between the
+        // last bucket and the others (when the count changes), so the group waits for every
+        // bucket and each bucket for the last one.
+        let mut group_depends_on = vec![depends_on(&mesh_name)];
+        group_depends_on.extend((0..buckets).map(|b| depends_on(&bucket_name(b))));
+        for bucket in 0..buckets {
+            let mut bucket_depends_on = vec![depends_on(&mesh_name)];
+            if bucket + 1 < buckets {
+                bucket_depends_on.push(depends_on(&bucket_name(buckets - 1)));
+            }
+            let file = layout::flux_bucket_file(namespace, group, bucket);
+            out.object(
+                format!("{FLUX_DIR}/{file}"),
+                &kustomization(
+                    &bucket_name(bucket),
+                    &layout::bucket_dir(namespace, group, bucket),
+                    true,
+                    bucket_depends_on,
+                ),
+            );
+            resources.push(file);
+        }
         let file = layout::flux_group_file(namespace, group);
         out.object(
             format!("{FLUX_DIR}/{file}"),
             &kustomization(
-                &format!("{prefix}-{namespace}.{group}"),
+                &group_name,
                 &layout::group_dir(namespace, group),
                 true,
-                vec![DependsOn {
-                    name: mesh_name.clone(),
-                }],
+                group_depends_on,
             ),
         );
         resources.push(file);

@@ -16,6 +16,7 @@
 //! - No secret ever enters the tree: a file the VM files mark private (the token) is dropped.
 
 pub mod broker;
+pub mod buckets;
 mod engines;
 pub mod layout;
 mod mesh;

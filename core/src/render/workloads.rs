@@ -6,7 +6,7 @@ use super::Rendered;
 use crate::render::layout::{
     self, BOOTSTRAP_DIR, SERVICE_ENTRY_FILE, WORKLOAD_ENTRY_FILE, WORKLOADS_DIR,
 };
-use crate::render::objects;
+use crate::render::{buckets, objects};
 use crate::spec::{CheckedFleet, Fleet, Instance, Mesh, Workload};
 use crate::tree::FileTree;
 use crate::vmfiles;
@@ -15,21 +15,29 @@ use crate::vmfiles;
 /// namespaces, a namespace its groups, a group its objects and its VMs' overlays.
 pub(super) fn workloads(fleet: &Fleet) -> Rendered {
     let mut out = Rendered::default();
-    let mut namespaces: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut namespaces: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for w in &fleet.workloads {
-        namespaces.entry(&w.namespace).or_default().insert(&w.name);
-        out.merge(group(&fleet.mesh, w));
+        let buckets = buckets::split(w, fleet.gitops.bucket_threshold);
+        let listed = namespaces.entry(&w.namespace).or_default();
+        listed.insert(w.name.clone());
+        // A split group's buckets are listed beside the group, not inside it: the group's own
+        // directory is one Application's, and each bucket another's.
+        for bucket in 0..buckets.as_ref().map_or(0, |b| b.len() as u32) {
+            listed.insert(format!("{}/{}", w.name, layout::bucket_subdir(bucket)));
+        }
+        out.merge(group(&fleet.mesh, w, buckets));
     }
     out.kustomization(WORKLOADS_DIR, namespaces.keys().copied());
-    for (ns, groups) in &namespaces {
-        out.kustomization(&format!("{WORKLOADS_DIR}/{ns}"), groups.iter().copied());
+    for (ns, groups) in namespaces {
+        out.kustomization(&format!("{WORKLOADS_DIR}/{ns}"), groups);
     }
     out
 }
 
 /// One group's directory: its WorkloadGroup, ServiceEntry, and the kustomization listing them
-/// and the overlays of its VMs (none when istiod registers the VMs itself).
-fn group(mesh: &Mesh, w: &Workload) -> Rendered {
+/// and the overlays of its VMs (none when istiod registers the VMs itself). A split group's
+/// kustomization lists only its own objects, and each bucket's the overlays of its VMs.
+fn group(mesh: &Mesh, w: &Workload, buckets: Option<Vec<BTreeSet<&str>>>) -> Rendered {
     let mut out = Rendered::default();
     let dir = layout::group_dir(&w.namespace, &w.name);
     let mut resources = vec![layout::WORKLOAD_GROUP_FILE.to_owned()];
@@ -41,9 +49,21 @@ fn group(mesh: &Mesh, w: &Workload) -> Rendered {
         out.object(format!("{dir}/{SERVICE_ENTRY_FILE}"), &se);
         resources.push(SERVICE_ENTRY_FILE.to_owned());
     }
-    if !w.auto_register {
-        let vms: BTreeSet<&str> = w.instances.iter().map(|i| i.name.as_str()).collect();
-        resources.extend(vms.iter().map(|vm| format!("vms/{vm}")));
+    match buckets {
+        Some(buckets) => {
+            for (bucket, vms) in buckets.iter().enumerate() {
+                out.kustomization(
+                    &layout::bucket_dir(&w.namespace, &w.name, bucket as u32),
+                    vms.iter()
+                        .map(|vm| format!("../../{}/{vm}", layout::VMS_DIR)),
+                );
+            }
+        }
+        None if !w.auto_register => {
+            let vms: BTreeSet<&str> = w.instances.iter().map(|i| i.name.as_str()).collect();
+            resources.extend(vms.iter().map(|vm| format!("vms/{vm}")));
+        }
+        None => {}
     }
     out.kustomization(&dir, resources);
     out

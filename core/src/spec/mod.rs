@@ -328,6 +328,12 @@ pub struct Gitops {
     /// Where Flux runs and which controller shard reconciles this fleet.
     #[serde(default)]
     pub flux: Flux,
+    /// Splits a workload group with more VMs than this into stable buckets, each its own Argo
+    /// CD Application and Flux Kustomization (see docs/tree.md, "Very large groups"). Off when
+    /// unset: a group of any size is one Application and one Kustomization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 1000000))]
+    pub bucket_threshold: Option<u32>,
 }
 
 /// Argo CD settings of a fleet (`gitops.argocd`).
@@ -387,6 +393,7 @@ impl Default for Gitops {
             name: None,
             argocd: ArgoCd::default(),
             flux: Flux::default(),
+            bucket_threshold: None,
         }
     }
 }
