@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use meshvm::k8s::kustomize::{self, Kustomization};
-use meshvm::render::layout;
 use meshvm::render::{Rendered, render};
+use meshvm::render::{buckets, layout};
 use meshvm::spec::{Engine, Fleet, Instance};
 use testkit::fixture_fleets;
 
@@ -118,11 +118,32 @@ fn adding_a_vm_adds_its_files_and_touches_only_its_group_listing() {
                 added.iter().all(|p| p.starts_with(&vm_dir)),
                 "{name}: only the new VM's files are added: {added:?}"
             );
-            let group_listing = format!(
-                "{}/{}",
-                layout::group_dir(&w.namespace, &w.name),
-                kustomize::FILE_NAME
-            );
+            // The listing of the VM's group, or of its bucket when the group is split.
+            let threshold = fleet.gitops.bucket_threshold;
+            let group_listing = match buckets::split(&bigger.workloads[gi], threshold) {
+                Some(after) => {
+                    let count = after.len() as u32;
+                    assert_eq!(
+                        buckets::split(w, threshold).map(|b| b.len()),
+                        Some(after.len()),
+                        "{name}: the fixture keeps its bucket count with one more VM"
+                    );
+                    format!(
+                        "{}/{}",
+                        layout::bucket_dir(
+                            &w.namespace,
+                            &w.name,
+                            buckets::bucket_of("added-vm", count)
+                        ),
+                        kustomize::FILE_NAME
+                    )
+                }
+                None => format!(
+                    "{}/{}",
+                    layout::group_dir(&w.namespace, &w.name),
+                    kustomize::FILE_NAME
+                ),
+            };
             let expected: BTreeSet<String> = if w.auto_register {
                 BTreeSet::new()
             } else {
@@ -151,7 +172,15 @@ fn applied_from(r: &Rendered, dir: &str, out: &mut Vec<String>) {
     let k: Kustomization =
         serde_saphyr::from_str(&text(r, &format!("{dir}/{}", kustomize::FILE_NAME))).unwrap();
     for res in &k.resources {
-        let path = format!("{dir}/{res}");
+        // A bucket lists `../../vms/<vm>`: resolve `..` as kustomize does.
+        let mut parts: Vec<&str> = Vec::new();
+        for part in dir.split('/').chain(res.split('/')) {
+            match part {
+                ".." => assert!(parts.pop().is_some(), "{dir}/{res} leaves the tree"),
+                _ => parts.push(part),
+            }
+        }
+        let path = parts.join("/");
         if r.files
             .contains(&format!("{path}/{}", kustomize::FILE_NAME))
         {
@@ -170,12 +199,16 @@ fn applied_from(r: &Rendered, dir: &str, out: &mut Vec<String>) {
 /// `mesh/` and one per group (Argo CD's ApplicationSet makes one Application per directory
 /// `workloads/*/*`; Flux has one Kustomization per group).
 fn engine_roots(r: &Rendered, engine: Engine) -> Vec<String> {
+    // Group directories, and the bucket directories of split groups.
     let groups: BTreeSet<String> = r
         .files
         .paths()
         .filter(|p| p.starts_with(&format!("{}/", layout::WORKLOADS_DIR)))
         .filter_map(|p| {
             let parts: Vec<&str> = p.split('/').collect();
+            if parts.len() == 6 && parts[3] == layout::BUCKETS_DIR {
+                return Some(parts[..5].join("/"));
+            }
             (parts.len() > 3).then(|| parts[..3].join("/"))
         })
         .collect();
@@ -192,7 +225,10 @@ fn engine_roots(r: &Rendered, engine: Engine) -> Vec<String> {
             })
             .collect();
         if r.files.paths().any(|p| p.starts_with("flux/")) {
-            assert_eq!(rendered, groups, "one Flux Kustomization per group");
+            assert_eq!(
+                rendered, groups,
+                "one Flux Kustomization per group and per bucket"
+            );
         }
     }
     std::iter::once(layout::MESH_DIR.to_owned())
@@ -211,6 +247,13 @@ fn every_applied_object_belongs_to_exactly_one_application_or_kustomization() {
             .map(String::as_str)
             .filter(|p| p.starts_with("mesh/") || p.starts_with("workloads/"))
             .collect();
+        // The one list of application paths names exactly these directories.
+        let fleet = load(name).fleet.fleet().clone();
+        let listed: Vec<String> = layout::application_dirs(&fleet)
+            .into_iter()
+            .filter(|d| d != layout::ARGOCD_DIR && d != layout::FLUX_DIR)
+            .collect();
+        assert_eq!(listed, engine_roots(&r, Engine::Argocd), "{name}");
         for engine in [Engine::Argocd, Engine::Flux] {
             let mut owner: BTreeMap<String, String> = BTreeMap::new();
             for root in engine_roots(&r, engine) {
@@ -282,15 +325,22 @@ fn each_vm_has_its_overlay_unless_auto_registered_and_its_bootstrap_files() {
         for (w, vm) in fleet.vms() {
             let dir = layout::vm_dir(&w.namespace, &w.name, &vm.name);
             let entry = format!("{dir}/{}", layout::WORKLOAD_ENTRY_FILE);
-            let group = text(
-                &r,
-                &format!(
-                    "{}/{}",
-                    layout::group_dir(&w.namespace, &w.name),
-                    kustomize::FILE_NAME
+            let (listing, entry_line) = match buckets::split(w, fleet.gitops.bucket_threshold) {
+                Some(b) => (
+                    layout::bucket_dir(
+                        &w.namespace,
+                        &w.name,
+                        buckets::bucket_of(&vm.name, b.len() as u32),
+                    ),
+                    format!("- ../../vms/{}\n", vm.name),
                 ),
-            );
-            let listed = group.contains(&format!("- vms/{}\n", vm.name));
+                None => (
+                    layout::group_dir(&w.namespace, &w.name),
+                    format!("- vms/{}\n", vm.name),
+                ),
+            };
+            let group = text(&r, &format!("{listing}/{}", kustomize::FILE_NAME));
+            let listed = group.contains(&entry_line);
             if w.auto_register {
                 // istiod creates and deletes the WorkloadEntry itself.
                 assert!(!r.files.contains(&entry) && !listed, "{name}: {entry}");
