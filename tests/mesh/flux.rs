@@ -37,10 +37,16 @@ struct Fluxed {
     url: String,
     /// The Flux objects of the fleet: kind/name.
     objects: Vec<String>,
+    /// The fleet's `gitops.bucketThreshold`.
+    threshold: Option<u32>,
 }
 
 impl Fluxed {
     fn start() -> Fluxed {
+        Fluxed::start_with(None)
+    }
+
+    fn start_with(threshold: Option<u32>) -> Fluxed {
         let namespace = harness_var("MESH_FLUX_NAMESPACE");
         assert_eq!(namespace, Path::new("flux-system"), "meshvm's default");
         let scratch = Scratch::new();
@@ -53,22 +59,13 @@ impl Fluxed {
             _http: http,
             url,
             objects: Vec::new(),
+            threshold,
         };
         fluxed.fleet(&VMS);
         fluxed.sync();
         // The hand apply of flux/: from now on Flux keeps it (and everything else) in step.
         // Forced: an earlier test's bootstrap Kustomization owns these objects' fields.
-        let tree = fluxed.render();
-        fluxed.objects = built(&tree.join("flux"))
-            .iter()
-            .map(|o| {
-                format!(
-                    "{}/{}",
-                    o["kind"].as_str().unwrap(),
-                    o["metadata"]["name"].as_str().unwrap()
-                )
-            })
-            .collect();
+        let tree = fluxed.rendered_objects();
         let out = output(
             kubectl()
                 .args([
@@ -95,6 +92,22 @@ impl Fluxed {
         });
         fluxed.suspend(false, |o| !o.starts_with("GitRepository/"));
         fluxed
+    }
+
+    /// Renders the fleet and notes its Flux objects; the rendered tree.
+    fn rendered_objects(&mut self) -> PathBuf {
+        let tree = self.render();
+        self.objects = built(&tree.join("flux"))
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        tree
     }
 
     /// Suspends (or resumes) the fleet's Flux objects (`Kind/name`) that `which` selects.
@@ -137,6 +150,9 @@ impl Fluxed {
             }
             text.push_str(&line.replace("http://127.0.0.1:1/mesh.git", &self.url));
             text.push('\n');
+            if let (Some(threshold), "engines: [flux]") = (self.threshold, trimmed) {
+                text.push_str(&format!("  bucketThreshold: {threshold}\n"));
+            }
             if trimmed == "instances:" {
                 for (_, name, address) in vms.iter().filter(|(g, ..)| *g == group) {
                     text.push_str(&format!("      - {{name: {name}, address: {address}}}\n"));
@@ -182,7 +198,10 @@ impl Fluxed {
             .iter()
             .filter_map(|o| o.strip_prefix("Kustomization/"))
             .collect();
-        assert_eq!(names.len(), 4, "bootstrap, mesh and two groups: {names:?}");
+        assert!(
+            names.len() >= 4,
+            "bootstrap, mesh and two groups: {names:?}"
+        );
         names
     }
 
@@ -373,6 +392,11 @@ fn flux_applies_every_kustomization_meshvm_renders_and_an_unchanged_sync_is_no_n
     // no Kustomization applies anything new.
     let said = fluxed.sync();
     assert!(said.contains("no commit"), "{said}");
+    assert_eq!(
+        fluxed.kustomizations().len(),
+        4,
+        "bootstrap, mesh and two groups"
+    );
     let status = fluxed.refetch();
     assert_eq!(status["artifact"]["revision"], revision.as_str());
     for name in fluxed.kustomizations() {
@@ -459,4 +483,81 @@ fn a_hand_edit_meshvm_refuses_never_reaches_the_cluster() {
     let entry = workload_entry("flux-web", "web-1").unwrap();
     assert_eq!(entry["spec"]["address"], "10.0.0.31");
     assert!(workload_entry("flux-web", "web-3").is_none());
+}
+
+/// A group that crosses `gitops.bucketThreshold` is split: Flux applies it through one
+/// Kustomization per bucket, all Ready at the new commit, and the WorkloadEntries of the VMs
+/// it already had are taken over by their buckets, never deleted and created again (same
+/// uid): the group's Kustomization prunes only after its buckets applied (docs/tree.md).
+#[test]
+fn a_group_crossing_the_bucket_threshold_is_applied_by_its_buckets_without_recreating_entries() {
+    let _turn = fleet_turn();
+    // Threshold 2: `web` (2 VMs) is not split yet.
+    let mut fluxed = Fluxed::start_with(Some(2));
+    fluxed.wait_applied();
+    let uid = |name: &str| {
+        let entry = workload_entry("flux-web", name).unwrap_or_else(|| panic!("{name}"));
+        entry["metadata"]["uid"].as_str().unwrap().to_owned()
+    };
+    let before = [uid("web-1"), uid("web-2")];
+    assert_eq!(fluxed.kustomizations().len(), 4, "not split yet");
+
+    // Two more VMs: 4 > 2, so `web` is split into ceil(2 * 4 / 2) = 4 buckets.
+    let grown = [
+        VMS[0],
+        VMS[1],
+        VMS[2],
+        ("web", "web-11", "10.0.0.51"),
+        ("web", "web-12", "10.0.0.52"),
+    ];
+    fluxed.fleet(&grown);
+    let said = fluxed.sync();
+    assert!(said.contains("committed "), "{said}");
+    fluxed.rendered_objects();
+    let buckets: Vec<String> = fluxed
+        .kustomizations()
+        .into_iter()
+        .filter(|name| name.starts_with("meshvm-fluxtest-flux-web.web."))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(buckets.len(), 4, "{buckets:?}");
+    fluxed.wait_applied();
+
+    for (group, name, address) in grown {
+        let entry = workload_entry(&format!("flux-{group}"), name)
+            .unwrap_or_else(|| panic!("{name} is not in the API server"));
+        assert_eq!(entry["spec"]["address"], address);
+        let owner = entry["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if group == "web" {
+            assert!(buckets.contains(&owner), "{name} is applied by {owner}");
+        } else {
+            assert_eq!(owner, "meshvm-fluxtest-flux-db.db", "{name}");
+        }
+    }
+    assert_eq!(
+        [uid("web-1"), uid("web-2")],
+        before,
+        "the entries were taken over by the buckets, not deleted and created again"
+    );
+
+    // Leave the cluster as the other tests expect it: no bucket Kustomizations (Orphan: the
+    // entries stay) and none of this test's extra VMs.
+    for bucket in &buckets {
+        checked(kubectl().args(["delete", "-n", "flux-system", "kustomization", bucket]));
+    }
+    fluxed
+        .objects
+        .retain(|o| !buckets.iter().any(|b| o.ends_with(b.as_str())));
+    for name in ["web-11", "web-12"] {
+        checked(kubectl().args([
+            "delete",
+            "-n",
+            "flux-web",
+            "workloadentries.networking.istio.io",
+            name,
+        ]));
+    }
 }

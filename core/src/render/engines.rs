@@ -426,6 +426,14 @@ fn flux(fleet: &Fleet, repo_url: &str, out: &mut Rendered) {
     let depends_on = |name: &str| DependsOn {
         name: name.to_owned(),
     };
+    // With buckets on, a VM can move between Kustomizations, and the order below holds only
+    // once each Kustomization has its new `dependsOn`: so they also wait for the bootstrap
+    // Kustomization to have applied `flux/` at the same revision.
+    let bootstrap_name = flux_name(&format!("{prefix}-{FLUX_DIR}"));
+    let mut base_depends_on = vec![depends_on(&mesh_name)];
+    if fleet.gitops.bucket_threshold.is_some() {
+        base_depends_on.push(depends_on(&bootstrap_name));
+    }
     for ((namespace, group), buckets) in groups {
         let group_name = format!("{prefix}-{namespace}.{group}");
         let bucket_name = |bucket: u32| flux_name(&format!("{group_name}.{bucket}"));
@@ -434,10 +442,10 @@ fn flux(fleet: &Fleet, repo_url: &str, out: &mut Rendered) {
         // VMs only move from the group into its buckets (when it is split) or between the
         // last bucket and the others (when the count changes), so the group waits for every
         // bucket and each bucket for the last one.
-        let mut group_depends_on = vec![depends_on(&mesh_name)];
+        let mut group_depends_on = base_depends_on.clone();
         group_depends_on.extend((0..buckets).map(|b| depends_on(&bucket_name(b))));
         for bucket in 0..buckets {
-            let mut bucket_depends_on = vec![depends_on(&mesh_name)];
+            let mut bucket_depends_on = base_depends_on.clone();
             if bucket + 1 < buckets {
                 bucket_depends_on.push(depends_on(&bucket_name(buckets - 1)));
             }
