@@ -17,6 +17,7 @@
 
 pub mod broker;
 mod engines;
+pub mod hydrator;
 pub mod layout;
 mod mesh;
 pub mod objects;
