@@ -292,15 +292,6 @@ impl Checker {
             names::branch(&g.branch),
             "use a branch name such as `main`",
         );
-        if g.hydrator.as_ref().is_some_and(|h| h.promoter) && names::branch(&g.branch).is_ok() {
-            let next = g.sync_branch();
-            self.report(
-                "/gitops/hydrator/promoter",
-                &next,
-                names::branch(&next),
-                "GitOps Promoter's proposed branch is `<gitops.branch>-next`: choose a branch such as `main`",
-            );
-        }
         if let Some(url) = &g.repo_url {
             if url.trim().is_empty() || url.chars().any(char::is_whitespace) {
                 self.problems.push(
