@@ -103,7 +103,11 @@ fn a_hydrated_sync_records_the_dry_commit_and_commits_only_for_a_new_one() {
     ok(&r);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["commit"], serde_json::Value::Null, "{}", r.stdout);
-    assert!(v.get("warnings").is_none(), "the shortcut is taken: {}", r.stdout);
+    assert!(
+        v.get("warnings").is_none(),
+        "the shortcut is taken: {}",
+        r.stdout
+    );
     assert_eq!(git(&out, &["rev-parse", "main-next"]).trim(), first);
 
     // A new dry commit that leaves the fleet file as it was: the fleet's bytes are the same,
