@@ -18,7 +18,10 @@ use crate::spec::SourceFile;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DryState {
     /// Committed as it is at HEAD: its commit, and the file's path in the repository.
-    Committed { commit: DryCommit, path: String },
+    Committed {
+        commit: Box<DryCommit>,
+        path: String,
+    },
     /// In a work tree, but not as HEAD holds it (or HEAD is unborn): its path there.
     Uncommitted { path: String },
     /// Not in a Git work tree (or standard input).
@@ -68,7 +71,7 @@ pub fn dry_state(fleet_file: &Path) -> DryState {
     let head = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
     match (clean, head) {
         (true, Some(head)) => DryState::Committed {
-            commit: of_commit(&head),
+            commit: Box::new(of_commit(&head)),
             path,
         },
         _ => DryState::Uncommitted { path },
