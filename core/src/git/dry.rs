@@ -226,6 +226,41 @@ mod tests {
     }
 
     #[test]
+    fn only_a_fleet_file_committed_as_it_is_has_a_dry_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside.yaml");
+        std::fs::write(&outside, "a: 1\n").unwrap();
+        assert_eq!(dry_state(&outside), DryState::NotInGit);
+        assert_eq!(
+            dry_state(&dir.path().join("missing.yaml")),
+            DryState::NotInGit
+        );
+
+        let work = dir.path().join("work");
+        let repo = Repository::init(&work).unwrap();
+        std::fs::create_dir_all(work.join("fleets")).unwrap();
+        let fleet = work.join("fleets/prod.yaml");
+        std::fs::write(&fleet, "a: 1\n").unwrap();
+        let uncommitted = DryState::Uncommitted {
+            path: "fleets/prod.yaml".into(),
+        };
+        assert_eq!(dry_state(&fleet), uncommitted, "new, HEAD unborn");
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new("fleets/prod.yaml")).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("Dev", "dev@example.com").unwrap();
+        let id = repo
+            .commit(Some("HEAD"), &sig, &sig, "fleet\n", &tree, &[])
+            .unwrap();
+        let state = dry_state(&fleet);
+        assert_eq!(state.commit().map(|c| c.sha.clone()), Some(id.to_string()));
+        assert_eq!(state.path("-"), "fleets/prod.yaml");
+        std::fs::write(&fleet, "a: 2\n").unwrap();
+        assert_eq!(dry_state(&fleet), uncommitted, "modified");
+    }
+
+    #[test]
     fn reference_trailers_become_the_reference_and_leave_the_body() {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init(dir.path()).unwrap();

@@ -88,9 +88,37 @@ struct Metadata<'a> {
     references: Vec<Reference<'a>>,
 }
 
-impl Metadata<'_> {
+impl<'a> Metadata<'a> {
+    /// The root file's: the dry commit.
+    fn root(repo_url: &'a str, d: &'a DryCommit) -> Metadata<'a> {
+        Metadata {
+            repo_url,
+            dry_sha: &d.sha,
+            author: &d.author,
+            date: &d.date,
+            subject: &d.subject,
+            body: &d.body,
+            references: d
+                .reference
+                .iter()
+                .map(|commit| Reference { commit })
+                .collect(),
+            ..Metadata::default()
+        }
+    }
+
+    /// The bytes Go's `json.MarshalIndent(m, "", "  ")` gives: two-space indent, no final
+    /// newline, and `<`, `>`, `&`, U+2028 and U+2029 escaped as `\u003c`… (Go's HTML-safe
+    /// default). Those characters occur only inside JSON strings, so replacing them in the
+    /// text is the same as escaping them there.
     fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).expect("plain strings serialize")
+        let text = serde_json::to_string_pretty(self).expect("plain strings serialize");
+        text.replace('<', "\\u003c")
+            .replace('>', "\\u003e")
+            .replace('&', "\\u0026")
+            .replace('\u{2028}', "\\u2028")
+            .replace('\u{2029}', "\\u2029")
+            .into_bytes()
     }
 }
 
@@ -125,21 +153,8 @@ pub fn hydrate(out: &mut Rendered, fleet: &Fleet, dry: Option<&DryCommit>, fleet
     let repo_url = fleet.gitops.repo_url.as_deref().unwrap_or("");
     let empty = DryCommit::default();
     let d = dry.unwrap_or(&empty);
-    let root = Metadata {
-        repo_url,
-        dry_sha: &d.sha,
-        author: &d.author,
-        date: &d.date,
-        subject: &d.subject,
-        body: &d.body,
-        references: d
-            .reference
-            .iter()
-            .map(|commit| Reference { commit })
-            .collect(),
-        ..Metadata::default()
-    };
-    out.files.insert(METADATA_FILE, root.to_bytes());
+    out.files
+        .insert(METADATA_FILE, Metadata::root(repo_url, d).to_bytes());
     let per_path = Metadata {
         repo_url,
         dry_sha: &d.sha,
@@ -171,25 +186,12 @@ mod tests {
                 ..ReferenceCommit::default()
             }),
         };
-        let m = Metadata {
-            repo_url: "https://git.example.com/mesh.git",
-            dry_sha: &dry.sha,
-            author: &dry.author,
-            date: &dry.date,
-            subject: &dry.subject,
-            body: &dry.body,
-            references: dry
-                .reference
-                .iter()
-                .map(|commit| Reference { commit })
-                .collect(),
-            ..Metadata::default()
-        };
+        let m = Metadata::root("https://git.example.com/mesh.git", &dry);
         insta::assert_snapshot!(String::from_utf8(m.to_bytes()).unwrap(), @r#"
         {
           "repoURL": "https://git.example.com/mesh.git",
           "drySha": "6cb951525937865dced818bbdd78c89b2d2b3045",
-          "author": "CI <ci@example.com>",
+          "author": "CI \u003cci@example.com\u003e",
           "date": "2025-06-09T13:50:08-04:00",
           "subject": "chore: bump image",
           "references": [
