@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::support::gitops::{OWNED, Scratch, ok};
-use crate::support::{bare_repo, fixture, git, meshvm, run};
+use crate::support::{bare_repo, fixture, git, meshvm, render_to, run};
 
 /// The dry repository: fixtures/hydrator's fleet at `fleets/prod.yaml`, committed.
 fn dry_repo(s: &Scratch) -> (PathBuf, PathBuf) {
@@ -83,6 +83,19 @@ fn a_hydrated_sync_records_the_dry_commit_and_commits_only_for_a_new_one() {
         assert_eq!(m["drySha"], dry_sha.as_str(), "{dir}");
         assert_eq!(
             m["commands"][0], "meshvm render --file fleets/prod.yaml --output clusters/cluster1",
+            "{dir}"
+        );
+    }
+    // `meshvm render` (the listed command) writes the same metadata, byte for byte.
+    let rendered = s.path().join("rendered");
+    render_to(&fleet, &rendered);
+    for dir in ["", "mesh/", "workloads/vm-apps/tester/"] {
+        assert_eq!(
+            std::fs::read_to_string(rendered.join(format!("{dir}hydrator.metadata"))).unwrap(),
+            git(
+                &out,
+                &["show", &format!("main-next:{OWNED}/{dir}hydrator.metadata")]
+            ),
             "{dir}"
         );
     }
