@@ -9,6 +9,7 @@ mod cli;
 mod cloud_init;
 mod gitops;
 mod hardening;
+mod hydrator;
 mod interrupt;
 mod join;
 mod noop;

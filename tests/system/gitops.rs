@@ -471,3 +471,73 @@ fn large_fleets_show_progress_on_a_terminal_only_and_never_when_quiet() {
         r.stdout
     );
 }
+
+/// Source Hydrator with GitOps Promoter (`gitops.hydrator.promoter`): the sync pushes to
+/// `main-next` over git daemon and never to `main`, which Promoter moves (here a human merge);
+/// a new dry commit is pushed to `main-next` again, an unchanged one is not.
+#[test]
+fn promoter_mode_pushes_the_next_branch_over_git_daemon_and_leaves_the_active_one() {
+    let s = Scratch::new();
+    let (server, _daemon, url) = served_repo(&s);
+    let dry = s.path().join("dry");
+    fs::create_dir_all(&dry).unwrap();
+    git(&dry, &["init", "-q", "-b", "main"]);
+    let fleet = dry.join("meshvm.yaml");
+    fs::copy(crate::support::fixture("hydrator/meshvm.yaml"), &fleet).unwrap();
+    git(&dry, &["add", "-A"]);
+    git(&dry, &["commit", "-q", "-m", "fleet: first"]);
+    let sync = || {
+        run(meshvm()
+            .current_dir(s.path())
+            .env("HOME", s.home())
+            .env("MESHVM_CACHE_DIR", s.cache())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .args(["gitops", "sync", "-q", "--push", "--repo", &url, "-f"])
+            .arg(&fleet))
+    };
+    let dry_sha = |rev: &str| {
+        let text = git(
+            &server,
+            &["show", &format!("{rev}:{OWNED}/hydrator.metadata")],
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["drySha"].as_str().unwrap().to_owned()
+    };
+    ok(&sync());
+    let first = git(&server, &["rev-parse", "main-next"]).trim().to_owned();
+    assert_eq!(
+        dry_sha("main-next"),
+        git(&dry, &["rev-parse", "HEAD"]).trim()
+    );
+    assert!(
+        git(&server, &["branch", "--list", "main"])
+            .trim()
+            .is_empty()
+    );
+
+    // Promoter merges the proposed branch into the active one.
+    git(&server, &["branch", "main", "main-next"]);
+    ok(&sync());
+    assert_eq!(
+        git(&server, &["rev-parse", "main-next"]).trim(),
+        first,
+        "unchanged: no push"
+    );
+
+    git(
+        &dry,
+        &["commit", "-q", "--allow-empty", "-m", "fleet: next"],
+    );
+    ok(&sync());
+    let second = git(&server, &["rev-parse", "main-next"]).trim().to_owned();
+    assert_ne!(second, first);
+    assert_eq!(
+        dry_sha("main-next"),
+        git(&dry, &["rev-parse", "HEAD"]).trim()
+    );
+    assert_eq!(
+        git(&server, &["rev-parse", "main"]).trim(),
+        first,
+        "main is Promoter's"
+    );
+}

@@ -214,14 +214,27 @@ pub fn run(command: Command) -> CmdResult {
 /// The rendered GitOps tree of the fleet, relative to `gitops.path`: the same tree
 /// `meshvm render` writes (the render is pure, so a rebuild after a lost push race is the same
 /// tree on a new parent).
-fn rendered_tree(source: &SourceFile) -> FileTree {
-    meshvm::render::render(&source.fleet).files
+///
+/// With `gitops.hydrator`, also its `hydrator.metadata` files, and what the sync records
+/// (`git::dry::hydrate`).
+fn rendered_tree(source: &SourceFile) -> (FileTree, Option<git::dry::Hydrated>) {
+    let mut rendered = meshvm::render::render(&source.fleet);
+    let hydrated = git::dry::hydrate(&mut rendered, source);
+    (rendered.files, hydrated)
 }
 
 impl RepoArgs {
-    fn options(&self, source: &SourceFile) -> Result<Options, CommandError> {
-        let mut opts = self.options_for(&source.fleet.gitops.branch)?;
+    fn options(
+        &self,
+        source: &SourceFile,
+        hydrated: Option<&git::dry::Hydrated>,
+    ) -> Result<Options, CommandError> {
+        let mut opts = self.options_for(&source.fleet.gitops.sync_branch())?;
         opts.render_inputs = Some(source.render_inputs());
+        if let Some(h) = hydrated {
+            opts.render_inputs = Some(h.render_inputs.clone());
+            opts.extra_trailers = h.trailers.clone();
+        }
         Ok(opts)
     }
 
@@ -319,8 +332,15 @@ fn sync_fleet(repo: &RepoArgs, configure: impl Fn(&mut Options)) -> Result<Synce
         });
     }
     let source = repo.fleet.load()?;
-    let tree = rendered_tree(&source);
-    let mut opts = repo.options(&source)?;
+    let (tree, hydrated) = rendered_tree(&source);
+    if let Some(git::dry::DryState::Uncommitted { path }) = hydrated.as_ref().map(|h| &h.state) {
+        if !repo.quiet {
+            eprintln!(
+                "note: {path} is not committed as it is: hydrator.metadata leaves drySha out"
+            );
+        }
+    }
+    let mut opts = repo.options(&source, hydrated.as_ref())?;
     configure(&mut opts);
     let input = git::Input {
         tree: &tree,
@@ -350,8 +370,13 @@ fn unchanged(
     };
     let mut opts = repo.options_for(&glance.branch)?;
     configure(&mut opts);
-    opts.render_inputs = Some(glance.render_inputs.clone());
-    Ok(git::unchanged(&glance.path, &glance.render_inputs, &opts).map(|report| (report, opts)))
+    let inputs = if glance.hydrator {
+        git::dry::inputs_of(&glance.render_inputs, &repo.fleet.file)
+    } else {
+        glance.render_inputs.clone()
+    };
+    opts.render_inputs = Some(inputs.clone());
+    Ok(git::unchanged(&glance.path, &inputs, &opts).map(|report| (report, opts)))
 }
 
 fn sync(args: SyncArgs) -> CmdResult {

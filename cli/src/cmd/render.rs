@@ -32,7 +32,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> CmdResult {
     let source = args.fleet.load()?;
-    let rendered = meshvm::render::render(&source.fleet);
+    let mut rendered = meshvm::render::render(&source.fleet);
+    // With `gitops.hydrator`, the same hydrator.metadata files a sync commits.
+    meshvm::git::dry::hydrate(&mut rendered, &source);
     match args.output {
         None => to_stdout(|out| out.write_all(rendered.object_stream().as_bytes()))?,
         Some(dir) => {

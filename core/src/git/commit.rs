@@ -112,6 +112,8 @@ pub struct Meta<'a> {
     pub version: &'a str,
     /// The digest of the render's inputs, when known: the no-op shortcut's key.
     pub render_inputs: Option<&'a str>,
+    /// Trailers after meshvm's own (`Options::extra_trailers`).
+    pub extra_trailers: &'a [(String, String)],
 }
 
 /// Most names listed per line of the message; the rest are counted.
@@ -195,6 +197,9 @@ pub fn message(plan: &Plan, subtree: Oid, meta: &Meta<'_>) -> String {
     ));
     if let Some(inputs) = meta.render_inputs {
         msg.push_str(&format!("{TRAILER_INPUTS}: {inputs}\n"));
+    }
+    for (key, value) in meta.extra_trailers {
+        msg.push_str(&format!("{key}: {value}\n"));
     }
     msg
 }
@@ -371,6 +376,7 @@ mod tests {
             fleet_sha256: "ab12",
             version: "0.1.0",
             render_inputs: None,
+            extra_trailers: &[],
         };
         let msg = message(&p, empty_tree_id(), &meta);
         insta::assert_snapshot!(msg, @r"
@@ -405,6 +411,7 @@ mod tests {
                 fleet_sha256: "0",
                 version: "0",
                 render_inputs: None,
+                extra_trailers: &[],
             },
         );
         assert!(msg.contains("vm-19 and 5 more\n"), "{msg}");

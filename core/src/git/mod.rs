@@ -21,6 +21,7 @@
 //! (`plan::git_mode` refuses files that hold secrets).
 
 mod commit;
+pub mod dry;
 mod error;
 pub mod known_hosts;
 pub mod lock;
@@ -125,6 +126,9 @@ pub struct Options {
     /// The digest of everything the render read (`spec::inputs`), recorded in the commit's
     /// trailers so that the next sync can skip an unchanged render ([`unchanged`]).
     pub render_inputs: Option<String>,
+    /// More trailers for the commit, after meshvm's own: the `Argocd-reference-commit-*`
+    /// trailers of a hydrated tree (`dry::reference_trailers`). Values hold no newline.
+    pub extra_trailers: Vec<(String, String)>,
 }
 
 impl Options {
@@ -148,6 +152,7 @@ impl Options {
             backoff: Duration::from_millis(250),
             lock_timeout: Duration::from_secs(120),
             render_inputs: None,
+            extra_trailers: Vec::new(),
         }
     }
 }

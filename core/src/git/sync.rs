@@ -713,6 +713,7 @@ impl Sync<'_> {
                 fleet_sha256: input.fleet_sha256,
                 version: VERSION,
                 render_inputs: opts.render_inputs.as_deref(),
+                extra_trailers: &opts.extra_trailers,
             };
             let msg = commit::message(plan, subtree, &meta);
             commit::create_commit(w, root, base, &author, &committer, &msg)

@@ -18,6 +18,7 @@
 pub mod broker;
 pub mod buckets;
 mod engines;
+pub mod hydrator;
 pub mod layout;
 mod mesh;
 pub mod objects;

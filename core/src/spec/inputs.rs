@@ -46,6 +46,20 @@ pub fn digest_for_build(build: &str, fleet_sha256: &str, root_cert: Option<&str>
     hex(&h.finalize())
 }
 
+/// The digest of a render's inputs when the render also reads the fleet file's dry commit
+/// (`gitops.hydrator`): `inputs` and the commit's id, or that there is none (the fleet file
+/// is not committed as it is). A new dry commit is a new input, so the no-op shortcut never
+/// skips the sync that writes its `drySha`.
+pub fn with_dry_commit(inputs: &str, dry_sha: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("meshvm hydrated inputs v1\ninputs {inputs}\n"));
+    match dry_sha {
+        Some(sha) => h.update(format!("dry {sha}\n")),
+        None => h.update(b"no dry commit\n"),
+    }
+    hex(&h.finalize())
+}
+
 impl SourceFile {
     /// The digest of what rendering this fleet reads ([`digest`]).
     pub fn render_inputs(&self) -> String {
@@ -58,8 +72,12 @@ impl SourceFile {
 pub struct Glance {
     /// `gitops.path`, or its default.
     pub path: String,
-    /// `gitops.branch`, or its default.
+    /// The branch a sync commits to: `gitops.branch` (or its default), with `-next` in
+    /// GitOps Promoter mode (`Gitops::sync_branch`).
     pub branch: String,
+    /// `gitops.hydrator` is set: the render also reads the fleet file's dry commit, which the
+    /// caller adds to the digest ([`with_dry_commit`]).
+    pub hydrator: bool,
     /// The digest of the render's inputs, as [`SourceFile::render_inputs`] gives it.
     pub render_inputs: String,
 }
@@ -86,9 +104,15 @@ pub fn glance(file: &Path, now: UtcDateTime) -> Option<Glance> {
         None => None,
     };
     let defaults = Gitops::default();
+    let promoter = match keys.promoter.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return None,
+    };
     Some(Glance {
         path: keys.path.unwrap_or(defaults.path),
-        branch: keys.branch.unwrap_or(defaults.branch),
+        branch: super::sync_branch(&keys.branch.unwrap_or(defaults.branch), promoter),
+        hydrator: keys.hydrator,
         render_inputs: digest(&fleet_sha256, root_cert.as_deref()),
     })
 }
@@ -99,6 +123,10 @@ struct Keys {
     path: Option<String>,
     branch: Option<String>,
     root_cert: Option<String>,
+    /// `gitops.hydrator` is a mapping.
+    hydrator: bool,
+    /// `gitops.hydrator.promoter`.
+    promoter: Option<String>,
 }
 
 /// One open collection while walking the events: for a mapping, the key whose value comes
@@ -150,7 +178,11 @@ fn keys(text: &str) -> Option<Keys> {
                     ([Some(top)], "path") if top == "gitops" => &mut keys.path,
                     ([Some(top)], "branch") if top == "gitops" => &mut keys.branch,
                     ([Some(top)], "rootCert") if top == "mesh" => &mut keys.root_cert,
+                    ([Some(top), Some(h)], "promoter") if top == "gitops" && h == "hydrator" => {
+                        &mut keys.promoter
+                    }
                     ([], "gitops" | "mesh") => return None, // not a mapping
+                    ([Some(top)], "hydrator") if top == "gitops" => return None, // not a mapping
                     _ => continue,
                 };
                 if slot.replace(value.into_owned()).is_some() {
@@ -170,6 +202,14 @@ fn keys(text: &str) -> Option<Keys> {
                         let name = key.take()?;
                         if path.is_empty() && !is_map && (name == "gitops" || name == "mesh") {
                             return None;
+                        }
+                        if matches!(path.as_slice(), [Some(top)] if top == "gitops")
+                            && name == "hydrator"
+                        {
+                            if !is_map || keys.hydrator {
+                                return None; // not a mapping, or a duplicate
+                            }
+                            keys.hydrator = true;
                         }
                         path.push(Some(name));
                     }
@@ -207,9 +247,20 @@ mod tests {
                 path: Some("clusters/c1".into()),
                 branch: Some("prod".into()),
                 root_cert: Some("certs/root.pem".into()),
+                ..Keys::default()
             })
         );
         assert_eq!(keys("kind: Fleet\n"), Some(Keys::default()));
+    }
+
+    #[test]
+    fn the_hydrator_and_its_promoter_mode_are_found() {
+        let k = keys("gitops:\n  branch: prod\n  hydrator: {promoter: true}\n").unwrap();
+        assert!(k.hydrator);
+        assert_eq!(k.promoter.as_deref(), Some("true"));
+        let k = keys("gitops:\n  hydrator: {}\n").unwrap();
+        assert!(k.hydrator && k.promoter.is_none());
+        assert!(!keys("gitops: {path: a}\n").unwrap().hydrator);
     }
 
     #[test]
@@ -226,6 +277,10 @@ mod tests {
             "? [a]\n: b\n",
             "a: 1\n---\nb: 2\n",
             "gitops: {path: [unclosed\n",
+            "gitops: {hydrator: null}\n",
+            "gitops: {hydrator: [a]}\n",
+            "gitops: {hydrator: {}, hydrator: {}}\n",
+            "gitops: {hydrator: {promoter: yes, promoter: no}}\n",
         ] {
             assert_eq!(keys(text), None, "{text}");
         }

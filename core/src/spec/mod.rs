@@ -334,6 +334,43 @@ pub struct Gitops {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 1000000))]
     pub bucket_threshold: Option<u32>,
+    /// Argo CD Source Hydrator / GitOps Promoter compatibility: present (even `{}`) turns
+    /// it on. See docs/tree.md, "Source Hydrator and GitOps Promoter".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hydrator: Option<Hydrator>,
+}
+
+/// Source Hydrator settings of a fleet (`gitops.hydrator`): meshvm writes `hydrator.metadata`
+/// files and `Argocd-reference-commit-*` trailers as Argo CD's hydrator does.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hydrator {
+    /// Commit to `<branch>-next` instead of `<branch>` (GitOps Promoter's proposed branch;
+    /// Argo CD's `hydrateTo`): a promotion pull request then moves it to `<branch>`.
+    #[serde(default)]
+    pub promoter: bool,
+}
+
+/// The suffix GitOps Promoter expects on the branch a hydrator pushes to.
+pub const PROMOTER_BRANCH_SUFFIX: &str = "-next";
+
+impl Gitops {
+    /// The branch a sync commits to: `branch`, or `<branch>-next` in Promoter mode.
+    pub fn sync_branch(&self) -> String {
+        sync_branch(
+            &self.branch,
+            self.hydrator.as_ref().is_some_and(|h| h.promoter),
+        )
+    }
+}
+
+/// `branch`, or `<branch>-next` when `promoter`.
+pub fn sync_branch(branch: &str, promoter: bool) -> String {
+    if promoter {
+        format!("{branch}{PROMOTER_BRANCH_SUFFIX}")
+    } else {
+        branch.to_owned()
+    }
 }
 
 /// Argo CD settings of a fleet (`gitops.argocd`).
@@ -394,6 +431,7 @@ impl Default for Gitops {
             argocd: ArgoCd::default(),
             flux: Flux::default(),
             bucket_threshold: None,
+            hydrator: None,
         }
     }
 }
