@@ -56,7 +56,7 @@ fn the_hydrated_tree_has_metadata_at_the_root_and_in_every_application_path() {
         .collect();
     assert_eq!(
         added.len(),
-        1 + hydrator::application_dirs(&source().fleet).len()
+        1 + meshvm::render::layout::application_dirs(&source().fleet).len()
     );
     for (path, file) in plain.files.iter() {
         assert_eq!(r.files.get(path), Some(file), "{path} changed");
@@ -93,38 +93,4 @@ fn the_same_dry_commit_gives_the_same_bytes_and_another_one_other_bytes() {
     let mut next = dry();
     next.sha = "0000000000000000000000000000000000000001".into();
     assert_ne!(hydrated(Some(&dry())).files, hydrated(Some(&next)).files);
-}
-
-/// `application_dirs` is the one list of application paths: exactly the directories the
-/// rendered Flux Kustomizations apply (all but Flux's own bootstrap), each a kustomization in
-/// the tree. A new kind of application directory (a bucket of a large group) fails this
-/// test until `application_dirs` lists it.
-#[test]
-fn application_dirs_are_the_directories_the_engines_apply() {
-    let source = source();
-    let r = render(&source.fleet);
-    let prefix = format!("./{}/", source.fleet.gitops.path);
-    let mut applied: Vec<String> = r
-        .files
-        .iter()
-        .filter(|(p, _)| p.starts_with("flux/") && *p != "flux/bootstrap.yaml")
-        .flat_map(|(_, f)| {
-            String::from_utf8_lossy(&f.bytes)
-                .lines()
-                .filter_map(|l| l.trim().strip_prefix("path: "))
-                .filter_map(|p| p.strip_prefix(&prefix))
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    applied.sort();
-    let mut dirs = hydrator::application_dirs(&source.fleet);
-    dirs.sort();
-    assert_eq!(dirs, applied);
-    for dir in &dirs {
-        assert!(
-            r.files.contains(&format!("{dir}/kustomization.yaml")),
-            "{dir}"
-        );
-    }
 }

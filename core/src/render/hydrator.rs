@@ -122,20 +122,6 @@ impl<'a> Metadata<'a> {
     }
 }
 
-/// The directories, relative to `gitops.path`, that an Argo CD Application or a Flux
-/// Kustomization applies: `mesh/` and every group's directory. The one list of them; the
-/// engines' objects point at exactly these.
-pub fn application_dirs(fleet: &Fleet) -> Vec<String> {
-    let groups: std::collections::BTreeSet<(&str, &str)> = fleet
-        .workloads
-        .iter()
-        .map(|w| (w.namespace.as_str(), w.name.as_str()))
-        .collect();
-    std::iter::once(layout::MESH_DIR.to_owned())
-        .chain(groups.into_iter().map(|(ns, g)| layout::group_dir(ns, g)))
-        .collect()
-}
-
 /// The command that renders the tree from the dry commit, as `hydrator.metadata` lists it:
 /// `fleet_file` is the fleet file's path in the dry repository; the tree goes to `gitops.path`.
 pub fn command(fleet: &Fleet, fleet_file: &str) -> String {
@@ -162,7 +148,7 @@ pub fn hydrate(out: &mut Rendered, fleet: &Fleet, dry: Option<&DryCommit>, fleet
         ..Metadata::default()
     }
     .to_bytes();
-    for dir in application_dirs(fleet) {
+    for dir in layout::application_dirs(fleet) {
         out.files
             .insert(format!("{dir}/{METADATA_FILE}"), per_path.clone());
     }
