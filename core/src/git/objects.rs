@@ -25,10 +25,10 @@ use std::path::Path;
 
 use std::cell::RefCell;
 
-use flate2::{Compress, Compression, FlushCompress, Status};
 use git2::{ObjectType, Odb, Oid, Repository};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
+use zlib_rs::{Deflate, DeflateFlush, Status};
 
 use super::GitError;
 
@@ -280,7 +280,7 @@ fn write_pack(
             .par_iter()
             // A compressor's state is large: one per thread, reset for each object.
             .map_init(
-                || Compress::new(Compression::fast(), true),
+                || Deflate::new(1, true, 15),
                 |z, (id, kind, data)| {
                     let entry = pack_entry(z, *kind, data)?;
                     let mut crc = flate2::Crc::new();
@@ -361,8 +361,10 @@ fn pack_index(mut objects: Vec<(Oid, u64, u32)>, pack_sum: &[u8; 20]) -> Vec<u8>
     out
 }
 
-/// One undeltified pack entry: type and size header, then the zlib-compressed object.
-fn pack_entry(z: &mut Compress, kind: ObjectType, data: &[u8]) -> std::io::Result<Vec<u8>> {
+/// One undeltified pack entry: type and size header, then the zlib-compressed object (level
+/// 1: zlib-rs's "quick" strategy, static Huffman codes, what suits objects of a few hundred
+/// bytes; miniz_oxide built and optimised a Huffman table for each one).
+fn pack_entry(z: &mut Deflate, kind: ObjectType, data: &[u8]) -> std::io::Result<Vec<u8>> {
     let type_bits: u8 = match kind {
         ObjectType::Commit => 1,
         ObjectType::Tree => 2,
@@ -372,7 +374,8 @@ fn pack_entry(z: &mut Compress, kind: ObjectType, data: &[u8]) -> std::io::Resul
             return Err(std::io::Error::other("an object without a type"));
         }
     };
-    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    // Room for the header and the worst case of the stream: one call compresses it all.
+    let mut out = Vec::with_capacity(10 + zlib_rs::compress_bound(data.len()));
     // The size in 4 bits, then 7 bits a byte, low bits first; the high bit says "more".
     let mut size = data.len();
     let mut byte = (type_bits << 4) | (size & 0x0f) as u8;
@@ -383,17 +386,21 @@ fn pack_entry(z: &mut Compress, kind: ObjectType, data: &[u8]) -> std::io::Resul
         size >>= 7;
     }
     out.push(byte);
+    let start = out.len();
+    out.resize(out.capacity(), 0);
     z.reset();
     loop {
-        // `compress_vec` fills the spare capacity only.
-        out.reserve(data.len() / 2 + 64);
-        let done = usize::try_from(z.total_in()).expect("in memory");
-        match z
-            .compress_vec(&data[done..], &mut out, FlushCompress::Finish)
-            .map_err(std::io::Error::other)?
-        {
-            Status::StreamEnd => return Ok(out),
-            Status::Ok | Status::BufError => {}
+        let (read, written) = (z.total_in() as usize, start + z.total_out() as usize);
+        let status = z
+            .compress(&data[read..], &mut out[written..], DeflateFlush::Finish)
+            .map_err(|e| std::io::Error::other(e.as_str()))?;
+        match status {
+            Status::StreamEnd => {
+                out.truncate(start + z.total_out() as usize);
+                return Ok(out);
+            }
+            // Never with a bound-sized buffer; grow and go on all the same.
+            Status::Ok | Status::BufError => out.resize(out.len() * 2, 0),
         }
     }
 }
