@@ -470,4 +470,34 @@ fn large_fleets_show_progress_on_a_terminal_only_and_never_when_quiet() {
         "{}",
         r.stdout
     );
+
+    // `render -o DIR` of the same fleet: the same bar on a terminal, nothing in a log.
+    let render = |dir: &str| {
+        let mut cmd = meshvm();
+        cmd.current_dir(s.path())
+            .args(["render", "-f", "meshvm.yaml", "-o", dir]);
+        cmd
+    };
+    let r = run(&mut render("out-log"));
+    ok(&r);
+    assert_eq!(r.stderr, "", "no progress off a terminal");
+    assert!(r.stdout.contains("rendered "), "{}", r.stdout);
+    let r = crate::support::on_a_terminal(&render("out-tty"), s.path());
+    ok(&r);
+    let bar = r.stdout.find("writing files [").expect(&r.stdout);
+    assert!(
+        r.stdout[bar..].contains('\r') || r.stdout[..bar].contains('\r'),
+        "redrawn in place: {}",
+        r.stdout
+    );
+    let total: usize = r.stdout[r.stdout.find("rendered ").expect(&r.stdout) + 9..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect(&r.stdout);
+    assert!(
+        r.stdout.contains(&format!("] {total}/{total}")),
+        "the bar ends at every file ({total}): {}",
+        r.stdout
+    );
 }
