@@ -164,6 +164,17 @@ pub fn write_objects<'d, T>(
     sink: Sink,
     f: impl FnOnce(&Writer<'_, 'd>) -> Result<T, GitError>,
 ) -> Result<T, GitError> {
+    write_objects_reporting(git_dir, sink, &mut |_, _| {}, f)
+}
+
+/// [`write_objects`], calling `on_packed(done, total)` as a pack's objects are compressed and
+/// written (the long part of a cold sync; nothing is reported for the other sinks).
+pub fn write_objects_reporting<'d, T>(
+    git_dir: &Path,
+    sink: Sink,
+    on_packed: &mut dyn FnMut(usize, usize),
+    f: impl FnOnce(&Writer<'_, 'd>) -> Result<T, GitError>,
+) -> Result<T, GitError> {
     let repo = Repository::open(git_dir).map_err(GitError::git("opening the repository"))?;
     let odb = repo
         .odb()
@@ -193,6 +204,7 @@ pub fn write_objects<'d, T>(
                     &repo.commondir().join("objects"),
                     created,
                     blobs,
+                    on_packed,
                 )?;
             }
             Ok(result)
@@ -222,6 +234,7 @@ fn write_pack(
     objects_dir: &Path,
     ids: Vec<Oid>,
     blobs: Vec<(Oid, &[u8])>,
+    on_packed: &mut dyn FnMut(usize, usize),
 ) -> Result<(), GitError> {
     let compressing = |e| GitError::io("compressing the pack")(e);
     // Each object once (many files share their bytes), in a fixed order.
@@ -295,6 +308,7 @@ fn write_pack(
             offset += entry.len() as u64;
             put(&entry).map_err(&writing)?;
         }
+        on_packed(index.len(), count as usize);
     }
     let trailer: [u8; 20] = sum.finalize().into();
     pack.write_all(&trailer).map_err(&writing)?;
