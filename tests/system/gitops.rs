@@ -465,6 +465,8 @@ fn large_fleets_show_progress_on_a_terminal_only_and_never_when_quiet() {
     let r = crate::support::on_a_terminal(&s.meshvm(&["sync", "--repo", "tty.git"]), s.path());
     ok(&r);
     assert!(r.stdout.contains("writing files ["), "{}", r.stdout);
+    // The pack's compression, after the files are listed, has a bar of its own.
+    assert!(r.stdout.contains("packing ["), "{}", r.stdout);
     assert!(
         r.stdout.contains('\r') && r.stdout.contains('#'),
         "{}",
