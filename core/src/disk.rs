@@ -20,7 +20,17 @@ pub const MANIFEST: &str = ".meshvm-files";
 /// Writes `tree` as `dir`, as [`write_dir_atomically`] does, plus the [`MANIFEST`] of the
 /// files written, so that a later run can tell them from anything else ([`in_the_way`]).
 pub fn write_owned_dir(tree: &FileTree, dir: &Path) -> io::Result<()> {
-    replace_dir(tree, dir, true)
+    replace_dir(tree, dir, true, &|_, _| {})
+}
+
+/// [`write_owned_dir`], calling `progress(done, total)` as files are written (from the
+/// writing threads, in no particular order of files; `done` counts up to `total`).
+pub fn write_owned_dir_with_progress(
+    tree: &FileTree,
+    dir: &Path,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> io::Result<()> {
+    replace_dir(tree, dir, true, progress)
 }
 
 /// The manifest of `tree`: one `sha256  path` line per file, in path order.
@@ -143,10 +153,15 @@ pub fn in_the_way(dir: &Path) -> io::Result<Vec<InTheWay>> {
 /// Writes `tree` as `dir`, replacing what was there, so that `dir` never holds a
 /// half-written set: the files go to a temporary sibling first, which is then renamed.
 pub fn write_dir_atomically(tree: &FileTree, dir: &Path) -> io::Result<()> {
-    replace_dir(tree, dir, false)
+    replace_dir(tree, dir, false, &|_, _| {})
 }
 
-fn replace_dir(tree: &FileTree, dir: &Path, with_manifest: bool) -> io::Result<()> {
+fn replace_dir(
+    tree: &FileTree,
+    dir: &Path,
+    with_manifest: bool,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> io::Result<()> {
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -163,7 +178,7 @@ fn replace_dir(tree: &FileTree, dir: &Path, with_manifest: bool) -> io::Result<(
         let path = staging.path().to_path_buf();
         Ok(((staging, lock), path))
     })?;
-    write_into(tree, staging.path())?;
+    write_files(tree, staging.path(), progress)?;
     if with_manifest {
         fs::write(staging.path().join(MANIFEST), manifest(tree))?;
     }
@@ -257,6 +272,14 @@ pub fn remove_abandoned(parent: &Path) -> usize {
 /// Each directory is made once, parents first, and the files are then written on all
 /// cores: creating files is most of the time a large tree takes.
 pub fn write_into(tree: &FileTree, root: &Path) -> io::Result<()> {
+    write_files(tree, root, &|_, _| {})
+}
+
+fn write_files(
+    tree: &FileTree,
+    root: &Path,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> io::Result<()> {
     let mut dirs = std::collections::BTreeSet::new();
     for path in tree.paths() {
         let mut p = path;
@@ -280,6 +303,7 @@ pub fn write_into(tree: &FileTree, root: &Path) -> io::Result<()> {
     }
     // What rayon does for a BTreeMap too: split a Vec of the entries.
     let files: Vec<_> = tree.iter().collect();
+    let (done, total) = (std::sync::atomic::AtomicUsize::new(0), files.len());
     files.par_iter().try_for_each(|&(path, file)| {
         let mut out = fs::OpenOptions::new()
             .write(true)
@@ -288,7 +312,12 @@ pub fn write_into(tree: &FileTree, root: &Path) -> io::Result<()> {
             .open(root.join(path))?;
         out.write_all(&file.bytes)?;
         // The process umask may have narrowed the mode; secrets stay narrow either way.
-        out.set_permissions(fs::Permissions::from_mode(file.mode))
+        out.set_permissions(fs::Permissions::from_mode(file.mode))?;
+        progress(
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            total,
+        );
+        Ok(())
     })
 }
 

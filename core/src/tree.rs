@@ -47,13 +47,11 @@ impl FileTree {
         // Paths are built from checked names; one that could leave the tree is a bug, caught
         // here in every build, not only in debug ones (the cost is nothing next to a write).
         assert!(is_safe_relative_path(&path), "unsafe tree path {path:?}");
-        self.files.insert(
-            path,
-            File {
-                bytes: bytes.into(),
-                mode,
-            },
-        );
+        let mut bytes = bytes.into();
+        // Rendered text grows by doubling; a tree of 50,000 VMs (~240,000 files, held until
+        // written) carried ~a third more bytes in unused tails (massif, cold sync).
+        bytes.shrink_to_fit();
+        self.files.insert(path, File { bytes, mode });
     }
 
     /// Moves every file of `other` under `prefix/`.

@@ -465,9 +465,43 @@ fn large_fleets_show_progress_on_a_terminal_only_and_never_when_quiet() {
     let r = crate::support::on_a_terminal(&s.meshvm(&["sync", "--repo", "tty.git"]), s.path());
     ok(&r);
     assert!(r.stdout.contains("writing files ["), "{}", r.stdout);
+    // The pack's compression, after the files are listed, has a bar of its own.
+    assert!(r.stdout.contains("packing ["), "{}", r.stdout);
     assert!(
         r.stdout.contains('\r') && r.stdout.contains('#'),
         "{}",
+        r.stdout
+    );
+
+    // `render -o DIR` of the same fleet: the same bar on a terminal, nothing in a log.
+    let render = |dir: &str| {
+        let mut cmd = meshvm();
+        cmd.current_dir(s.path())
+            .args(["render", "-f", "meshvm.yaml", "-o", dir]);
+        cmd
+    };
+    let r = run(&mut render("out-log"));
+    ok(&r);
+    // Off a terminal: the fleet's warnings, no bar.
+    assert!(!r.stderr.contains("writing files"), "{}", r.stderr);
+    assert!(!r.stderr.contains('\r'), "{}", r.stderr);
+    assert!(r.stdout.contains("rendered "), "{}", r.stdout);
+    let r = crate::support::on_a_terminal(&render("out-tty"), s.path());
+    ok(&r);
+    let bar = r.stdout.find("writing files [").expect(&r.stdout);
+    assert!(
+        r.stdout[bar..].contains('\r') || r.stdout[..bar].contains('\r'),
+        "redrawn in place: {}",
+        r.stdout
+    );
+    let total: usize = r.stdout[r.stdout.find("rendered ").expect(&r.stdout) + 9..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect(&r.stdout);
+    assert!(
+        r.stdout.contains(&format!("] {total}/{total}")),
+        "the bar ends at every file ({total}): {}",
         r.stdout
     );
 }

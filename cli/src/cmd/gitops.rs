@@ -1,9 +1,9 @@
 //! `meshvm gitops …`: commit the rendered tree into Git, or show what that would change.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meshvm::FileTree;
 use meshvm::git::{
@@ -706,19 +706,14 @@ fn write_sync(out: &mut dyn Write, report: &Report, opts: &Options) -> std::io::
 /// Progress on stderr: a bar redrawn in place on a terminal, nothing otherwise.
 struct Progress {
     quiet: bool,
-    tty: bool,
-    drawn: Option<(&'static str, Instant)>,
+    bar: super::progress::Bar,
 }
-
-/// Steps smaller than this are not worth a bar.
-const BAR_THRESHOLD: usize = 100;
 
 impl Progress {
     fn new(quiet: bool) -> Progress {
         Progress {
             quiet,
-            tty: std::io::stderr().is_terminal(),
-            drawn: None,
+            bar: super::progress::Bar::new(quiet),
         }
     }
 
@@ -759,41 +754,13 @@ impl Progress {
     }
 
     fn progress(&mut self, step: git::Step, done: usize, total: usize) {
-        let label = step.label();
-        if total == 0 {
-            return;
-        }
-        if self.tty && total >= BAR_THRESHOLD {
-            let now = Instant::now();
-            let due = match self.drawn {
-                Some((l, at)) => {
-                    l != label || done == total || now - at > Duration::from_millis(80)
-                }
-                None => true,
-            };
-            if due {
-                const WIDTH: usize = 30;
-                let filled = WIDTH * done / total;
-                eprint!(
-                    "\r{label:>14} [{}{}] {done}/{total}",
-                    "#".repeat(filled),
-                    "-".repeat(WIDTH - filled)
-                );
-                self.drawn = Some((label, now));
-                if done == total {
-                    eprintln!();
-                    self.drawn = None;
-                }
-            }
-        }
         // Not a terminal (a log, a CI job): quiet; the result line says what was done.
+        self.bar.show(step.label(), done, total);
     }
 
     /// Ends a bar left mid-line.
     fn finish(&mut self) {
-        if self.drawn.take().is_some() {
-            eprintln!();
-        }
+        self.bar.finish();
     }
 }
 

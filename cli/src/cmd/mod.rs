@@ -6,6 +6,7 @@ pub mod gitops;
 pub mod init;
 pub mod join_server;
 pub mod join_token;
+pub mod progress;
 pub mod render;
 pub mod schema;
 pub mod validate;

@@ -39,7 +39,19 @@ pub fn run(args: Args) -> CmdResult {
         None => to_stdout(|out| out.write_all(rendered.object_stream().as_bytes()))?,
         Some(dir) => {
             check_replaceable(&dir, &source.path, args.force)?;
-            meshvm::disk::write_owned_dir(&rendered.files, &dir).map_err(|e| {
+            // A bar on a terminal: tens of thousands of files take seconds on some file systems.
+            let bar = std::sync::Mutex::new(super::progress::Bar::new(false));
+            let progress = |done, total| {
+                if let Ok(mut bar) = bar.lock() {
+                    bar.show("writing files", done, total);
+                }
+            };
+            let written =
+                meshvm::disk::write_owned_dir_with_progress(&rendered.files, &dir, &progress);
+            if let Ok(mut bar) = bar.lock() {
+                bar.finish();
+            }
+            written.map_err(|e| {
                 CommandError::invalid(format!("cannot write {}: {e}", dir.display()))
             })?;
             to_stdout(|out| {

@@ -186,6 +186,8 @@ pub enum OnHandEdits {
 pub enum Step {
     Fetch,
     Write,
+    /// Compressing the new objects into a pack (a cold sync's long part).
+    Pack,
     Push,
 }
 
@@ -194,6 +196,7 @@ impl Step {
         match self {
             Step::Fetch => "fetching",
             Step::Write => "writing files",
+            Step::Pack => "packing",
             Step::Push => "pushing",
         }
     }
@@ -202,7 +205,7 @@ impl Step {
     pub fn unit(self) -> &'static str {
         match self {
             Step::Write => "files",
-            Step::Fetch | Step::Push => "objects",
+            Step::Fetch | Step::Pack | Step::Push => "objects",
         }
     }
 }

@@ -25,10 +25,10 @@ use std::path::Path;
 
 use std::cell::RefCell;
 
-use flate2::{Compress, Compression, FlushCompress, Status};
 use git2::{ObjectType, Odb, Oid, Repository};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
+use zlib_rs::{Deflate, DeflateFlush, Status};
 
 use super::GitError;
 
@@ -164,6 +164,17 @@ pub fn write_objects<'d, T>(
     sink: Sink,
     f: impl FnOnce(&Writer<'_, 'd>) -> Result<T, GitError>,
 ) -> Result<T, GitError> {
+    write_objects_reporting(git_dir, sink, &mut |_, _| {}, f)
+}
+
+/// [`write_objects`], calling `on_packed(done, total)` as a pack's objects are compressed and
+/// written (the long part of a cold sync; nothing is reported for the other sinks).
+pub fn write_objects_reporting<'d, T>(
+    git_dir: &Path,
+    sink: Sink,
+    on_packed: &mut dyn FnMut(usize, usize),
+    f: impl FnOnce(&Writer<'_, 'd>) -> Result<T, GitError>,
+) -> Result<T, GitError> {
     let repo = Repository::open(git_dir).map_err(GitError::git("opening the repository"))?;
     let odb = repo
         .odb()
@@ -193,6 +204,7 @@ pub fn write_objects<'d, T>(
                     &repo.commondir().join("objects"),
                     created,
                     blobs,
+                    on_packed,
                 )?;
             }
             Ok(result)
@@ -222,6 +234,7 @@ fn write_pack(
     objects_dir: &Path,
     ids: Vec<Oid>,
     blobs: Vec<(Oid, &[u8])>,
+    on_packed: &mut dyn FnMut(usize, usize),
 ) -> Result<(), GitError> {
     let compressing = |e| GitError::io("compressing the pack")(e);
     // Each object once (many files share their bytes), in a fixed order.
@@ -280,7 +293,7 @@ fn write_pack(
             .par_iter()
             // A compressor's state is large: one per thread, reset for each object.
             .map_init(
-                || Compress::new(Compression::fast(), true),
+                || Deflate::new(1, true, 15),
                 |z, (id, kind, data)| {
                     let entry = pack_entry(z, *kind, data)?;
                     let mut crc = flate2::Crc::new();
@@ -295,6 +308,7 @@ fn write_pack(
             offset += entry.len() as u64;
             put(&entry).map_err(&writing)?;
         }
+        on_packed(index.len(), count as usize);
     }
     let trailer: [u8; 20] = sum.finalize().into();
     pack.write_all(&trailer).map_err(&writing)?;
@@ -361,8 +375,10 @@ fn pack_index(mut objects: Vec<(Oid, u64, u32)>, pack_sum: &[u8; 20]) -> Vec<u8>
     out
 }
 
-/// One undeltified pack entry: type and size header, then the zlib-compressed object.
-fn pack_entry(z: &mut Compress, kind: ObjectType, data: &[u8]) -> std::io::Result<Vec<u8>> {
+/// One undeltified pack entry: type and size header, then the zlib-compressed object (level
+/// 1: zlib-rs's "quick" strategy, static Huffman codes, what suits objects of a few hundred
+/// bytes; miniz_oxide built and optimised a Huffman table for each one).
+fn pack_entry(z: &mut Deflate, kind: ObjectType, data: &[u8]) -> std::io::Result<Vec<u8>> {
     let type_bits: u8 = match kind {
         ObjectType::Commit => 1,
         ObjectType::Tree => 2,
@@ -372,7 +388,8 @@ fn pack_entry(z: &mut Compress, kind: ObjectType, data: &[u8]) -> std::io::Resul
             return Err(std::io::Error::other("an object without a type"));
         }
     };
-    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    // Room for the header and the worst case of the stream: one call compresses it all.
+    let mut out = Vec::with_capacity(10 + zlib_rs::compress_bound(data.len()));
     // The size in 4 bits, then 7 bits a byte, low bits first; the high bit says "more".
     let mut size = data.len();
     let mut byte = (type_bits << 4) | (size & 0x0f) as u8;
@@ -383,17 +400,21 @@ fn pack_entry(z: &mut Compress, kind: ObjectType, data: &[u8]) -> std::io::Resul
         size >>= 7;
     }
     out.push(byte);
+    let start = out.len();
+    out.resize(out.capacity(), 0);
     z.reset();
     loop {
-        // `compress_vec` fills the spare capacity only.
-        out.reserve(data.len() / 2 + 64);
-        let done = usize::try_from(z.total_in()).expect("in memory");
-        match z
-            .compress_vec(&data[done..], &mut out, FlushCompress::Finish)
-            .map_err(std::io::Error::other)?
-        {
-            Status::StreamEnd => return Ok(out),
-            Status::Ok | Status::BufError => {}
+        let (read, written) = (z.total_in() as usize, start + z.total_out() as usize);
+        let status = z
+            .compress(&data[read..], &mut out[written..], DeflateFlush::Finish)
+            .map_err(|e| std::io::Error::other(e.as_str()))?;
+        match status {
+            Status::StreamEnd => {
+                out.truncate(start + z.total_out() as usize);
+                return Ok(out);
+            }
+            // Never with a bound-sized buffer; grow and go on all the same.
+            Status::Ok | Status::BufError => out.resize(out.len() * 2, 0),
         }
     }
 }

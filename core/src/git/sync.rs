@@ -691,7 +691,16 @@ impl Sync<'_> {
             None => author.clone(),
         };
         let sink = objects::Sink::for_count(plan.files.len());
-        objects::write_objects(&self.ws.git_dir, sink, |w| {
+        // Reported from two places: the files as they are planned in, the pack as it is written.
+        let on_event = std::cell::RefCell::new(on_event);
+        let mut on_packed = |done, total| {
+            (*on_event.borrow_mut())(Event::Progress {
+                step: Step::Pack,
+                done,
+                total,
+            })
+        };
+        objects::write_objects_reporting(&self.ws.git_dir, sink, &mut on_packed, |w| {
             let (root, subtree) = commit::build_tree(
                 w,
                 base_tree,
@@ -701,7 +710,7 @@ impl Sync<'_> {
                 self.rendered,
                 |done, total| {
                     if done == total || done % 256 == 0 {
-                        on_event(Event::Progress {
+                        (*on_event.borrow_mut())(Event::Progress {
                             step: Step::Write,
                             done,
                             total,
