@@ -285,6 +285,21 @@ mod tests {
         assert!(accepted > 80, "only {accepted} values took the fast path");
     }
 
+    proptest::proptest! {
+        /// Random printable strings (YAML's indicators, spaces, quotes, colons and words in
+        /// plenty), as values and keys: the fast writer answers serde-saphyr's bytes or nothing.
+        #[test]
+        fn agrees_with_serde_saphyr_on_random_strings(
+            s in r#"[ -~]{0,6}|[a-zA-Z/][-a-zA-Z0-9_./:+= #"'\\]{0,90}|(true|no|on|null|y|-|:|#| )*"#
+        ) {
+            for v in [json!({ "k": &s }), json!({ "a": { "b": &s } }), json!({ &s: 1 })] {
+                if let Some(fast) = to_string(&v) {
+                    proptest::prop_assert_eq!(fast, slow(&v));
+                }
+            }
+        }
+    }
+
     /// The fleets meshvm is measured on take the fast path for every VM (else the speed-up
     /// would be lost without any test noticing), with serde-saphyr's bytes.
     #[test]
