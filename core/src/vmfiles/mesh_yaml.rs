@@ -123,8 +123,13 @@ fn surely_plain(s: &str) -> bool {
 
 /// Printable ASCII on one line that serde-saphyr cannot write plain: empty, a reserved word,
 /// an indicator first, edge spaces, `": "`, `" #"`, or a final `:`. Such a string is never
-/// folded either (serde-saphyr folds only plain-safe strings), so it is double-quoted.
+/// folded either (serde-saphyr folds only long strings plain-safe once trailing spaces are
+/// dropped, so a long one with trailing spaces is left to it), so it is double-quoted; but
+/// serde-saphyr single-quotes `.`, `#` and `-` alone.
 fn surely_quoted(s: &str) -> bool {
+    if matches!(s, "." | "#" | "-") || (s.len() > PLAIN_MAX && s.ends_with(' ')) {
+        return false;
+    }
     s.is_empty()
         || s.eq_ignore_ascii_case("true")
         || s.eq_ignore_ascii_case("false")
@@ -139,11 +144,11 @@ fn surely_quoted(s: &str) -> bool {
         || s.ends_with(':')
 }
 
-/// A key serde-saphyr surely writes plain: a shell-like name that no reader misreads.
+/// A key serde-saphyr surely writes plain: a shell-like name starting with a letter (it
+/// quotes `_0`, a YAML 1.1 number) that no reader misreads.
 fn plain_key(k: &str) -> bool {
     let b = k.as_bytes();
-    b.first()
-        .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+    b.first().is_some_and(|c| c.is_ascii_alphabetic())
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
         && !reserved_word(k)
 }
@@ -165,6 +170,7 @@ mod tests {
         let long = "a".repeat(80);
         let longer = "a".repeat(81);
         let quoted_long = format!("[{}]", "x".repeat(120));
+        let spaced_long = format!("{} ", "x".repeat(100));
         let strings = [
             "",
             " ",
@@ -286,6 +292,7 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]
         /// Random printable strings (YAML's indicators, spaces, quotes, colons and words in
         /// plenty), as values and keys: the fast writer answers serde-saphyr's bytes or nothing.
         #[test]
