@@ -257,6 +257,7 @@ mod tests {
             &long,
             &longer,
             &quoted_long,
+            &spaced_long,
         ];
         let mut accepted = 0;
         let mut check = |v: Value| {
