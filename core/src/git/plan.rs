@@ -190,6 +190,87 @@ pub fn committed_files(repo: &Repository, id: Option<Oid>) -> Result<Files, GitE
     Ok(files)
 }
 
+/// Directory of a subtree (relative to it, `""` for its root) → the id of its tree.
+pub type TreeIds = std::collections::HashMap<String, Oid>;
+
+/// The id of the tree that holds `files` and the id of each of its directories' trees.
+pub fn tree_ids(files: &Files) -> Result<(Oid, TreeIds), GitError> {
+    let mut ids = TreeIds::new();
+    let root = trees(files, &mut |dir, id, _| {
+        ids.insert(dir.to_owned(), id);
+        Ok(())
+    })?;
+    Ok((root, ids))
+}
+
+/// [`committed_files`] of the tree `id`, reading only the directories whose tree differs from
+/// the rendered one: where the ids are equal, so are the files (trees are content-addressed),
+/// and they are taken from `rendered`. A one-VM change reads a handful of trees instead of all.
+pub fn committed_files_beside(
+    repo: &Repository,
+    id: Option<Oid>,
+    rendered: &Files,
+    rendered_ids: &TreeIds,
+) -> Result<Files, GitError> {
+    fn visit(
+        repo: &Repository,
+        tree: &Tree<'_>,
+        dir: &mut String,
+        rendered: &Files,
+        rendered_ids: &TreeIds,
+        out: &mut Files,
+    ) -> Result<(), GitError> {
+        if rendered_ids.get(dir.as_str()) == Some(&tree.id()) {
+            let prefix = if dir.is_empty() {
+                String::new()
+            } else {
+                format!("{dir}/")
+            };
+            let below = rendered
+                .range::<str, _>((
+                    std::ops::Bound::Included(prefix.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(path, _)| path.starts_with(&prefix));
+            out.extend(below.map(|(path, entry)| (path.clone(), *entry)));
+            return Ok(());
+        }
+        for entry in tree.iter() {
+            let len = dir.len();
+            if !dir.is_empty() {
+                dir.push('/');
+            }
+            dir.push_str(&String::from_utf8_lossy(entry.name_bytes()));
+            if entry.kind() == Some(ObjectType::Tree) {
+                let sub = repo
+                    .find_tree(entry.id())
+                    .map_err(GitError::git("reading the committed tree"))?;
+                visit(repo, &sub, dir, rendered, rendered_ids, out)?;
+            } else {
+                out.insert(dir.clone(), (entry.id(), entry.filemode()));
+            }
+            dir.truncate(len);
+        }
+        Ok(())
+    }
+    let mut files = Files::new();
+    let Some(id) = id else {
+        return Ok(files);
+    };
+    let tree = repo
+        .find_tree(id)
+        .map_err(GitError::git("reading the committed tree"))?;
+    visit(
+        repo,
+        &tree,
+        &mut String::new(),
+        rendered,
+        rendered_ids,
+        &mut files,
+    )?;
+    Ok(files)
+}
+
 /// The id of the subtree at `path` in `root`, when there is one.
 pub fn subtree_id(root: &Tree<'_>, path: &str) -> Option<Oid> {
     root.get_path(std::path::Path::new(path))
@@ -451,10 +532,21 @@ pub fn unified_diff(
     repo: &Repository,
     old_root: Option<&Tree<'_>>,
     new_root: Option<&Tree<'_>>,
-    path: &str,
+    plan: &Plan,
 ) -> Result<String, GitError> {
     let mut opts = git2::DiffOptions::new();
-    opts.pathspec(path).context_lines(3);
+    opts.context_lines(3);
+    if plan.files.is_empty() {
+        opts.pathspec(&plan.path);
+    } else {
+        // The plan's paths, matched literally: libgit2 then skips every directory on no
+        // changed path instead of comparing the whole subtree (same diff: the plan lists
+        // every path that differs).
+        opts.disable_pathspec_match(true);
+        for file in &plan.files {
+            opts.pathspec(&file.path);
+        }
+    }
     let diff = repo
         .diff_tree_to_tree(old_root, new_root, Some(&mut opts))
         .map_err(GitError::git("computing the diff"))?;
@@ -492,9 +584,21 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let repo = Repository::init_bare(tmp.path()).unwrap();
         let files = hashed_files(&tricky()).unwrap();
-        let empty = repo.find_tree(repo.treebuilder(None).unwrap().write().unwrap());
+        let written = write_tree(&repo, &tricky());
+        assert_eq!(tree_id(&files).unwrap(), written);
+        assert_eq!(
+            tree_id(&Files::new()).unwrap().to_string(),
+            "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+        );
+    }
+
+    /// Writes `t` into `repo` as a tree, as a commit would.
+    fn write_tree(repo: &Repository, t: &FileTree) -> Oid {
+        let empty = repo
+            .find_tree(repo.treebuilder(None).unwrap().write().unwrap())
+            .unwrap();
         let mut update = git2::build::TreeUpdateBuilder::new();
-        for (path, file) in tricky().iter() {
+        for (path, file) in t.iter() {
             let id = repo.blob(&file.bytes).unwrap();
             let mode = if file.mode & 0o111 != 0 {
                 FileMode::BlobExecutable
@@ -503,12 +607,53 @@ mod tests {
             };
             update.upsert(path, id, mode);
         }
-        let written = update.create_updated(&repo, &empty.unwrap()).unwrap();
-        assert_eq!(tree_id(&files).unwrap(), written);
-        assert_eq!(
-            tree_id(&Files::new()).unwrap().to_string(),
-            "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-        );
+        update.create_updated(repo, &empty).unwrap()
+    }
+
+    fn without(t: &FileTree, drop: fn(&str) -> bool) -> FileTree {
+        let mut out = FileTree::new();
+        for (path, file) in t.iter().filter(|(p, _)| !drop(p)) {
+            out.insert_with_mode(path, file.bytes.clone(), file.mode);
+        }
+        out
+    }
+
+    /// Reading only the directories whose tree differs from the rendered one gives every
+    /// committed file, whatever differs: a file's bytes or mode, a file or directory added or
+    /// removed on either side, nothing, or everything.
+    #[test]
+    fn committed_files_beside_the_rendered_ones_are_all_the_committed_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(tmp.path()).unwrap();
+        let committed_tree = tricky();
+        let committed = write_tree(&repo, &committed_tree);
+        let all = committed_files(&repo, Some(committed)).unwrap();
+        let edits: Vec<fn(&mut FileTree)> = vec![
+            |_| {},
+            |t| t.insert("b/c/d/e", "changed\n"),
+            |t| t.insert_with_mode("run.sh", "run.sh\n", 0o755),
+            |t| t.insert("b/c/d/new", "new\n"),
+            |t| t.insert("new-dir/f", "new\n"),
+            |t| *t = without(t, |p| p.starts_with("b/")),
+            |t| *t = without(t, |p| p == "a/x"),
+            |t| *t = FileTree::new(),
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut rendered_tree = committed_tree.clone();
+            edit(&mut rendered_tree);
+            let rendered = hashed_files(&rendered_tree).unwrap();
+            let (_, ids) = tree_ids(&rendered).unwrap();
+            assert_eq!(
+                committed_files_beside(&repo, Some(committed), &rendered, &ids).unwrap(),
+                all,
+                "edit {i}"
+            );
+            assert!(
+                committed_files_beside(&repo, None, &rendered, &ids)
+                    .unwrap()
+                    .is_empty()
+            );
+        }
     }
 
     #[test]

@@ -361,7 +361,7 @@ fn diff_of_new_repo(input: &Input<'_>, plan: &Plan) -> Result<String, GitError> 
             .repo
             .find_tree(root)
             .map_err(GitError::git("reading the new tree"))?;
-        plan::unified_diff(w.repo, None, Some(&new), input.path)
+        plan::unified_diff(w.repo, None, Some(&new), plan)
     })
 }
 
@@ -620,11 +620,23 @@ impl Sync<'_> {
             .and_then(|t| plan::subtree_id(t, input.path));
         // The usual sync changes nothing: the rendered tree's id, computed in memory, is then
         // the committed one, and the committed files need not be read.
-        let unchanged = current.is_some() && current == Some(plan::tree_id(rendered)?);
-        let committed = if unchanged {
-            std::borrow::Cow::Borrowed(rendered)
-        } else {
-            std::borrow::Cow::Owned(plan::committed_files(repo, current)?)
+        let committed = match current {
+            // Nothing committed (a first sync): nothing to compare, no tree to compute.
+            None => std::borrow::Cow::Owned(plan::Files::new()),
+            Some(current) => {
+                let (rendered_id, rendered_ids) = plan::tree_ids(rendered)?;
+                if current == rendered_id {
+                    std::borrow::Cow::Borrowed(rendered)
+                } else {
+                    // Read only where the committed trees differ from the rendered ones.
+                    std::borrow::Cow::Owned(plan::committed_files_beside(
+                        repo,
+                        Some(current),
+                        rendered,
+                        &rendered_ids,
+                    )?)
+                }
+            }
         };
         let written = commit::last_written_tree(repo, base, input.path)?;
         let current_or_empty = current.unwrap_or_else(commit::empty_tree_id);
@@ -672,7 +684,7 @@ impl Sync<'_> {
                 old.map_err(GitError::git("reading the base tree"))?,
                 new.map_err(GitError::git("reading the new tree"))?,
             );
-            plan::unified_diff(w.repo, old.as_ref(), Some(&new), input.path)
+            plan::unified_diff(w.repo, old.as_ref(), Some(&new), plan)
         })
     }
 

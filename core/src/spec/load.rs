@@ -95,12 +95,16 @@ pub fn load_fleet_at(path: &Path, now: UtcDateTime) -> Result<SourceFile, LoadEr
             ));
         }
     };
-    let sha256 = hex(&Sha256::digest(&bytes));
-    let text = match String::from_utf8(bytes) {
-        Ok(text) => text,
+    // The digest (for gitops's commit trailers) on the other core while the text is checked:
+    // hashing a 10,000-VM fleet was 9% of `validate`'s instructions, all on its critical path.
+    let (sha256, checked) = rayon::join(
+        || hex(&Sha256::digest(&bytes)),
+        || std::str::from_utf8(&bytes).map(|text| (text, check_text(text, path))),
+    );
+    let (text, checked) = match checked {
+        Ok(checked) => checked,
         Err(e) => {
-            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-            let valid = std::str::from_utf8(valid).expect("checked prefix");
+            let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("checked prefix");
             return Err(LoadError::Invalid(Diagnostics(vec![Diagnostic {
                 file: path.to_path_buf(),
                 pos: end_pos(valid),
@@ -110,10 +114,10 @@ pub fn load_fleet_at(path: &Path, now: UtcDateTime) -> Result<SourceFile, LoadEr
             }])));
         }
     };
-    let (fleet, mut warnings) = check_text(&text, path).map_err(LoadError::Invalid)?;
+    let (fleet, mut warnings) = checked.map_err(LoadError::Invalid)?;
     let at_root_cert = |message: String, hint: &str| Diagnostic {
         file: path.to_path_buf(),
-        pos: Document::parse(&text)
+        pos: Document::parse(text)
             .expect("parsed above")
             .value_pos("/mesh/rootCert"),
         path: "mesh.rootCert".into(),

@@ -20,6 +20,7 @@
 
 mod go;
 pub mod istioctl;
+mod mesh_yaml;
 mod proxy_config;
 
 use std::collections::BTreeMap;
@@ -313,10 +314,10 @@ pub(crate) fn check_probe(probe: &Value) -> Result<(), FieldError> {
 pub fn render(inputs: &CheckedInputs) -> FileTree {
     let mut tree = FileTree::new();
     tree.insert(CLUSTER_ENV, cluster_env(&inputs.env));
-    tree.insert(
-        MESH_YAML,
-        crate::k8s::yaml::to_string(&GoYamlOrder(&inputs.mesh_yaml)),
-    );
+    // The direct writer for the usual shapes, serde-saphyr for the rest: the same bytes.
+    let mesh_yaml = mesh_yaml::to_string(&inputs.mesh_yaml)
+        .unwrap_or_else(|| crate::k8s::yaml::to_string(&GoYamlOrder(&inputs.mesh_yaml)));
+    tree.insert(MESH_YAML, mesh_yaml);
     tree.insert(HOSTS, inputs.hosts.clone());
     tree
 }
