@@ -305,6 +305,9 @@ fn write_files(
     let files: Vec<_> = tree.iter().collect();
     let (done, total) = (std::sync::atomic::AtomicUsize::new(0), files.len());
     files.par_iter().try_for_each(|&(path, file)| {
+        if crate::interrupt::stopping() {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
         let mut out = fs::OpenOptions::new()
             .write(true)
             .create_new(true)

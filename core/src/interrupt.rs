@@ -12,7 +12,18 @@
 //! unlocked staging directories, `git` the temporaries of the repository it holds the lock of.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+/// Set by [`clean_up`]: long writers stop at their next file instead of racing the removal of
+/// the directory they write into.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// True once an interrupt's clean-up has begun: a writer should stop (with an error) rather
+/// than create more files.
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::Relaxed)
+}
 
 #[derive(Default)]
 struct State {
@@ -94,6 +105,7 @@ pub fn critical<T, E>(
 /// changed). Called by the signal handler, which then exits: the state stays locked, so no
 /// critical step starts after it.
 pub fn clean_up() -> Vec<String> {
+    STOPPING.store(true, Ordering::Relaxed);
     let s = state();
     for (_, dir) in &s.dirs {
         remove_while_written(dir);
@@ -107,9 +119,10 @@ pub fn clean_up() -> Vec<String> {
 }
 
 /// Removes `dir`, which other threads may still be writing into: a removal that meets a
-/// file created meanwhile is tried again (the writers soon fail, their directories gone).
+/// file created meanwhile is tried again (the writers stop at their next file, [`stopping`];
+/// on a loaded machine one may take a while to get there).
 fn remove_while_written(dir: &Path) {
-    for _ in 0..100 {
+    for _ in 0..500 {
         match std::fs::remove_dir_all(dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound && dir.exists() => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
