@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use git2::{FileMode, ObjectType, Oid, Repository, Tree, TreeWalkMode, TreeWalkResult};
+use git2::{FileMode, ObjectType, Oid, Repository, Tree};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -172,22 +172,8 @@ pub fn object_id(kind: &str, bytes: &[u8]) -> Oid {
 
 /// The files below the tree `id` (recursively); none for `None`.
 pub fn committed_files(repo: &Repository, id: Option<Oid>) -> Result<Files, GitError> {
-    let mut files = Files::new();
-    let Some(id) = id else {
-        return Ok(files);
-    };
-    let tree = repo
-        .find_tree(id)
-        .map_err(GitError::git("reading the committed tree"))?;
-    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-        if entry.kind() != Some(ObjectType::Tree) {
-            let name = String::from_utf8_lossy(entry.name_bytes());
-            files.insert(format!("{dir}{name}"), (entry.id(), entry.filemode()));
-        }
-        TreeWalkResult::Ok
-    })
-    .map_err(GitError::git("reading the committed tree"))?;
-    Ok(files)
+    // Nothing rendered to compare with: every committed tree is read.
+    committed_files_beside(repo, id, &Files::new(), &TreeIds::new())
 }
 
 /// Directory of a subtree (relative to it, `""` for its root) → the id of its tree.
