@@ -162,7 +162,8 @@ struct RepoArgs {
     /// Give up on a remote that takes longer than this to connect, or stalls this long.
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
-    /// No progress or notes on stderr; errors only.
+    /// No progress or notes on stderr; errors only. (Progress — a bar per step of a long
+    /// sync — shows only when stderr is a terminal; logs never get it.)
     #[arg(short, long)]
     quiet: bool,
 }

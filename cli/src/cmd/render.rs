@@ -18,7 +18,9 @@ pub struct Args {
     /// Write the tree as DIR, replacing a tree meshvm rendered there before (atomically: DIR
     /// holds the old tree or the new one, never a mix). DIR/.meshvm-files lists what meshvm
     /// wrote; anything else in DIR (a .git directory, your files, files edited since) is
-    /// listed and DIR left alone, unless --force.
+    /// listed and DIR left alone, unless --force. On a terminal, a progress bar on stderr
+    /// counts the files written (tens of thousands take seconds on some file systems);
+    /// nothing is shown when stderr is not a terminal.
     #[arg(short = 'o', long = "output", value_name = "DIR", group = "to")]
     output: Option<std::path::PathBuf>,
     /// With -o: replace DIR even though it holds files meshvm did not write (they are
