@@ -57,6 +57,58 @@ pub struct WorkloadEntrySpec {
     pub service_account: Option<String>,
 }
 
+/// A WorkloadEntry's YAML, the bytes [`super::yaml::to_string`] writes: written directly for
+/// the usual keys and strings (one entry per VM of a fleet), through serde-saphyr otherwise.
+pub fn workload_entry_yaml(entry: &WorkloadEntry) -> String {
+    direct_workload_entry(entry).unwrap_or_else(|| super::yaml::to_string(entry))
+}
+
+pub(crate) fn direct_workload_entry(entry: &WorkloadEntry) -> Option<String> {
+    // Every field named, so that a new one cannot be left out of this writer unnoticed.
+    let Object {
+        api_version,
+        kind,
+        metadata,
+        spec,
+    } = entry;
+    let super::ObjectMeta {
+        name,
+        namespace,
+        labels: meta_labels,
+        annotations,
+    } = metadata;
+    let WorkloadEntrySpec {
+        address,
+        ports,
+        labels,
+        network,
+        locality,
+        weight,
+        service_account,
+    } = spec;
+    let mut w = super::yaml::Block::new();
+    w.str(0, "apiVersion", api_version)?;
+    w.str(0, "kind", kind)?;
+    w.open(0, "metadata")?;
+    w.str(1, "name", name)?;
+    w.opt_str(1, "namespace", namespace.as_ref())?;
+    w.str_map(1, "labels", meta_labels)?;
+    w.str_map(1, "annotations", annotations)?;
+    w.open(0, "spec")?;
+    let empty_spec = w.out.len();
+    w.opt_str(1, "address", address.as_ref())?;
+    w.uint_map(1, "ports", ports)?;
+    w.str_map(1, "labels", labels)?;
+    w.opt_str(1, "network", network.as_ref())?;
+    w.opt_str(1, "locality", locality.as_ref())?;
+    if let Some(weight) = weight {
+        w.uint(1, "weight", u64::from(*weight))?;
+    }
+    w.opt_str(1, "serviceAccount", service_account.as_ref())?;
+    // serde-saphyr writes an empty spec as `{}`.
+    (w.out.len() > empty_spec).then_some(w.out)
+}
+
 /// `networking.istio.io/v1` ServiceEntry spec.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -173,4 +225,94 @@ pub struct Destination {
 #[serde(rename_all = "camelCase")]
 pub struct PortSelector {
     pub number: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::k8s::ObjectMeta;
+
+    fn entry(s: &str, weight: Option<u32>, empty_spec: bool) -> WorkloadEntry {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let mut metadata = ObjectMeta::named(s, Some("ns"));
+        metadata.labels = map(&[
+            ("app", s),
+            (s, "v"),
+            ("app.kubernetes.io/managed-by", "meshvm"),
+        ]);
+        metadata.annotations = map(&[("proxy.istio.io/health-checks-enabled", "true")]);
+        let spec = if empty_spec {
+            WorkloadEntrySpec::default()
+        } else {
+            WorkloadEntrySpec {
+                address: Some(s.to_owned()),
+                ports: [(s.to_owned(), 8080), ("http".to_owned(), 80)].into(),
+                labels: map(&[("version", s)]),
+                network: Some(s.to_owned()),
+                locality: Some(format!("{s}/zone")),
+                weight,
+                service_account: Some("default".into()),
+            }
+        };
+        WorkloadEntry::new(NETWORKING_V1, "WorkloadEntry", metadata, spec)
+    }
+
+    /// Whenever the direct writer answers, it answers serde-saphyr's bytes.
+    #[test]
+    fn workload_entries_are_written_as_serde_saphyr_writes_them() {
+        let mut direct = 0;
+        for s in [
+            "vm-1",
+            "10.0.0.1",
+            "fd00::1",
+            "2001:db8::1",
+            "",
+            "on",
+            "true",
+            "0644",
+            "1e3",
+            "a b",
+            "a: b",
+            "é",
+            "-",
+            ".",
+            "x.example.com",
+            "UPPER",
+            "a#b",
+            "a #b",
+            "~",
+        ] {
+            for (weight, empty) in [(None, false), (Some(0), false), (Some(7), true)] {
+                let e = entry(s, weight, empty);
+                if let Some(fast) = direct_workload_entry(&e) {
+                    assert_eq!(fast, crate::k8s::yaml::to_string(&e), "for {s:?}");
+                    direct += 1;
+                }
+                assert_eq!(workload_entry_yaml(&e), crate::k8s::yaml::to_string(&e));
+            }
+        }
+        assert!(direct >= 6, "only {direct} entries took the direct path");
+        assert_eq!(direct_workload_entry(&entry("vm-1", None, true)), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        #[test]
+        fn direct_workload_entries_agree_with_serde_saphyr(
+            s in r#"[ -~]{0,6}|[a-zA-Z0-9/][-a-zA-Z0-9_./:+= #"'\\]{0,90}|[0-9.]{1,12}|(true|no|on|null|y|-|:|#| )*"#,
+            weight in proptest::option::of(0u32..100_000),
+        ) {
+            let e = entry(&s, weight, false);
+            if let Some(fast) = direct_workload_entry(&e) {
+                proptest::prop_assert_eq!(fast, crate::k8s::yaml::to_string(&e));
+            }
+        }
+    }
 }

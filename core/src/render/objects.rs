@@ -118,3 +118,21 @@ pub fn service_entry(w: &Workload) -> Option<ServiceEntry> {
         spec,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    /// The fleets meshvm is measured on write every WorkloadEntry directly (else the speed-up
+    /// would be lost without any test noticing).
+    #[test]
+    fn synthetic_fleets_write_workload_entries_directly() {
+        let fleet = crate::synthetic::fleet(300);
+        for (w, vm) in fleet.vms() {
+            let entry = super::workload_entry(&fleet.mesh, w, vm);
+            assert!(
+                crate::k8s::istio::direct_workload_entry(&entry).is_some(),
+                "{}",
+                vm.name
+            );
+        }
+    }
+}

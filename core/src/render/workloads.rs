@@ -1,8 +1,12 @@
 //! `workloads/`: per namespace, per group, per VM.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 
 use super::Rendered;
+use crate::k8s::istio;
+use crate::k8s::kustomize::{self, Kustomization};
+use crate::k8s::yaml;
 use crate::render::layout::{
     self, BOOTSTRAP_DIR, SERVICE_ENTRY_FILE, WORKLOAD_ENTRY_FILE, WORKLOADS_DIR,
 };
@@ -75,11 +79,18 @@ pub(super) fn vm(fleet: &CheckedFleet, w: &Workload, vm: &Instance) -> Rendered 
     let mut out = Rendered::default();
     let dir = layout::vm_dir(&w.namespace, &w.name, &vm.name);
     if !w.auto_register {
-        out.object(
-            format!("{dir}/{WORKLOAD_ENTRY_FILE}"),
-            &objects::workload_entry(&fleet.mesh, w, vm),
+        // Written directly, not through `Rendered::object`: one entry per VM.
+        let entry = format!("{dir}/{WORKLOAD_ENTRY_FILE}");
+        let yaml = istio::workload_entry_yaml(&objects::workload_entry(&fleet.mesh, w, vm));
+        out.files.insert(entry.clone(), yaml);
+        out.objects.insert(entry);
+        // Every VM's kustomization is the same: serialized once.
+        static VM_KUSTOMIZATION: LazyLock<String> =
+            LazyLock::new(|| yaml::to_string(&Kustomization::of([WORKLOAD_ENTRY_FILE])));
+        out.files.insert(
+            format!("{dir}/{}", kustomize::FILE_NAME),
+            VM_KUSTOMIZATION.as_str(),
         );
-        out.kustomization(&dir, [WORKLOAD_ENTRY_FILE]);
     }
     out.files
         .extend_under(&format!("{dir}/{BOOTSTRAP_DIR}"), bootstrap(fleet, w, vm));
@@ -91,7 +102,7 @@ pub(super) fn vm(fleet: &CheckedFleet, w: &Workload, vm: &Instance) -> Rendered 
 fn bootstrap(fleet: &CheckedFleet, w: &Workload, vm: &Instance) -> FileTree {
     // `vmfiles::vm_files` with the VM already in hand: its lookup by name would make a
     // whole-fleet render quadratic in the number of VMs.
-    let mut files = vmfiles::render(&vmfiles::fleet_inputs(fleet, w, vm));
+    let mut files = vmfiles::fleet_files(fleet, w, vm);
     if let Some(pem) = fleet.root_cert() {
         files.insert(vmfiles::ROOT_CERT, pem);
     }

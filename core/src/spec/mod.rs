@@ -138,11 +138,17 @@ fn default_join_broker_tls_secret() -> String {
 pub struct CheckedFleet {
     fleet: Fleet,
     root_cert: Option<String>,
+    /// What the VM files of each group share, read once per group.
+    vm_groups: crate::vmfiles::GroupCache,
 }
 
 impl CheckedFleet {
     fn new(fleet: Fleet, root_cert: Option<String>) -> CheckedFleet {
-        CheckedFleet { fleet, root_cert }
+        CheckedFleet {
+            fleet,
+            root_cert,
+            vm_groups: Default::default(),
+        }
     }
 
     /// A fleet as if checked, for unit tests of what comes after `spec` with values its
@@ -160,6 +166,11 @@ impl CheckedFleet {
     /// fleet names none, or was read from text alone ([`load_fleet_str`]).
     pub fn root_cert(&self) -> Option<&str> {
         self.root_cert.as_deref()
+    }
+
+    /// The groups' checked VM-file inputs, each read the first time it is needed.
+    pub(crate) fn vm_groups(&self) -> &crate::vmfiles::GroupCache {
+        &self.vm_groups
     }
 }
 

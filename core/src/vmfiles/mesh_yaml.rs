@@ -14,10 +14,6 @@ use serde_json::Value;
 
 use super::go;
 
-/// serde-saphyr folds a plain string longer than this (`FOLDED_WRAP_CHARS`); such strings go
-/// the slow way.
-const PLAIN_MAX: usize = 80;
-
 /// The YAML document for a mapping, as serde-saphyr writes it, or `None` when its shape is
 /// outside what this writer knows.
 pub(super) fn to_string(value: &Value) -> Option<String> {
@@ -60,7 +56,7 @@ fn write_map(out: &mut String, map: &serde_json::Map<String, Value>, depth: usiz
             }
             Value::String(s) => {
                 out.push(' ');
-                write_str(out, s)?;
+                crate::k8s::yaml::push_scalar(out, s)?;
             }
             _ => return None,
         }
@@ -69,88 +65,13 @@ fn write_map(out: &mut String, map: &serde_json::Map<String, Value>, depth: usiz
     Some(())
 }
 
-/// A string value: plain when serde-saphyr surely writes it plain, double-quoted when it
-/// surely quotes it; `None` when unsure.
-fn write_str(out: &mut String, s: &str) -> Option<()> {
-    if !s.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-        return None;
-    }
-    if surely_plain(s) {
-        out.push_str(s);
-    } else if surely_quoted(s) {
-        out.push('"');
-        for c in s.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    } else {
-        return None;
-    }
-    Some(())
-}
-
-/// Words some YAML reader takes for a boolean, null or special float, in any case: never
-/// plain here (serde-saphyr quotes them in values; for keys this writer gives up).
-fn reserved_word(s: &str) -> bool {
-    [
-        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf",
-    ]
-    .iter()
-    .any(|w| s.eq_ignore_ascii_case(w))
-}
-
-/// Printable ASCII without spaces, starting with a letter or `/` (so no number, timestamp,
-/// indicator or document marker), `:` only inside, not a reserved word, short enough not to
-/// be folded: serde-saphyr writes it plain.
-fn surely_plain(s: &str) -> bool {
-    let b = s.as_bytes();
-    let first_ok = b
-        .first()
-        .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'/');
-    first_ok
-        && s.len() <= PLAIN_MAX
-        && !s.ends_with(':')
-        && b.iter().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'/' | b'-' | b':' | b'+' | b'=')
-        })
-        && !reserved_word(s)
-        && s != "="
-}
-
-/// Printable ASCII on one line that serde-saphyr cannot write plain: empty, a reserved word,
-/// an indicator first, edge spaces, `": "`, `" #"`, or a final `:`. Such a string is never
-/// folded either (serde-saphyr folds only long strings plain-safe once trailing spaces are
-/// dropped, so a long one with trailing spaces is left to it), so it is double-quoted; but
-/// serde-saphyr single-quotes `.`, `#` and `-` alone.
-fn surely_quoted(s: &str) -> bool {
-    if matches!(s, "." | "#" | "-") || (s.len() > PLAIN_MAX && s.ends_with(' ')) {
-        return false;
-    }
-    s.is_empty()
-        || s.eq_ignore_ascii_case("true")
-        || s.eq_ignore_ascii_case("false")
-        || s.eq_ignore_ascii_case("null")
-        || s.starts_with([
-            ',', ':', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`',
-        ])
-        || s.starts_with(' ')
-        || s.ends_with(' ')
-        || s.contains(": ")
-        || s.contains(" #")
-        || s.ends_with(':')
-}
-
 /// A key serde-saphyr surely writes plain: a shell-like name starting with a letter (it
 /// quotes `_0`, a YAML 1.1 number) that no reader misreads.
 fn plain_key(k: &str) -> bool {
     let b = k.as_bytes();
     b.first().is_some_and(|c| c.is_ascii_alphabetic())
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-        && !reserved_word(k)
+        && !crate::k8s::yaml::reserved_word(k)
 }
 
 #[cfg(test)]
