@@ -576,6 +576,8 @@ impl Node {
 
     /// The JSON value of the node; each value's text is moved out of the tree unless
     /// `keep_text`.
+    // By index: an entry's value is borrowed mutably and, for a duplicate, the other keys read.
+    #[allow(clippy::needless_range_loop)]
     fn to_json(
         &mut self,
         pointer: &mut String,
