@@ -474,7 +474,7 @@ impl Document {
     fn parse(text: &str, keep_text: bool) -> Result<Document, Vec<(Pos, Problem)>> {
         let mut root = NodeBuilder::build(text)?;
         let mut problems = Vec::new();
-        let value = root.to_json(&mut String::new(), &mut problems, keep_text);
+        let value = root.make_json(&mut String::new(), &mut problems, keep_text);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -578,7 +578,7 @@ impl Node {
     /// `keep_text`.
     // By index: an entry's value is borrowed mutably and, for a duplicate, the other keys read.
     #[allow(clippy::needless_range_loop)]
-    fn to_json(
+    fn make_json(
         &mut self,
         pointer: &mut String,
         problems: &mut Vec<(Pos, Problem)>,
@@ -616,7 +616,7 @@ impl Node {
                         let len = pointer.len();
                         // Written in place: no string a list item.
                         let _ = write!(pointer, "/{i}");
-                        let v = item.to_json(pointer, problems, keep_text);
+                        let v = item.make_json(pointer, problems, keep_text);
                         pointer.truncate(len);
                         v
                     })
@@ -668,7 +668,7 @@ impl Node {
                     } else {
                         pointer.push_str(name);
                     }
-                    let v = entries[i].1.to_json(pointer, problems, keep_text);
+                    let v = entries[i].1.make_json(pointer, problems, keep_text);
                     pointer.truncate(len);
                     slot.insert(v);
                 }
