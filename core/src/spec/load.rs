@@ -3,6 +3,7 @@
 //! problems at once; a later stage runs only when the earlier ones found none.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -97,10 +98,19 @@ pub fn load_fleet_at(path: &Path, now: UtcDateTime) -> Result<SourceFile, LoadEr
     };
     // The digest (for gitops's commit trailers) on the other core while the text is checked:
     // hashing a 10,000-VM fleet was 9% of `validate`'s instructions, all on its critical path.
-    let (sha256, checked) = rayon::join(
-        || hex(&Sha256::digest(&bytes)),
-        || std::str::from_utf8(&bytes).map(|text| (text, check_text(text, path))),
-    );
+    // The text is checked on the calling thread, not in the rayon pool (`rayon::join` from
+    // outside the pool runs both halves there): glibc gives a pool thread an arena of its own
+    // that grows a page at a time, one `mprotect` each (7,461 calls for 10,000 VMs), while the
+    // main thread's grows 128 KiB at a time. That alone was a third of `validate`'s CPU time.
+    // The schema's validator is compiled there too (a twentieth of the work, once a process).
+    let (sha256, checked) = std::thread::scope(|s| {
+        let digest = s.spawn(|| {
+            fleet_schema();
+            hex(&Sha256::digest(&bytes))
+        });
+        let checked = std::str::from_utf8(&bytes).map(|text| (text, check_text(text, path)));
+        (digest.join().expect("hashing does not panic"), checked)
+    });
     let (text, checked) = match checked {
         Ok(checked) => checked,
         Err(e) => {
@@ -117,7 +127,7 @@ pub fn load_fleet_at(path: &Path, now: UtcDateTime) -> Result<SourceFile, LoadEr
     let (fleet, mut warnings) = checked.map_err(LoadError::Invalid)?;
     let at_root_cert = |message: String, hint: &str| Diagnostic {
         file: path.to_path_buf(),
-        pos: Document::parse(text)
+        pos: Document::parse(text, false)
             .expect("parsed above")
             .value_pos("/mesh/rootCert"),
         path: "mesh.rootCert".into(),
@@ -318,17 +328,24 @@ fn check_text(text: &str, file: &Path) -> Result<(Fleet, Diagnostics), Diagnosti
         diags.dedup();
         Diagnostics(diags)
     };
-    let doc = Document::parse(text).map_err(&fail)?;
-    let structural = structural_problems(&doc);
-    if !structural.is_empty() {
-        // A structural problem must not hide the others of the file: check the rest of it
-        // with each wrong value set aside, and report what that finds outside them too.
-        let mut problems = structural;
-        problems.extend(semantic_problems_around(&doc.value, &problems));
-        return Err(fail(doc.locate(problems)));
+    // The tree keeps keys and positions; the values' text moves into the JSON value.
+    let Document { value, root } = Document::parse(text, false).map_err(&fail)?;
+    // Most files are valid: the yes/no check stops at nothing and builds no error, about
+    // half the work of collecting the (no) errors of a large fleet.
+    if !fleet_schema().1.is_valid(&value) {
+        // Rare: read the file again with the values' text kept, which the messages quote.
+        let doc = Document::parse(text, true).map_err(&fail)?;
+        let structural = structural_problems(&doc);
+        if !structural.is_empty() {
+            // A structural problem must not hide the others of the file: check the rest of
+            // it with each wrong value set aside, and report what that finds outside them.
+            let mut problems = structural;
+            problems.extend(semantic_problems_around(&doc.value, &problems));
+            return Err(fail(doc.locate(problems)));
+        }
     }
-    // From a reference: a clone of the whole document would be made only to be dropped.
-    let fleet = Fleet::deserialize(&doc.value).map_err(|e| {
+    // By value: each string moves into the fleet instead of being copied and dropped.
+    let fleet = Fleet::deserialize(value).map_err(|e| {
         fail(vec![(
             Pos { line: 1, column: 1 },
             Problem::new("", e.to_string()),
@@ -336,9 +353,9 @@ fn check_text(text: &str, file: &Path) -> Result<(Fleet, Diagnostics), Diagnosti
     })?;
     let problems = validate::check(&fleet);
     if !problems.is_empty() {
-        return Err(fail(doc.locate(problems)));
+        return Err(fail(root.locate(problems)));
     }
-    let warnings = fail(doc.locate(validate::warnings(&fleet)));
+    let warnings = fail(root.locate(validate::warnings(&fleet)));
     Ok((fleet, warnings))
 }
 
@@ -452,10 +469,12 @@ struct Document {
 }
 
 impl Document {
-    fn parse(text: &str) -> Result<Document, Vec<(Pos, Problem)>> {
-        let root = NodeBuilder::build(text)?;
+    /// The document of a text. Without `keep_text`, the text of each value moves into the
+    /// JSON value and the tree keeps the keys and positions only: all [`Node::locate`] needs.
+    fn parse(text: &str, keep_text: bool) -> Result<Document, Vec<(Pos, Problem)>> {
+        let mut root = NodeBuilder::build(text)?;
         let mut problems = Vec::new();
-        let value = root.to_json(&mut String::new(), &mut problems);
+        let value = root.make_json(&mut String::new(), &mut problems, keep_text);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -463,28 +482,13 @@ impl Document {
     }
 
     fn locate(&self, problems: Vec<Problem>) -> Vec<(Pos, Problem)> {
-        problems
-            .into_iter()
-            .map(|p| {
-                let pos = if p.at_key {
-                    self.key_pos(&p.pointer)
-                } else {
-                    self.value_pos(&p.pointer)
-                };
-                (pos, p)
-            })
-            .collect()
+        self.root.locate(problems)
     }
 
     /// Where the value at a JSON pointer starts; the nearest existing ancestor when it is
     /// missing.
     fn value_pos(&self, pointer: &str) -> Pos {
         self.root.find(pointer, false)
-    }
-
-    /// Where the key of the mapping entry at a JSON pointer is.
-    fn key_pos(&self, pointer: &str) -> Pos {
-        self.root.find(pointer, true)
     }
 }
 
@@ -509,6 +513,14 @@ enum NodeKind {
 }
 
 impl Node {
+    /// Each problem with the position it points at: its value's, or its key's.
+    fn locate(&self, problems: Vec<Problem>) -> Vec<(Pos, Problem)> {
+        problems
+            .into_iter()
+            .map(|p| (self.find(&p.pointer, p.at_key), p))
+            .collect()
+    }
+
     fn find(&self, pointer: &str, at_key: bool) -> Pos {
         let mut node = self;
         let segments: Vec<String> = split_pointer(pointer).collect();
@@ -562,30 +574,49 @@ impl Node {
         }
     }
 
-    fn to_json(&self, pointer: &mut String, problems: &mut Vec<(Pos, Problem)>) -> Value {
-        match &self.kind {
-            NodeKind::Scalar { text, plain, tag } => match tag.as_deref() {
-                Some("str") => Value::String(text.clone()),
-                Some(other) => {
-                    problems.push((
-                        self.pos,
-                        Problem::new(pointer, format!("the tag `!!{other}` is not supported"))
-                            .hint("remove the tag; quote the value to make it a string"),
-                    ));
-                    Value::Null
-                }
-                None if *plain => resolve_plain(text),
-                None => Value::String(text.clone()),
-            },
+    /// The JSON value of the node; each value's text is moved out of the tree unless
+    /// `keep_text`.
+    // By index: an entry's value is borrowed mutably and, for a duplicate, the other keys read.
+    #[allow(clippy::needless_range_loop)]
+    fn make_json(
+        &mut self,
+        pointer: &mut String,
+        problems: &mut Vec<(Pos, Problem)>,
+        keep_text: bool,
+    ) -> Value {
+        let pos = self.pos;
+        match &mut self.kind {
+            NodeKind::Scalar { text, plain, tag } => {
+                let resolved = match tag.as_deref() {
+                    Some("str") => None,
+                    Some(other) => {
+                        problems.push((
+                            pos,
+                            Problem::new(pointer, format!("the tag `!!{other}` is not supported"))
+                                .hint("remove the tag; quote the value to make it a string"),
+                        ));
+                        Some(Value::Null)
+                    }
+                    None if *plain => resolve_plain(text),
+                    None => None,
+                };
+                resolved.unwrap_or_else(|| {
+                    Value::String(if keep_text {
+                        text.clone()
+                    } else {
+                        std::mem::take(text)
+                    })
+                })
+            }
             NodeKind::Seq(items) => Value::Array(
                 items
-                    .iter()
+                    .iter_mut()
                     .enumerate()
                     .map(|(i, item)| {
                         let len = pointer.len();
-                        pointer.push('/');
-                        pointer.push_str(&i.to_string());
-                        let v = item.to_json(pointer, problems);
+                        // Written in place: no string a list item.
+                        let _ = write!(pointer, "/{i}");
+                        let v = item.make_json(pointer, problems, keep_text);
                         pointer.truncate(len);
                         v
                     })
@@ -593,7 +624,8 @@ impl Node {
             ),
             NodeKind::Map(entries) => {
                 let mut map = Map::with_capacity(entries.len());
-                for (key, value) in entries {
+                for i in 0..entries.len() {
+                    let key = &entries[i].0;
                     let Some(name) = key.scalar_text() else {
                         problems.push((
                             key.pos,
@@ -602,34 +634,43 @@ impl Node {
                         ));
                         continue;
                     };
-                    // The map holds the keys seen so far; the first one's position is looked
-                    // up only for a duplicate (a hash map of positions per mapping cost a tenth
-                    // of loading a large fleet).
-                    if map.contains_key(name) {
-                        let first = entries
-                            .iter()
-                            .find(|(k, _)| k.scalar_text() == Some(name))
-                            .map_or(key.pos, |(k, _)| k.pos);
-                        problems.push((
-                            key.pos,
-                            Problem::new(
-                                pointer,
-                                format!("duplicate key `{name}` (first at line {})", first.line),
-                            )
-                            .hint("keep one of them: YAML readers disagree on which one wins"),
-                        ));
-                        continue;
-                    }
+                    let key_pos = key.pos;
+                    // The map holds the keys seen so far (one hash a key); the first one's
+                    // position is looked up only for a duplicate (a hash map of positions
+                    // per mapping cost a tenth of loading a large fleet).
+                    let slot = match map.entry(name) {
+                        serde_json::map::Entry::Vacant(slot) => slot,
+                        serde_json::map::Entry::Occupied(seen) => {
+                            let name = seen.key();
+                            let first = entries
+                                .iter()
+                                .find(|(k, _)| k.scalar_text() == Some(name))
+                                .map_or(key_pos, |(k, _)| k.pos);
+                            problems.push((
+                                key_pos,
+                                Problem::new(
+                                    pointer,
+                                    format!(
+                                        "duplicate key `{name}` (first at line {})",
+                                        first.line
+                                    ),
+                                )
+                                .hint("keep one of them: YAML readers disagree on which one wins"),
+                            ));
+                            continue;
+                        }
+                    };
                     let len = pointer.len();
                     pointer.push('/');
+                    let name = slot.key();
                     if name.contains(['~', '/']) {
                         pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
                     } else {
                         pointer.push_str(name);
                     }
-                    let v = value.to_json(pointer, problems);
+                    let v = entries[i].1.make_json(pointer, problems, keep_text);
                     pointer.truncate(len);
-                    map.insert(name.to_owned(), v);
+                    slot.insert(v);
                 }
                 Value::Object(map)
             }
@@ -637,39 +678,39 @@ impl Node {
     }
 }
 
-/// Resolves a plain scalar by the YAML 1.2 core schema.
-fn resolve_plain(text: &str) -> Value {
+/// Resolves a plain scalar by the YAML 1.2 core schema; `None` for a string.
+fn resolve_plain(text: &str) -> Option<Value> {
     match text {
-        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
-        "true" | "True" | "TRUE" => return Value::Bool(true),
-        "false" | "False" | "FALSE" => return Value::Bool(false),
+        "" | "~" | "null" | "Null" | "NULL" => return Some(Value::Null),
+        "true" | "True" | "TRUE" => return Some(Value::Bool(true)),
+        "false" | "False" | "FALSE" => return Some(Value::Bool(false)),
         _ => {}
     }
     let digits = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
     let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
     if digits(unsigned, 10) {
         if let Ok(i) = text.parse::<i64>() {
-            return Value::Number(i.into());
+            return Some(Value::Number(i.into()));
         }
         if let Ok(u) = text.parse::<u64>() {
-            return Value::Number(u.into());
+            return Some(Value::Number(u.into()));
         }
     }
     for (prefix, radix) in [("0x", 16), ("0o", 8)] {
         if let Some(rest) = text.strip_prefix(prefix) {
             if digits(rest, radix) {
                 if let Ok(u) = u64::from_str_radix(rest, radix) {
-                    return Value::Number(u.into());
+                    return Some(Value::Number(u.into()));
                 }
             }
         }
     }
     if looks_like_float(unsigned) {
         if let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64) {
-            return Value::Number(n);
+            return Some(Value::Number(n));
         }
     }
-    Value::String(text.to_owned())
+    None
 }
 
 /// `[0-9]*(\.[0-9]*)?([eE][-+]?[0-9]+)?` with at least one digit before the exponent.
@@ -1234,7 +1275,58 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{LoadError, UtcDateTime, check_certificates_only, load_fleet_at};
+    use super::{Document, LoadError, UtcDateTime, Value, check_certificates_only, load_fleet_at};
+
+    /// Every JSON pointer of a value, the root's included.
+    fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let k = k.replace('~', "~0").replace('/', "~1");
+                    pointers(v, format!("{at}/{k}"), out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    pointers(v, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+        out.push(at);
+    }
+
+    /// The fast read moves the values' text out of the tree: the value is the same, and every
+    /// key and value is found where the tree that keeps the text finds it.
+    #[test]
+    fn the_tree_without_text_locates_as_the_tree_with_it() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/fleets");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).expect("fixtures/fleets") {
+            let fleet = entry.expect("a directory entry").path();
+            let Ok(text) = std::fs::read_to_string(fleet.join("meshvm.yaml")) else {
+                continue;
+            };
+            let fleet = fleet.display();
+            let with = Document::parse(&text, true).expect("a valid fixture parses");
+            let without = Document::parse(&text, false).expect("a valid fixture parses");
+            assert_eq!(with.value, without.value, "{fleet}");
+            let mut all = Vec::new();
+            pointers(&with.value, String::new(), &mut all);
+            assert!(all.len() > 20, "{fleet}: {} pointers", all.len());
+            for p in &all {
+                for at_key in [false, true] {
+                    assert_eq!(
+                        with.root.find(p, at_key),
+                        without.root.find(p, at_key),
+                        "{fleet}: {p}"
+                    );
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked >= 9, "only {checked} fixture fleets found");
+    }
 
     /// The root certificate is checked against the time the loader is given: the fixture CA
     /// is valid from 2026-11-26 to 2126-11-02.
