@@ -47,3 +47,49 @@ fn a_sync_with_nothing_changed_is_a_no_op_yet_changes_and_hand_edits_are_seen() 
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("README.md"), "{}", r.stderr);
 }
+
+/// A fleet file the glance leaves to the full load (an alias) still takes the shortcut on the
+/// next sync: the sync that read it in full remembered its fields for its bytes, in the
+/// repository's git directory. Other bytes are read in full again. (A sync that read the
+/// fleet reports its `warnings` in JSON; the shortcut does not read it and leaves them out.)
+#[test]
+fn a_fleet_the_glance_cannot_scan_takes_the_shortcut_from_what_its_last_sync_remembered() {
+    let s = Scratch::new();
+    let fleet = s.fleet(&[("tester-1", "10.0.0.11")]);
+    let text = std::fs::read_to_string(&fleet)
+        .unwrap()
+        .replace(
+            "    serviceAccount: tester\n",
+            "    serviceAccount: &sa tester\n",
+        )
+        .replace("      app: tester\n", "      app: *sa\n");
+    assert!(text.contains("*sa"), "{text}");
+    std::fs::write(&fleet, &text).unwrap();
+    let repo = s.path().join("repo.git");
+    let repo_s = repo.to_str().unwrap();
+    let sync = || {
+        let r = run(&mut s.meshvm(&["sync", "--repo", repo_s, "--output", "json"]));
+        ok(&r);
+        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()
+    };
+    let read_in_full = |v: &serde_json::Value| v.get("warnings").is_some();
+
+    let first = sync();
+    assert!(
+        first["commit"].is_string() && read_in_full(&first),
+        "{first}"
+    );
+    let second = sync();
+    assert_eq!(second["changes"], false, "{second}");
+    assert!(!read_in_full(&second), "the shortcut: {second}");
+
+    // New bytes (a comment): read in full once, then remembered again.
+    std::fs::write(&fleet, format!("{text}# a comment\n")).unwrap();
+    assert!(read_in_full(&sync()));
+    assert!(!read_in_full(&sync()));
+
+    // Without what was remembered, the file is read in full.
+    std::fs::remove_dir_all(repo.join("meshvm").join("glance")).unwrap();
+    let v = sync();
+    assert!(read_in_full(&v) && v["changes"] == false, "{v}");
+}

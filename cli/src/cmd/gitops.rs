@@ -351,6 +351,13 @@ fn sync_fleet(repo: &RepoArgs, configure: impl Fn(&mut Options)) -> Result<Synce
     let mut progress = Progress::new(repo.quiet);
     let result = git::sync(&input, &opts, &mut |e| progress.event(e));
     progress.finish();
+    if result.is_ok() && opts.mode.writes() {
+        // The next sync's glance then reads these fields instead of scanning the file.
+        if let Some(cache) = git::glance_cache(&opts.target) {
+            let fields = meshvm::spec::inputs::Fields::of(&source);
+            cache.put(&repo.fleet.file, &source.sha256, &fields);
+        }
+    }
     Ok(Synced {
         report: result?,
         opts,
@@ -366,7 +373,11 @@ fn unchanged(
     configure: &impl Fn(&mut Options),
 ) -> Result<Option<(Report, Options)>, CommandError> {
     let now = time::UtcDateTime::now();
-    let Some(glance) = meshvm::spec::inputs::glance(&repo.fleet.file, now) else {
+    let cache = Target::parse(&repo.repo)
+        .ok()
+        .and_then(|target| git::glance_cache(&target));
+    let Some(glance) = meshvm::spec::inputs::glance_cached(&repo.fleet.file, now, cache.as_ref())
+    else {
         return Ok(None);
     };
     let mut opts = repo.options_for(&glance.branch)?;

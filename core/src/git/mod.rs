@@ -46,7 +46,7 @@ pub use error::{BranchRole, GitError};
 pub use lock::LOCK_FILE;
 pub use plan::{Change, FileChange, GroupRef, Plan, VmChanges, VmMove, VmRef};
 pub use remote::{Auth, HostKeys};
-pub use shortcut::unchanged;
+pub use shortcut::{glance_cache, unchanged};
 pub use sync::{diff, sync};
 pub use target::Target;
 

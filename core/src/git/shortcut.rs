@@ -12,6 +12,8 @@
 use git2::{Oid, Repository, Signature, Time};
 use sha2::{Digest, Sha256};
 
+use crate::spec::inputs::GlanceCache;
+
 use super::commit::{self, TRAILER_INPUTS, TRAILER_PATH};
 use super::plan::{self, Plan};
 use super::sync::{checked_out, ref_target};
@@ -70,6 +72,18 @@ pub fn unchanged(path: &str, render_inputs: &str, opts: &Options) -> Option<Repo
         head: Some(tip),
         push: PushOutcome::NotAsked,
     })
+}
+
+/// Where a sync into `target` remembers what glances at fleet files found
+/// (`spec::inputs::GlanceCache`): `meshvm/glance/` in the repository's git directory, beside
+/// the records below. `None` for a URL target (which never takes the shortcut) or a
+/// repository that cannot be opened.
+pub fn glance_cache(target: &Target) -> Option<GlanceCache> {
+    let Target::Path(dir) = target else {
+        return None;
+    };
+    let repo = Repository::open(dir).ok()?;
+    Some(GlanceCache::new(repo.path().join("meshvm").join("glance")))
 }
 
 /// The ref that holds the record of `path`'s last commit-less sync: one per path (hashed, as
