@@ -14,7 +14,7 @@
 //!
 //! The record is a parentless commit at [`record_ref`] (under `refs/meshvm/`, never fetched or
 //! pushed: a fresh clone lacks it and its first sync renders everything), whose tree fans the
-//! digests out by their first byte: `ab/<62 hex digits>` → the VM's tree. The ref keeps those
+//! digests out by their first hex digit: `a/<63 hex digits>` → the VM's tree. The ref keeps those
 //! trees reachable, so repacks keep them. Written after every sync that writes; a cache, not
 //! state: best effort.
 
@@ -198,9 +198,11 @@ pub(super) fn record(repo: &Repository, path: &str, reuse: &Reuse, rendered: &Fi
     } else {
         Default::default()
     };
-    // Fan-out by the digest's first byte; each bucket's entries sorted by name (all are trees
+    // Fan-out by the digest's first hex digit; each bucket's entries sorted by name (all are trees
     // with names of one length, so byte order is Git's order).
     let mut fans: BTreeMap<u8, BTreeMap<Digest, Oid>> = BTreeMap::new();
+    // Sixteen fans: a one-VM change writes one fan tree, the root and the commit, and a first
+    // sync 18 loose objects (well under `maintenance`'s repack threshold).
     for vm in &reuse.vms {
         let id = match reuse.reused.get(&vm.dir) {
             Some(&id) => id,
@@ -209,23 +211,28 @@ pub(super) fn record(repo: &Repository, path: &str, reuse: &Reuse, rendered: &Fi
                 _ => continue,
             },
         };
-        fans.entry(vm.digest[0]).or_default().insert(vm.digest, id);
+        fans.entry(vm.digest[0] >> 4)
+            .or_default()
+            .insert(vm.digest, id);
     }
     let mut root = Vec::new();
     for (first, entries) in &fans {
         let mut bytes = Vec::with_capacity(entries.len() * 90);
         for (digest, id) in entries {
             bytes.extend_from_slice(b"40000 ");
-            for b in &digest[1..] {
-                bytes.extend_from_slice(format!("{b:02x}").as_bytes());
-            }
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let hex: Vec<u8> = digest
+                .iter()
+                .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+                .collect();
+            bytes.extend_from_slice(&hex[1..]);
             bytes.push(0);
             bytes.extend_from_slice(id.as_bytes());
         }
         let Some(id) = write_tree(&odb, &bytes) else {
             return;
         };
-        root.extend_from_slice(format!("40000 {first:02x}\0").as_bytes());
+        root.extend_from_slice(format!("40000 {first:x}\0").as_bytes());
         root.extend_from_slice(id.as_bytes());
     }
     let Some(root) = write_tree(&odb, &root) else {
