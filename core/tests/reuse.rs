@@ -109,6 +109,9 @@ fn assert_same_plan(source: &SourceFile, opts: &Options, what: &str) {
 
 type Edit = fn(&str) -> String;
 
+/// An edit of the files in the fleet's directory.
+type Apply = Box<dyn Fn(&Path)>;
+
 /// `(what, the edit of the fleet text, the VMs it re-renders (None: all))`.
 fn edits() -> Vec<(&'static str, Edit, Option<Vec<&'static str>>)> {
     vec![
@@ -186,10 +189,10 @@ fn edits() -> Vec<(&'static str, Edit, Option<Vec<&'static str>>)> {
 
 #[test]
 fn a_sync_reusing_unchanged_vms_commits_what_a_full_render_commits() {
-    let mut edits: Vec<(&str, Box<dyn Fn(&Path)>, Option<Vec<&str>>)> = edits()
+    let mut edits: Vec<(&str, Apply, Option<Vec<&str>>)> = edits()
         .into_iter()
         .map(|(what, edit, vms)| {
-            let apply: Box<dyn Fn(&Path)> = Box::new(move |dir: &Path| {
+            let apply: Apply = Box::new(move |dir: &Path| {
                 let file = dir.join("meshvm.yaml");
                 let text = std::fs::read_to_string(&file).unwrap();
                 let edited = edit(&text);
