@@ -218,10 +218,15 @@ pub fn run(command: Command) -> CmdResult {
 ///
 /// With `gitops.hydrator`, also its `hydrator.metadata` files, and what the sync records
 /// (`git::dry::hydrate`).
-fn rendered_tree(source: &SourceFile) -> (FileTree, Option<git::dry::Hydrated>) {
-    let mut rendered = meshvm::render::render(&source.fleet);
+/// The rendered tree for a sync with `opts`, without the VMs whose directories an earlier
+/// render of the same inputs gave (`git::reuse`), and the reuse to sync it with.
+fn rendered_tree(
+    source: &SourceFile,
+    opts: &Options,
+) -> (FileTree, Option<git::dry::Hydrated>, git::reuse::Reuse) {
+    let (mut rendered, reuse) = git::reuse::render(&source.fleet, opts);
     let hydrated = git::dry::hydrate(&mut rendered, source);
-    (rendered.files, hydrated)
+    (rendered.files, hydrated, reuse)
 }
 
 impl RepoArgs {
@@ -333,7 +338,12 @@ fn sync_fleet(repo: &RepoArgs, configure: impl Fn(&mut Options)) -> Result<Synce
         });
     }
     let source = repo.fleet.load()?;
-    let (tree, hydrated) = rendered_tree(&source);
+    let (tree, hydrated, reuse) = {
+        // Where the sync goes, to find the record of earlier renders there.
+        let mut opts = repo.options_for(&source.fleet.gitops.sync_branch())?;
+        configure(&mut opts);
+        rendered_tree(&source, &opts)
+    };
     if let Some(git::dry::DryState::Uncommitted { path }) = hydrated.as_ref().map(|h| &h.state) {
         if !repo.quiet {
             eprintln!(
@@ -343,6 +353,7 @@ fn sync_fleet(repo: &RepoArgs, configure: impl Fn(&mut Options)) -> Result<Synce
     }
     let mut opts = repo.options(&source, hydrated.as_ref())?;
     configure(&mut opts);
+    opts.reuse = Some(std::sync::Arc::new(reuse));
     let input = git::Input {
         tree: &tree,
         path: &source.fleet.gitops.path,

@@ -29,6 +29,7 @@ pub mod maintenance;
 mod objects;
 pub mod plan;
 mod remote;
+pub mod reuse;
 pub mod review;
 mod shortcut;
 mod sync;
@@ -129,6 +130,9 @@ pub struct Options {
     /// More trailers for the commit, after meshvm's own: the `Argocd-reference-commit-*`
     /// trailers of a hydrated tree (`dry::reference_trailers`). Values hold no newline.
     pub extra_trailers: Vec<(String, String)>,
+    /// The VMs the input tree leaves out because an earlier render of the same inputs gave
+    /// their directories ([`reuse`]); every VM's digest, recorded after a sync that writes.
+    pub reuse: Option<std::sync::Arc<reuse::Reuse>>,
 }
 
 impl Options {
@@ -153,6 +157,7 @@ impl Options {
             lock_timeout: Duration::from_secs(120),
             render_inputs: None,
             extra_trailers: Vec::new(),
+            reuse: None,
         }
     }
 }

@@ -227,7 +227,13 @@ pub fn committed_files_beside(
                 dir.push('/');
             }
             dir.push_str(&String::from_utf8_lossy(entry.name_bytes()));
-            if entry.kind() == Some(ObjectType::Tree) {
+            let tree_entry = (entry.id(), super::reuse::TREE_MODE);
+            if entry.kind() == Some(ObjectType::Tree)
+                && rendered.get(dir.as_str()) == Some(&tree_entry)
+            {
+                // A reused directory, committed as it was rendered: one entry on both sides.
+                out.insert(dir.clone(), tree_entry);
+            } else if entry.kind() == Some(ObjectType::Tree) {
                 let sub = repo
                     .find_tree(entry.id())
                     .map_err(GitError::git("reading the committed tree"))?;
@@ -519,11 +525,15 @@ fn removed_groups(files: &[FileChange], path: &str, rendered: &Files) -> Vec<Gro
 
 /// The VMs that have files in `files`.
 pub fn count_vms(files: &Files) -> usize {
-    let mut vms = BTreeSet::new();
-    for path in files.keys() {
-        if let Some(v) = vm_of_path(path) {
-            vms.insert(v);
-        }
+    let mut vms: BTreeSet<&str> = BTreeSet::new();
+    for (path, &(_, mode)) in files {
+        let dir = if mode == super::reuse::TREE_MODE {
+            // A reused VM directory: one entry for the whole directory.
+            vm_of_path(&format!("{path}/-")).map(|_| path.as_str())
+        } else {
+            vm_of_path(path).and_then(|_| path.match_indices('/').nth(4).map(|(i, _)| &path[..i]))
+        };
+        vms.extend(dir);
     }
     vms.len()
 }

@@ -20,7 +20,13 @@ pub fn sync(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Report, GitError> {
     check_options(input, opts)?;
-    let rendered = plan::hashed_files(input.tree)?;
+    let mut rendered = plan::hashed_files(input.tree)?;
+    if let Some(reuse) = &opts.reuse {
+        // The VMs left out of the render, each as the one tree its directory renders to.
+        for (dir, &id) in &reuse.reused {
+            rendered.insert(dir.clone(), (id, super::reuse::TREE_MODE));
+        }
+    }
     let ws = Workspace::open(opts)?;
     let Some(repo) = &ws.repo else {
         return new_repository_plan(input, opts, &rendered, ws.repo_dir);
@@ -35,6 +41,9 @@ pub fn sync(
     let _temporaries = _lock
         .as_ref()
         .map(|_| pack_temporaries_cleaned(&ws.git_dir));
+    if let Some(reuse) = &opts.reuse {
+        super::reuse::check_still_there(repo, input.path, reuse)?;
+    }
     if opts.mode.writes() {
         if let Some(workdir) = checked_out(repo, &opts.branch) {
             return Err(GitError::CheckedOut {
@@ -52,6 +61,9 @@ pub fn sync(
         refname: format!("refs/heads/{}", opts.branch),
     };
     let report = sync.retry(on_event)?;
+    if let (true, Some(reuse), Some(_)) = (opts.mode.writes(), &opts.reuse, report.head) {
+        super::reuse::record(repo, input.path, reuse, &rendered);
+    }
     if opts.mode.writes() {
         remember_inputs(repo, input.path, opts, &report);
         keep_small(repo);
@@ -606,7 +618,7 @@ impl Sync<'_> {
 
     /// The plan against `base`, from the base's subtree and meshvm's last commit for the path.
     fn plan_against(&self, base: Option<Oid>) -> Result<(Plan, Option<Oid>), GitError> {
-        let (repo, input, rendered) = (self.repo, self.input, self.rendered);
+        let (repo, input) = (self.repo, self.input);
         let base_tree = match base {
             Some(id) => Some(
                 repo.find_commit(id)
@@ -618,27 +630,53 @@ impl Sync<'_> {
         let current = base_tree
             .as_ref()
             .and_then(|t| plan::subtree_id(t, input.path));
+        let written = commit::last_written_tree(repo, base, input.path)?;
+        // Reused VM directories (`reuse`) are compared as trees where the committed subtree is
+        // the one meshvm last wrote; with hand edits, or nothing meshvm wrote, every file is
+        // compared as without reuse.
+        let mut rendered = std::borrow::Cow::Borrowed(self.rendered);
+        let untouched = current.is_some() && written == current;
+        if !untouched && super::reuse::has_trees(&rendered) {
+            rendered =
+                std::borrow::Cow::Owned(super::reuse::expand(repo, &rendered, |_, _| false)?);
+        }
         // The usual sync changes nothing: the rendered tree's id, computed in memory, is then
         // the committed one, and the committed files need not be read.
-        let committed = match current {
+        let read_committed;
+        let committed: &plan::Files = match current {
             // Nothing committed (a first sync): nothing to compare, no tree to compute.
-            None => std::borrow::Cow::Owned(plan::Files::new()),
+            None => {
+                read_committed = plan::Files::new();
+                &read_committed
+            }
             Some(current) => {
-                let (rendered_id, rendered_ids) = plan::tree_ids(rendered)?;
+                let (rendered_id, rendered_ids) = plan::tree_ids(&rendered)?;
                 if current == rendered_id {
-                    std::borrow::Cow::Borrowed(rendered)
+                    &rendered
                 } else {
                     // Read only where the committed trees differ from the rendered ones.
-                    std::borrow::Cow::Owned(plan::committed_files_beside(
+                    read_committed = plan::committed_files_beside(
                         repo,
                         Some(current),
-                        rendered,
+                        &rendered,
                         &rendered_ids,
-                    )?)
+                    )?;
+                    // A reused directory the committed subtree holds otherwise (another base):
+                    // its files are compared.
+                    let same = |path: &str, id| {
+                        read_committed.get(path) == Some(&(id, super::reuse::TREE_MODE))
+                    };
+                    if rendered
+                        .iter()
+                        .any(|(p, &(id, mode))| mode == super::reuse::TREE_MODE && !same(p, id))
+                    {
+                        rendered =
+                            std::borrow::Cow::Owned(super::reuse::expand(repo, &rendered, same)?);
+                    }
+                    &read_committed
                 }
             }
         };
-        let written = commit::last_written_tree(repo, base, input.path)?;
         let current_or_empty = current.unwrap_or_else(commit::empty_tree_id);
         let hand_edited: Vec<String> = match written {
             Some(w) if w == current_or_empty => Vec::new(),
@@ -646,7 +684,7 @@ impl Sync<'_> {
             Some(w) => {
                 let w = (w != commit::empty_tree_id()).then_some(w);
                 let ours = plan::committed_files(repo, w)?;
-                plan::differing(&ours, &committed)
+                plan::differing(&ours, committed)
                     .into_iter()
                     .map(|(p, _)| p)
                     .collect()
@@ -658,8 +696,8 @@ impl Sync<'_> {
             input.path,
             &self.opts.branch,
             base,
-            &committed,
-            rendered,
+            committed,
+            &rendered,
             &hand_edited,
         );
         Ok((plan, base_tree.map(|t| t.id())))

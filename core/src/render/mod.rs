@@ -23,6 +23,7 @@ pub mod layout;
 mod mesh;
 pub mod objects;
 mod readme;
+pub mod reuse;
 mod workloads;
 
 use std::collections::BTreeSet;
@@ -82,6 +83,15 @@ impl Rendered {
 /// Renders the whole GitOps tree of a checked fleet, with its root certificate (the mesh's
 /// public root CA) copied into each VM's bootstrap files when it has one.
 pub fn render(fleet: &CheckedFleet) -> Rendered {
+    render_vms(fleet, |_| true)
+}
+
+/// [`render`], but only the directories of the VMs for which `wanted` holds, given each VM's
+/// index in fleet order ([`crate::spec::Fleet::vms`]); everything else (the README, the mesh,
+/// the groups' objects and kustomizations, the engines) is rendered in full. Each VM's
+/// directory is independent of the others, so the files rendered are exactly those of the
+/// full render outside the skipped VMs' directories.
+pub fn render_vms(fleet: &CheckedFleet, wanted: impl Fn(usize) -> bool + Sync) -> Rendered {
     let mut out = Rendered::default();
     out.files
         .insert(crate::render::layout::README, readme::readme(fleet));
@@ -90,7 +100,12 @@ pub fn render(fleet: &CheckedFleet) -> Rendered {
     // One independent render per VM, on all cores: a VM's files depend on nothing but its
     // arguments, and rayon's `collect` keeps fleet order, so the merge below is the same as a
     // sequential render's.
-    let vms: Vec<_> = fleet.vms().collect();
+    let vms: Vec<_> = fleet
+        .vms()
+        .enumerate()
+        .filter(|(i, _)| wanted(*i))
+        .map(|(_, vm)| vm)
+        .collect();
     let per_vm: Vec<Rendered> = vms
         .par_iter()
         .map(|(w, vm)| workloads::vm(fleet, w, vm))
