@@ -41,9 +41,9 @@ fn fleet_tree(vms: &[(&str, &str)]) -> FileTree {
     t
 }
 
-fn input(tree: &FileTree) -> Input<'_> {
+fn input(tree: &FileTree) -> Input<'static> {
     Input {
-        tree,
+        tree: tree.clone(),
         path: PATH,
         fleet_sha256: SHA,
     }
@@ -61,7 +61,7 @@ fn quiet() -> impl FnMut(Event<'_>) {
 }
 
 fn run(tree: &FileTree, opts: &Options) -> Result<git::Report, GitError> {
-    git::sync(&input(tree), opts, &mut quiet())
+    git::sync(input(tree), opts, &mut quiet())
 }
 
 fn files_at(repo: &Repository, rev: &str) -> Vec<String> {
@@ -285,7 +285,7 @@ fn hand_edits_are_reported_and_refused_unless_forced() {
     let before = repo.refname_to_id("refs/heads/main").unwrap();
 
     // The diff shows them; a sync refuses and names them.
-    let plan = git::diff(&input(&tree), &opts, &mut quiet()).unwrap().plan;
+    let plan = git::diff(input(&tree), &opts, &mut quiet()).unwrap().plan;
     assert_eq!(plan.hand_edits, [added.clone(), edited.clone()]);
     assert_eq!(plan.overwrites, [added.clone(), edited.clone()]);
     let err = run(&tree, &opts).unwrap_err();
@@ -315,7 +315,7 @@ fn hand_edits_are_reported_and_refused_unless_forced() {
     );
     assert_eq!(read(&repo, "main", &added), None);
     // meshvm's commit is the reference again: no hand edits now.
-    let plan = git::diff(&input(&tree), &opts, &mut quiet()).unwrap().plan;
+    let plan = git::diff(input(&tree), &opts, &mut quiet()).unwrap().plan;
     assert!(plan.hand_edits.is_empty() && !plan.has_changes());
 }
 
@@ -418,7 +418,7 @@ fn large_trees_are_written_as_one_pack_and_dry_runs_write_nothing() {
     );
 
     let mut progress = 0;
-    git::sync(&input(&tree), &opts, &mut |e| {
+    git::sync(input(&tree), &opts, &mut |e| {
         if let Event::Progress { done, total, .. } = e {
             assert!(done <= total);
             progress += 1;
@@ -563,7 +563,7 @@ fn a_human_push_during_the_sync_is_kept_and_the_sync_rebases_onto_it() {
     let mut human = None;
     let mut retries = 0;
     let report = git::sync(
-        &input(&fleet_tree(&[("vm-1", "10.0.0.1"), ("vm-2", "10.0.0.2")])),
+        input(&fleet_tree(&[("vm-1", "10.0.0.1"), ("vm-2", "10.0.0.2")])),
         &opts,
         &mut |e| match e {
             // Between our fetch and our push, a human pushes a change outside the subtree.
@@ -698,8 +698,8 @@ fn invalid_paths_and_branches_are_refused() {
     let opts = options(Target::Path(f.repo.clone()), &f.cache);
     for path in ["", "/abs", "a/../b"] {
         let err = git::sync(
-            &Input {
-                tree: &tree,
+            Input {
+                tree: tree.clone(),
                 path,
                 fleet_sha256: SHA,
             },
@@ -765,7 +765,7 @@ fn kept_after(
     let (server, mut opts) = pushed_once(f);
     opts.max_attempts = max_attempts;
     let tree = fleet_tree(&[("vm-1", "10.0.0.1"), ("vm-2", "10.0.0.2")]);
-    let err = git::sync(&input(&tree), &opts, &mut |e| meddle(&server, &e)).unwrap_err();
+    let err = git::sync(input(&tree), &opts, &mut |e| meddle(&server, &e)).unwrap_err();
     let GitError::NotPushed {
         commit,
         push_cmd,

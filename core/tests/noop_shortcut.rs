@@ -33,13 +33,13 @@ fn glance(file: &Path) -> Glance {
 fn full_sync(source: &SourceFile, opts: &Options) -> git::Report {
     let tree = meshvm::render::render(&source.fleet).files;
     let input = git::Input {
-        tree: &tree,
+        tree: tree.clone(),
         path: &source.fleet.gitops.path,
         fleet_sha256: &source.sha256,
     };
     let mut opts = opts.clone();
     opts.render_inputs = Some(source.render_inputs());
-    git::sync(&input, &opts, &mut |_: Event<'_>| {}).unwrap()
+    git::sync(input, &opts, &mut |_: Event<'_>| {}).unwrap()
 }
 
 #[test]
@@ -117,8 +117,8 @@ fn the_shortcut_is_taken_only_while_every_input_and_the_subtree_are_unchanged() 
         };
         let short = git::unchanged(&path, &digest, &dry).expect("the shortcut, dry");
         let full = git::diff(
-            &git::Input {
-                tree: &meshvm::render::render(&source.fleet).files,
+            git::Input {
+                tree: meshvm::render::render(&source.fleet).files,
                 path: &path,
                 fleet_sha256: &source.sha256,
             },
@@ -156,11 +156,11 @@ fn the_shortcut_is_taken_only_while_every_input_and_the_subtree_are_unchanged() 
     assert!(git::unchanged(&path, &digest, &opts).is_none());
     let tree = meshvm::render::render(&source.fleet).files;
     let input = git::Input {
-        tree: &tree,
+        tree: tree.clone(),
         path: &path,
         fleet_sha256: &source.sha256,
     };
-    let refused = git::sync(&input, &opts, &mut |_| {}).unwrap_err();
+    let refused = git::sync(input, &opts, &mut |_| {}).unwrap_err();
     assert!(
         matches!(refused, git::GitError::HandEdits { .. }),
         "{refused:?}"
@@ -192,13 +192,13 @@ fn a_sync_that_commits_nothing_records_its_inputs_for_the_next_no_op() {
     };
     let tree = meshvm::render::render(&commented.fleet).files;
     let input = git::Input {
-        tree: &tree,
+        tree: tree.clone(),
         path: &path,
         fleet_sha256: &commented.sha256,
     };
     let mut dry_opts = dry.clone();
     dry_opts.render_inputs = Some(digest.clone());
-    git::diff(&input, &dry_opts, &mut |_| {}).unwrap();
+    git::diff(input, &dry_opts, &mut |_| {}).unwrap();
     assert!(git::unchanged(&path, &digest, &opts).is_none());
 
     // The full sync commits nothing, and the next sync of these inputs takes the shortcut,
@@ -222,12 +222,12 @@ fn a_sync_that_commits_nothing_records_its_inputs_for_the_next_no_op() {
     new_build.render_inputs = Some(rebuilt.clone());
     let tree = meshvm::render::render(&commented.fleet).files;
     let input = git::Input {
-        tree: &tree,
+        tree: tree.clone(),
         path: &path,
         fleet_sha256: &commented.sha256,
     };
     assert_eq!(
-        git::sync(&input, &new_build, &mut |_| {}).unwrap().commit,
+        git::sync(input, &new_build, &mut |_| {}).unwrap().commit,
         None
     );
     assert!(git::unchanged(&path, &rebuilt, &opts).is_some());

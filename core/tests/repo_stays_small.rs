@@ -24,7 +24,7 @@ fn many_small_syncs_keep_loose_objects_and_packs_under_the_bounds() {
         let tree = meshvm::render::render(&checked).files;
         let sha = format!("{round:064x}");
         let input = git::Input {
-            tree: &tree,
+            tree: tree.clone(),
             path: &fleet.gitops.path,
             fleet_sha256: &sha,
         };
@@ -34,7 +34,7 @@ fn many_small_syncs_keep_loose_objects_and_packs_under_the_bounds() {
             fleet.gitops.branch.clone(),
         );
         opts.lock_timeout = Duration::from_secs(5);
-        let report = git::sync(&input, &opts, &mut |_: Event<'_>| {}).unwrap();
+        let report = git::sync(input, &opts, &mut |_: Event<'_>| {}).unwrap();
         assert!(round == 0 || report.commit.is_some(), "sync {round}");
         let (loose, packs) = maintenance::census(&repo_dir);
         assert!(

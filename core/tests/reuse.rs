@@ -51,11 +51,11 @@ fn sync(source: &SourceFile, opts: &Options, reuse: bool) -> Result<Report, GitE
         meshvm::render::render(&source.fleet).files
     };
     let input = git::Input {
-        tree: &tree,
+        tree: tree.clone(),
         path: &source.fleet.gitops.path,
         fleet_sha256: &source.sha256,
     };
-    git::sync(&input, &opts, &mut |_: Event<'_>| {})
+    git::sync(input, &opts, &mut |_: Event<'_>| {})
 }
 
 /// The VMs (as in [`VMS`]) a sync with `opts` would render rather than reuse.
@@ -83,7 +83,7 @@ fn subtree(repo: &Path, branch: &str, path: &str) -> git2::Oid {
 /// The id of the full render's tree: what a sync must commit.
 fn full_render_id(source: &SourceFile) -> git2::Oid {
     let tree = meshvm::render::render(&source.fleet).files;
-    plan::tree_id(&plan::hashed_files(&tree).unwrap()).unwrap()
+    plan::tree_id(&plan::hashed(tree).unwrap().files).unwrap()
 }
 
 /// The dry-run reports of a sync with and without reuse are the same (plan, per-VM summary,

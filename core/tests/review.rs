@@ -41,11 +41,11 @@ fn sync(file: &Path, repo: &Path, mode: Mode) -> git::Plan {
     );
     opts.mode = mode;
     let input = Input {
-        tree: &tree,
+        tree: tree.clone(),
         path: &source.fleet.gitops.path,
         fleet_sha256: &source.sha256,
     };
-    git::sync(&input, &opts, &mut |_| {}).unwrap().plan
+    git::sync(input, &opts, &mut |_| {}).unwrap().plan
 }
 
 #[test]

@@ -77,7 +77,7 @@ fn bench(args: &Args) -> Result<(), String> {
         let rendered = meshvm::render::render(&checked);
         let sha = format!("{round:064x}");
         let input = Input {
-            tree: &rendered.files,
+            tree: rendered.files,
             path: &fleet.gitops.path,
             fleet_sha256: &sha,
         };
@@ -87,7 +87,7 @@ fn bench(args: &Args) -> Result<(), String> {
             fleet.gitops.branch.clone(),
         );
         let started = Instant::now();
-        let report = git::sync(&input, &opts, &mut |_| {}).map_err(|e| e.to_string())?;
+        let report = git::sync(input, &opts, &mut |_| {}).map_err(|e| e.to_string())?;
         let took = started.elapsed();
         window += took;
         slowest = slowest.max(took);

@@ -216,7 +216,7 @@ pub fn build_tree<'d>(
     base_tree: Option<Oid>,
     path: &str,
     plan: &Plan,
-    rendered: &'d crate::tree::FileTree,
+    blobs: &'d super::plan::Blobs,
     rendered_ids: &Files,
     mut on_blob: impl FnMut(usize, usize),
 ) -> Result<(Oid, Oid), GitError> {
@@ -235,9 +235,9 @@ pub fn build_tree<'d>(
     }
     let total = plan.files.len();
     for (i, change) in plan.files.iter().enumerate() {
-        let rel = &change.path[prefix..];
-        if let (Some(file), Some(&(id, _))) = (rendered.get(rel), rendered_ids.get(rel)) {
-            w.blob(id, &file.bytes)?;
+        // A reused VM directory's entry is a tree, not a blob: it is not among the blobs.
+        if let Some((id, bytes)) = change.new.and_then(|id| Some((id, blobs.get(&id)?))) {
+            w.blob(id, bytes)?;
         }
         on_blob(i + 1, total);
     }
@@ -245,9 +245,12 @@ pub fn build_tree<'d>(
         None
     } else {
         Some(super::plan::trees(rendered_ids, &mut |dir, id, bytes| {
-            if dir.is_empty() || dirs.contains(dir) {
-                let written = w.tree(bytes)?;
+            if dir.is_empty() {
+                // The update below inserts it into its parent, which libgit2 checks.
+                let written = w.readable_tree(bytes)?;
                 debug_assert_eq!(written, id);
+            } else if dirs.contains(dir) {
+                w.tree(id, bytes)?;
             }
             Ok(())
         })?)

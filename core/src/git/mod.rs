@@ -61,10 +61,11 @@ pub const DEFAULT_NAME: &str = "meshvm";
 pub const DEFAULT_EMAIL: &str = "meshvm@localhost";
 
 /// What is synced: the rendered tree and what the commit records about it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Input<'a> {
-    /// The tree, relative to `path`.
-    pub tree: &'a FileTree,
+    /// The tree, relative to `path`. The sync takes it apart as it hashes it
+    /// ([`plan::hashed`]): a large fleet's tree is not held twice.
+    pub tree: FileTree,
     /// The subtree of the repository meshvm owns (`gitops.path`).
     pub path: &'a str,
     /// SHA-256 of the fleet file (hex).

@@ -1,33 +1,39 @@
 //! The one place Git objects are written.
 //!
 //! A sync of a large fleet writes tens of thousands of blobs and trees; one loose file each
-//! would cost as many inodes and fsyncs. Above a small count the objects go into libgit2's
-//! in-memory object backend (mempack) and are then written as one packfile with its index,
-//! built from exactly the objects this sync created (`git_mempack_dump` would instead pack
-//! everything reachable from the new commit: the whole tree, every time). Small updates (a VM
-//! added) stay loose: many tiny packs are worse than a few loose objects. A dry run uses the
-//! same path and drops the mempack, so nothing reaches the disk.
+//! would cost as many inodes and fsyncs. Above a small count the objects go into one packfile
+//! with its index, built from exactly the objects this sync created (`git_mempack_dump` would
+//! instead pack everything reachable from the new commit: the whole tree, every time). Small
+//! updates (a VM added) stay loose: many tiny packs are worse than a few loose objects. A dry
+//! run writes into libgit2's in-memory object backend (mempack) and drops it, so nothing
+//! reaches the disk.
 //!
-//! A pack is built in an object database of its own that holds only the mempack, not in the
-//! repository's: libgit2 looks each new object up before writing it, and when it is found
-//! nowhere (which is what "new" means) it rescans the repository's pack directory, a few
-//! system calls per object that took a third of a cold sync of 10,000 VMs. The base objects
-//! the update reads (the trees on changed paths, the parent commit) are copied in first
-//! ([`Writer::import`]).
+//! A pack is streamed to its file as the objects come: the subtree's trees as they are built,
+//! the blobs (borrowed from the rendered tree) compressed at the end. Nothing is held twice:
+//! a pack built in a mempack and read back held every tree three times (mempack, libgit2's
+//! object cache, the chunk being compressed), 45 MB of a 50,000-VM sync's peak. Only the
+//! objects libgit2 itself must read during the sync (the subtree's root, the trees above it
+//! that a `TreeUpdateBuilder` writes, the commit) go through a mempack, in an object database
+//! of its own that holds nothing else: libgit2 looks each new object up before writing it,
+//! and when it is found nowhere (which is what "new" means) it rescans the repository's pack
+//! directory, a few system calls per object that took a third of a cold sync of 10,000 VMs.
+//! The base objects the update reads (the trees on changed paths, the parent commit) are
+//! copied in first ([`Writer::import`]).
 //!
 //! Architecture invariant: every object write of a sync goes through a [`Writer`] inside
 //! [`write_objects`], and the objects are on disk before it returns (so a reference moved
 //! afterwards never points at a missing object).
 
-use std::borrow::Cow;
-use std::io::Write;
-use std::path::Path;
-
 use std::cell::RefCell;
+use std::collections::HashSet;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Odb, Oid, Repository};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
+use tempfile::NamedTempFile;
 use zlib_rs::{Deflate, DeflateFlush, Status};
 
 use super::GitError;
@@ -64,15 +70,18 @@ pub struct Writer<'r, 'd> {
     odb: Odb<'r>,
     /// The repository itself, when `repo` is a separate in-memory object database.
     source: Option<&'r Repository>,
+    /// Objects written through `repo` (into the mempack) that the pack must take.
     created: RefCell<Vec<Oid>>,
-    /// For a pack: the new blobs, borrowed from the rendered tree. They are compressed
-    /// straight into the pack and held nowhere else meanwhile: a copy in an object database
-    /// would double the memory of a cold sync.
-    blobs: RefCell<Vec<(Oid, &'d [u8])>>,
+    /// For [`Sink::Pack`]: the pack being written.
+    pack: Option<RefCell<PackFile<'d>>>,
 }
 
 impl<'r, 'd> Writer<'r, 'd> {
-    fn new(repo: &'r Repository, source: Option<&'r Repository>) -> Result<Self, GitError> {
+    fn new(
+        repo: &'r Repository,
+        source: Option<&'r Repository>,
+        pack: Option<PackFile<'d>>,
+    ) -> Result<Self, GitError> {
         Ok(Writer {
             repo,
             odb: repo
@@ -80,7 +89,7 @@ impl<'r, 'd> Writer<'r, 'd> {
                 .map_err(GitError::git("opening the object database"))?,
             source,
             created: RefCell::default(),
-            blobs: RefCell::default(),
+            pack: pack.map(RefCell::new),
         })
     }
 
@@ -122,13 +131,12 @@ impl<'r, 'd> Writer<'r, 'd> {
         Ok(())
     }
 
-    /// Writes the blob `data`, whose id is `id` (computed already, by `plan::hashed_files`).
+    /// Writes the blob `data`, whose id is `id` (computed already, by `plan::hashed`).
     pub fn blob(&self, id: Oid, data: &'d [u8]) -> Result<(), GitError> {
-        if self.source.is_some() {
+        if let Some(pack) = &self.pack {
             // Nothing reads a new blob before it is packed: no tree is checked against it
             // (`commit::build_tree` builds the subtree's trees itself).
-            self.blobs.borrow_mut().push((id, data));
-            return Ok(());
+            return pack.borrow_mut().blob(id, data);
         }
         let written = self
             .repo
@@ -138,8 +146,26 @@ impl<'r, 'd> Writer<'r, 'd> {
         Ok(())
     }
 
-    /// Writes a tree object from its bytes; its id.
-    pub fn tree(&self, bytes: &[u8]) -> Result<Oid, GitError> {
+    /// Writes the tree object `bytes`, whose id is `id` (computed already, by `plan::trees`).
+    /// In a pack, libgit2 cannot read it through [`Writer::repo`] before the sync ends: a tree
+    /// it must read (to insert it into another) goes through [`Writer::readable_tree`].
+    pub fn tree(&self, id: Oid, bytes: &[u8]) -> Result<(), GitError> {
+        if let Some(pack) = &self.pack {
+            return pack
+                .borrow_mut()
+                .stored_tree(id, bytes)
+                .map_err(GitError::io("writing the pack"));
+        }
+        let written = self
+            .odb
+            .write(ObjectType::Tree, bytes)
+            .map_err(GitError::git("writing a tree"))?;
+        debug_assert_eq!(written, id);
+        Ok(())
+    }
+
+    /// Writes a tree object that libgit2 reads back during the sync; its id.
+    pub fn readable_tree(&self, bytes: &[u8]) -> Result<Oid, GitError> {
         let id = self
             .odb
             .write(ObjectType::Tree, bytes)
@@ -167,8 +193,9 @@ pub fn write_objects<'d, T>(
     write_objects_reporting(git_dir, sink, &mut |_, _| {}, f)
 }
 
-/// [`write_objects`], calling `on_packed(done, total)` as a pack's objects are compressed and
-/// written (the long part of a cold sync; nothing is reported for the other sinks).
+/// [`write_objects`], calling `on_packed(done, total)` as a pack is sealed (its last objects,
+/// its checksum and index; nothing is reported for the other sinks). The blobs are compressed
+/// as they are written, which the writer's caller reports.
 pub fn write_objects_reporting<'d, T>(
     git_dir: &Path,
     sink: Sink,
@@ -181,11 +208,11 @@ pub fn write_objects_reporting<'d, T>(
         .map_err(GitError::git("opening the object database"))?;
     let memory = GitError::git("creating the in-memory object store");
     match sink {
-        Sink::Loose => f(&Writer::new(&repo, None)?),
+        Sink::Loose => f(&Writer::new(&repo, None, None)?),
         Sink::Discard => {
             // Higher priority than the loose and pack backends, so that new objects land here.
             let mempack = odb.add_new_mempack_backend(1000).map_err(memory)?;
-            let result = Writer::new(&repo, None).and_then(|w| f(&w));
+            let result = Writer::new(&repo, None, None).and_then(|w| f(&w));
             mempack
                 .reset()
                 .map_err(GitError::git("freeing the in-memory object store"))?;
@@ -195,149 +222,205 @@ pub fn write_objects_reporting<'d, T>(
             let scratch = Odb::new().and_then(Repository::from_odb).map_err(&memory)?;
             let scratch_odb = scratch.odb().map_err(&memory)?;
             let _mempack = scratch_odb.add_new_mempack_backend(1000).map_err(&memory)?;
-            let writer = Writer::new(&scratch, Some(&repo))?;
+            let pack = PackFile::create(&repo.commondir().join("objects").join("pack"))?;
+            let writer = Writer::new(&scratch, Some(&repo), Some(pack))?;
             let result = f(&writer)?;
-            let (created, blobs) = (writer.created.take(), writer.blobs.take());
-            if !created.is_empty() || !blobs.is_empty() {
-                write_pack(
-                    &scratch_odb,
-                    &repo.commondir().join("objects"),
-                    created,
-                    blobs,
-                    on_packed,
-                )?;
-            }
+            let created = writer.created.take();
+            let pack = writer.pack.expect("a pack writer").into_inner();
+            pack.finish(&scratch_odb, created, on_packed)?;
             Ok(result)
         }
     }
 }
 
-/// Objects read, compressed and written per round: bounds the memory a large pack takes.
+/// Objects compressed per round: bounds the memory of the compressed entries in flight.
 const PACK_CHUNK: usize = 4096;
 
-/// Writes the objects `ids` of `from`, and `blobs`, as one pack with its index into
-/// `objects_dir/pack`.
+/// A pack being written, as a `pack_git2_*` temporary (the name libgit2 uses, so that an
+/// interrupted sync's are cleaned up the same way).
 ///
 /// Whole objects, each zlib-compressed on all cores, without a search for deltas: libgit2's
 /// packbuilder spent more time comparing 50,000 small files with each other than everything
 /// else a cold sync of 10,000 VMs does. The pack is larger than a delta-compressed one;
 /// `git gc` finds the deltas later, and a push builds its own pack anyway.
 ///
+/// The object count in the header is known only at the end, and the pack's checksum starts
+/// with the header: the count is written in place then, and the checksum read back from the
+/// file (as `git fast-import` does; the pack is in the page cache, and hashing it again costs
+/// what hashing it while writing did).
+///
 /// The index (`.idx`, version 2) is written here too, from what is known while packing: each
 /// object's id, offset and CRC-32. libgit2's indexer would read the pack back, inflate every
 /// object and hash it again (with its slower, collision-detecting SHA-1): a fifth of a cold
-/// sync's instructions. Both files are written as `pack_git2_*` temporaries (the name
-/// libgit2 uses, so that an interrupted sync's are cleaned up the same way) and renamed into
-/// place, the pack first: a pack without its index is invisible to Git.
-fn write_pack(
-    from: &Odb<'_>,
-    objects_dir: &Path,
-    ids: Vec<Oid>,
-    blobs: Vec<(Oid, &[u8])>,
-    on_packed: &mut dyn FnMut(usize, usize),
-) -> Result<(), GitError> {
-    let compressing = |e| GitError::io("compressing the pack")(e);
-    // Each object once (many files share their bytes), in a fixed order.
-    let mut seen = std::collections::HashSet::new();
-    let mut objects: Vec<(Oid, Option<&[u8]>)> = Vec::new();
-    for (id, data) in blobs {
-        if seen.insert(id) {
-            objects.push((id, Some(data)));
-        }
-    }
-    for id in ids {
-        if seen.insert(id) {
-            objects.push((id, None));
-        }
-    }
-    let count = u32::try_from(objects.len())
-        .map_err(|_| GitError::Internal("too many objects for one pack".into()))?;
-    let pack_dir = objects_dir.join("pack");
-    let context = format!("writing a pack in {}", pack_dir.display());
-    let writing = |e| GitError::io(context.clone())(e);
-    std::fs::create_dir_all(&pack_dir).map_err(&writing)?;
-    let temporary = || {
-        tempfile::Builder::new()
+/// sync's instructions.
+struct PackFile<'d> {
+    dir: PathBuf,
+    out: std::io::BufWriter<NamedTempFile>,
+    /// Where the next entry starts.
+    offset: u64,
+    /// (id, offset, CRC-32 of the entry's bytes) of each object written, for the index.
+    index: Vec<(Oid, u64, u32)>,
+    /// Each object once: many files share their bytes.
+    written: HashSet<Oid>,
+    /// New blobs (borrowed from the rendered tree) waiting to be compressed, on all cores,
+    /// [`PACK_CHUNK`] at a time.
+    blobs: Vec<(Oid, &'d [u8])>,
+}
+
+impl<'d> PackFile<'d> {
+    fn create(dir: &Path) -> Result<Self, GitError> {
+        let context = format!("writing a pack in {}", dir.display());
+        let writing = |e| GitError::io(context.clone())(e);
+        std::fs::create_dir_all(dir).map_err(&writing)?;
+        let file = tempfile::Builder::new()
             .prefix("pack_git2_")
-            .tempfile_in(&pack_dir)
-            .map_err(&writing)
-    };
-    let mut pack = std::io::BufWriter::with_capacity(1 << 20, temporary()?);
-    let mut sum = Sha1::new();
-    let mut put = |bytes: &[u8]| -> std::io::Result<()> {
-        sum.update(bytes);
-        pack.write_all(bytes)
-    };
-    let mut header = Vec::with_capacity(12);
-    header.extend_from_slice(b"PACK");
-    header.extend_from_slice(&2u32.to_be_bytes());
-    header.extend_from_slice(&count.to_be_bytes());
-    put(&header).map_err(&writing)?;
-    let mut offset = header.len() as u64;
-    // (id, offset, CRC-32 of the entry's bytes) of each object, for the index.
-    let mut index: Vec<(Oid, u64, u32)> = Vec::with_capacity(objects.len());
-    let mut objects = objects.into_iter().peekable();
-    while objects.peek().is_some() {
-        let chunk = objects
-            .by_ref()
-            .take(PACK_CHUNK)
-            .map(|(id, data)| match data {
-                Some(data) => Ok((id, ObjectType::Blob, Cow::Borrowed(data))),
-                None => from
-                    .read(id)
-                    .map(|o| (id, o.kind(), Cow::Owned(o.data().to_vec()))),
-            })
-            .collect::<Result<Vec<_>, git2::Error>>()
-            .map_err(GitError::git("reading a new object"))?;
-        let entries: Vec<(Oid, Vec<u8>, u32)> = chunk
+            .tempfile_in(dir)
+            .map_err(&writing)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        // Version 2; the count (the last four bytes) is written by `finish`.
+        out.write_all(b"PACK\0\0\0\x02\0\0\0\0").map_err(&writing)?;
+        Ok(PackFile {
+            dir: dir.to_path_buf(),
+            out,
+            offset: 12,
+            index: Vec::new(),
+            written: HashSet::new(),
+            blobs: Vec::new(),
+        })
+    }
+
+    fn entry(&mut self, id: Oid, entry: &[u8]) -> std::io::Result<()> {
+        let mut crc = flate2::Crc::new();
+        crc.update(entry);
+        self.index.push((id, self.offset, crc.sum()));
+        self.offset += entry.len() as u64;
+        self.out.write_all(entry)
+    }
+
+    fn blob(&mut self, id: Oid, data: &'d [u8]) -> Result<(), GitError> {
+        if self.written.insert(id) {
+            self.blobs.push((id, data));
+            if self.blobs.len() == PACK_CHUNK {
+                self.compress_blobs()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Compresses the waiting blobs and writes them.
+    fn compress_blobs(&mut self) -> Result<(), GitError> {
+        let entries: Vec<Vec<u8>> = self
+            .blobs
             .par_iter()
             // A compressor's state is large: one per thread, reset for each object.
             .map_init(
                 || Deflate::new(1, true, 15),
-                |z, (id, kind, data)| {
-                    let entry = pack_entry(z, *kind, data)?;
-                    let mut crc = flate2::Crc::new();
-                    crc.update(&entry);
-                    Ok((*id, entry, crc.sum()))
-                },
+                |z, (_, data)| pack_entry(z, ObjectType::Blob, data),
             )
             .collect::<Result<_, std::io::Error>>()
-            .map_err(compressing)?;
-        for (id, entry, crc) in entries {
-            index.push((id, offset, crc));
-            offset += entry.len() as u64;
-            put(&entry).map_err(&writing)?;
+            .map_err(GitError::io("compressing the pack"))?;
+        let blobs = std::mem::take(&mut self.blobs);
+        for ((id, _), entry) in blobs.iter().zip(entries) {
+            self.entry(*id, &entry)
+                .map_err(GitError::io("writing the pack"))?;
         }
-        on_packed(index.len(), count as usize);
+        self.blobs = blobs;
+        self.blobs.clear();
+        Ok(())
     }
-    let trailer: [u8; 20] = sum.finalize().into();
-    pack.write_all(&trailer).map_err(&writing)?;
-    let pack = pack.into_inner().map_err(|e| writing(e.into_error()))?;
-    let mut idx = temporary()?;
-    idx.write_all(&pack_index(index, &trailer))
-        .map_err(&writing)?;
-    let name = pack_dir.join(format!(
-        "pack-{}",
-        Oid::from_bytes(&trailer).expect("20 bytes")
-    ));
-    for (file, ext) in [(pack, "pack"), (idx, "idx")] {
-        // Read-only, as Git makes them.
-        use std::os::unix::fs::PermissionsExt;
-        let read_only = std::fs::Permissions::from_mode(0o444);
-        std::fs::set_permissions(file.path(), read_only).map_err(&writing)?;
-        file.persist(name.with_extension(ext))
-            .map_err(|e| writing(e.error))?;
+
+    fn stored_tree(&mut self, id: Oid, bytes: &[u8]) -> std::io::Result<()> {
+        if self.written.insert(id) {
+            self.entry(id, &tree_entry(bytes)?)?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Writes the blobs still waiting, then the objects `created` of `from`, and makes the
+    /// pack and its index part of the repository.
+    fn finish(
+        mut self,
+        from: &Odb<'_>,
+        created: Vec<Oid>,
+        on_packed: &mut dyn FnMut(usize, usize),
+    ) -> Result<(), GitError> {
+        let context = format!("writing a pack in {}", self.dir.display());
+        let writing = |e| GitError::io(context.clone())(e);
+        let compressing = |e| GitError::io("compressing the pack")(e);
+        self.compress_blobs()?;
+        let mut z = Deflate::new(1, true, 15);
+        for id in created {
+            if self.written.insert(id) {
+                let object = from
+                    .read(id)
+                    .map_err(GitError::git("reading a new object"))?;
+                let entry =
+                    pack_entry(&mut z, object.kind(), object.data()).map_err(compressing)?;
+                self.entry(id, &entry).map_err(&writing)?;
+            }
+        }
+        on_packed(self.index.len(), self.index.len());
+        if self.index.is_empty() {
+            return Ok(()); // the temporary goes with `self.out`
+        }
+        let count = u32::try_from(self.index.len())
+            .map_err(|_| GitError::Internal("too many objects for one pack".into()))?;
+        let pack = self.out.into_inner().map_err(|e| writing(e.into_error()))?;
+        let file = pack.as_file();
+        file.write_all_at(&count.to_be_bytes(), 8)
+            .map_err(&writing)?;
+        let mut sum = Sha1::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < self.offset {
+            let n = file.read_at(&mut buf, at).map_err(&writing)?;
+            if n == 0 {
+                return Err(writing(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            sum.update(&buf[..n]);
+            at += n as u64;
+        }
+        let trailer: [u8; 20] = sum.finalize().into();
+        file.write_all_at(&trailer, self.offset).map_err(&writing)?;
+        let mut idx = tempfile::Builder::new()
+            .prefix("pack_git2_")
+            .tempfile_in(&self.dir)
+            .map_err(&writing)?;
+        pack_index(self.index, &trailer, &mut idx).map_err(&writing)?;
+        let name = self.dir.join(format!(
+            "pack-{}",
+            Oid::from_bytes(&trailer).expect("20 bytes")
+        ));
+        // The pack first: a pack without its index is invisible to Git.
+        for (file, ext) in [(pack, "pack"), (idx, "idx")] {
+            // Read-only, as Git makes them.
+            use std::os::unix::fs::PermissionsExt;
+            let read_only = std::fs::Permissions::from_mode(0o444);
+            std::fs::set_permissions(file.path(), read_only).map_err(&writing)?;
+            file.persist(name.with_extension(ext))
+                .map_err(|e| writing(e.error))?;
+        }
+        Ok(())
+    }
 }
 
 /// The pack index (version 2) of a pack whose objects are `objects` (id, offset, CRC-32) and
 /// whose trailer is `pack_sum`.
-fn pack_index(mut objects: Vec<(Oid, u64, u32)>, pack_sum: &[u8; 20]) -> Vec<u8> {
+fn pack_index(
+    mut objects: Vec<(Oid, u64, u32)>,
+    pack_sum: &[u8; 20],
+    out: impl Write,
+) -> std::io::Result<()> {
     objects.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let mut out = Vec::with_capacity(8 + 256 * 4 + objects.len() * 28 + 40);
-    out.extend_from_slice(b"\xfftOc");
-    out.extend_from_slice(&2u32.to_be_bytes());
+    // Written as it is made, not built in memory first: it comes at a large sync's peak.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    let mut sum = Sha1::new();
+    let mut put = |bytes: &[u8]| {
+        sum.update(bytes);
+        out.write_all(bytes)
+    };
+    put(b"\xfftOc")?;
+    put(&2u32.to_be_bytes())?;
     // Fan-out: how many ids start with a byte up to each value.
     let mut fanout = [0u32; 256];
     for (id, _, _) in &objects {
@@ -346,13 +429,13 @@ fn pack_index(mut objects: Vec<(Oid, u64, u32)>, pack_sum: &[u8; 20]) -> Vec<u8>
     let mut total = 0u32;
     for n in fanout {
         total += n;
-        out.extend_from_slice(&total.to_be_bytes());
+        put(&total.to_be_bytes())?;
     }
     for (id, _, _) in &objects {
-        out.extend_from_slice(id.as_bytes());
+        put(id.as_bytes())?;
     }
     for (_, _, crc) in &objects {
-        out.extend_from_slice(&crc.to_be_bytes());
+        put(&crc.to_be_bytes())?;
     }
     // Offsets past 2 GiB go to a table of 8-byte offsets, the 4-byte one naming its row.
     let mut large: Vec<u64> = Vec::new();
@@ -364,34 +447,29 @@ fn pack_index(mut objects: Vec<(Oid, u64, u32)>, pack_sum: &[u8; 20]) -> Vec<u8>
                 0x8000_0000 | u32::try_from(large.len() - 1).expect("fewer than 2^31 objects")
             }
         };
-        out.extend_from_slice(&small.to_be_bytes());
+        put(&small.to_be_bytes())?;
     }
     for offset in large {
-        out.extend_from_slice(&offset.to_be_bytes());
+        put(&offset.to_be_bytes())?;
     }
-    out.extend_from_slice(pack_sum);
-    let sum: [u8; 20] = Sha1::digest(&out).into();
-    out.extend_from_slice(&sum);
-    out
+    put(pack_sum)?;
+    let sum: [u8; 20] = sum.finalize().into();
+    out.write_all(&sum)?;
+    out.flush()
 }
 
-/// One undeltified pack entry: type and size header, then the zlib-compressed object (level
-/// 1: zlib-rs's "quick" strategy, static Huffman codes, what suits objects of a few hundred
-/// bytes; miniz_oxide built and optimised a Huffman table for each one).
-fn pack_entry(z: &mut Deflate, kind: ObjectType, data: &[u8]) -> std::io::Result<Vec<u8>> {
+/// The type and size header of a pack entry, in a buffer with room for `capacity` bytes.
+fn entry_head(kind: ObjectType, size: usize, capacity: usize) -> std::io::Result<Vec<u8>> {
     let type_bits: u8 = match kind {
         ObjectType::Commit => 1,
         ObjectType::Tree => 2,
         ObjectType::Blob => 3,
         ObjectType::Tag => 4,
-        ObjectType::Any => {
-            return Err(std::io::Error::other("an object without a type"));
-        }
+        ObjectType::Any => return Err(std::io::Error::other("an object without a type")),
     };
-    // Room for the header and the worst case of the stream: one call compresses it all.
-    let mut out = Vec::with_capacity(10 + zlib_rs::compress_bound(data.len()));
+    let mut out = Vec::with_capacity(10 + capacity);
     // The size in 4 bits, then 7 bits a byte, low bits first; the high bit says "more".
-    let mut size = data.len();
+    let mut size = size;
     let mut byte = (type_bits << 4) | (size & 0x0f) as u8;
     size >>= 4;
     while size > 0 {
@@ -400,10 +478,18 @@ fn pack_entry(z: &mut Deflate, kind: ObjectType, data: &[u8]) -> std::io::Result
         size >>= 7;
     }
     out.push(byte);
+    Ok(out)
+}
+
+/// One undeltified pack entry: type and size header, then the zlib-compressed object (level
+/// 1: zlib-rs's "quick" strategy, static Huffman codes, what suits objects of a few hundred
+/// bytes; miniz_oxide built and optimised a Huffman table for each one).
+fn pack_entry(z: &mut Deflate, kind: ObjectType, data: &[u8]) -> std::io::Result<Vec<u8>> {
     if kind == ObjectType::Tree {
-        push_stored_zlib(&mut out, data);
-        return Ok(out);
+        return tree_entry(data);
     }
+    // Room for the worst case of the stream: one call compresses it all.
+    let mut out = entry_head(kind, data.len(), zlib_rs::compress_bound(data.len()))?;
     let start = out.len();
     out.resize(out.capacity(), 0);
     z.reset();
@@ -421,6 +507,13 @@ fn pack_entry(z: &mut Deflate, kind: ObjectType, data: &[u8]) -> std::io::Result
             Status::Ok | Status::BufError => out.resize(out.len() * 2, 0),
         }
     }
+}
+
+/// The pack entry of a tree: its bytes stored, not compressed (see [`push_stored_zlib`]).
+fn tree_entry(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = entry_head(ObjectType::Tree, data.len(), data.len() + 16)?;
+    push_stored_zlib(&mut out, data);
+    Ok(out)
 }
 
 /// `data` as a zlib stream of stored (uncompressed) deflate blocks, for trees: their object
@@ -502,10 +595,7 @@ mod tests {
             for d in &data {
                 w.blob(plan::object_id("blob", d), d)?;
             }
-            plan::trees(&files, &mut |_, id, bytes| {
-                assert_eq!(w.tree(bytes)?, id);
-                Ok(())
-            })
+            plan::trees(&files, &mut |_, id, bytes| w.tree(id, bytes))
         })
         .unwrap();
 
@@ -556,7 +646,8 @@ mod tests {
             (id(1), 12, 1),
             (id(2), 0x8000_0000, 2),
         ];
-        let idx = pack_index(objects, &[0xaa; 20]);
+        let mut idx = Vec::new();
+        pack_index(objects, &[0xaa; 20], &mut idx).unwrap();
         let n = 3;
         let offsets = 8 + 256 * 4 + n * 20 + n * 4;
         let word = |at: usize| u32::from_be_bytes(idx[at..at + 4].try_into().unwrap());

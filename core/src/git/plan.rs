@@ -144,17 +144,37 @@ pub fn git_mode(path: &str, mode: u32) -> Result<i32, GitError> {
     })
 }
 
-/// The blob ids the files of `tree` would have, computed in parallel without writing.
-pub fn hashed_files(tree: &FileTree) -> Result<Files, GitError> {
-    let entries: Vec<(&str, &crate::tree::File)> = tree.iter().collect();
-    entries
+/// The bytes of each distinct blob of a rendered tree, by id.
+pub type Blobs = std::collections::HashMap<Oid, Vec<u8>>;
+
+/// A rendered tree as Git stores it: each file's blob id and mode by path, and each distinct
+/// blob's bytes once.
+#[derive(Debug, Default)]
+pub struct Hashed {
+    pub files: Files,
+    pub blobs: Blobs,
+}
+
+/// Hashes the files of `tree` on all cores, taking the tree apart: its paths become the keys of
+/// `files` and its bytes the values of `blobs`, nothing copied, and files with equal bytes
+/// (most VMs' kustomization, hosts and mesh.yaml) keep one copy. A cold sync of 50,000 VMs
+/// held the tree and a copy of its paths side by side: 60 MB of its peak.
+pub fn hashed(tree: FileTree) -> Result<Hashed, GitError> {
+    let entries: Vec<(String, crate::tree::File)> = tree.into_iter().collect();
+    let ids: Vec<(Oid, i32)> = entries
         .par_iter()
-        .map(|(path, file)| {
-            let mode = git_mode(path, file.mode)?;
-            let oid = object_id("blob", &file.bytes);
-            Ok(((*path).to_owned(), (oid, mode)))
+        .map(|(path, file)| Ok((object_id("blob", &file.bytes), git_mode(path, file.mode)?)))
+        .collect::<Result<_, GitError>>()?;
+    let mut blobs = Blobs::with_capacity(entries.len() / 2);
+    let files = entries
+        .into_iter()
+        .zip(ids)
+        .map(|((path, file), (id, mode))| {
+            blobs.entry(id).or_insert(file.bytes);
+            (path, (id, mode))
         })
-        .collect()
+        .collect();
+    Ok(Hashed { files, blobs })
 }
 
 /// The id Git gives the object of `kind` with these bytes: SHA-1 over its header and bytes.
@@ -617,7 +637,7 @@ mod tests {
     fn tree_ids_are_computed_as_git_writes_them() {
         let tmp = tempfile::tempdir().unwrap();
         let repo = Repository::init_bare(tmp.path()).unwrap();
-        let files = hashed_files(&tricky()).unwrap();
+        let files = hashed(tricky()).unwrap().files;
         let written = write_tree(&repo, &tricky());
         assert_eq!(tree_id(&files).unwrap(), written);
         assert_eq!(
@@ -675,7 +695,7 @@ mod tests {
         for (i, edit) in edits.iter().enumerate() {
             let mut rendered_tree = committed_tree.clone();
             edit(&mut rendered_tree);
-            let rendered = hashed_files(&rendered_tree).unwrap();
+            let rendered = hashed(rendered_tree.clone()).unwrap().files;
             let (_, ids) = tree_ids(&rendered).unwrap();
             assert_eq!(
                 committed_files_beside(&repo, Some(committed), &rendered, &ids).unwrap(),
@@ -692,11 +712,11 @@ mod tests {
 
     #[test]
     fn differing_lists_each_changed_path_once_in_order() {
-        let old = hashed_files(&tricky()).unwrap();
+        let old = hashed(tricky()).unwrap().files;
         let mut t = tricky();
         t.insert("a/x", "changed\n");
         t.insert("a/new", "new\n");
-        let mut new = hashed_files(&t).unwrap();
+        let mut new = hashed(t.clone()).unwrap().files;
         new.remove("z");
         assert_eq!(
             differing(&old, &new),

@@ -15,12 +15,26 @@ use super::{
 /// Commits `input.tree` at `input.path` of the branch (and pushes it), or only plans, as
 /// `opts.mode` says. See the module documentation of [`crate::git`].
 pub fn sync(
-    input: &Input<'_>,
+    input: Input<'_>,
     opts: &Options,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Report, GitError> {
-    check_options(input, opts)?;
-    let mut rendered = plan::hashed_files(input.tree)?;
+    check_options(input.path, opts)?;
+    let Input {
+        tree,
+        path,
+        fleet_sha256,
+    } = input;
+    let plan::Hashed {
+        files: mut rendered,
+        blobs,
+    } = plan::hashed(tree)?;
+    let input = Content {
+        path,
+        fleet_sha256,
+        blobs: &blobs,
+    };
+    let input = &input;
     if let Some(reuse) = &opts.reuse {
         // The VMs left out of the render, each as the one tree its directory renders to.
         for (dir, &id) in &reuse.reused {
@@ -108,7 +122,7 @@ fn keep_small(repo: &Repository) {
 
 /// The plan of a sync without writing anything: `sync` in a dry-run mode.
 pub fn diff(
-    input: &Input<'_>,
+    input: Input<'_>,
     opts: &Options,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Report, GitError> {
@@ -136,10 +150,10 @@ fn pack_temporaries_cleaned(git_dir: &Path) -> crate::interrupt::Registered {
 }
 
 /// What the input and options name must be valid before anything is opened.
-fn check_options(input: &Input<'_>, opts: &Options) -> Result<(), GitError> {
-    if !crate::tree::is_safe_relative_path(input.path) {
+fn check_options(path: &str, opts: &Options) -> Result<(), GitError> {
+    if !crate::tree::is_safe_relative_path(path) {
         return Err(GitError::PathNotRelative {
-            path: input.path.to_owned(),
+            path: path.to_owned(),
         });
     }
     for (role, name) in [
@@ -335,7 +349,7 @@ fn init_bare(path: &Path, branch: &str) -> Result<Repository, GitError> {
 
 /// A dry run against a repository that does not exist yet: everything is added.
 fn new_repository_plan(
-    input: &Input<'_>,
+    input: &Content<'_>,
     opts: &Options,
     rendered: &plan::Files,
     repo_dir: PathBuf,
@@ -349,7 +363,7 @@ fn new_repository_plan(
         &[],
     );
     let diff = (opts.mode == Mode::DryRunWithDiff)
-        .then(|| diff_of_new_repo(input, &plan))
+        .then(|| diff_of_new_repo(input, &plan, rendered))
         .transpose()?;
     Ok(Report {
         plan: Plan { diff, ..plan },
@@ -362,13 +376,16 @@ fn new_repository_plan(
 
 /// The diff of a first sync into a repository that does not exist yet, computed in a
 /// throwaway repository.
-fn diff_of_new_repo(input: &Input<'_>, plan: &Plan) -> Result<String, GitError> {
+fn diff_of_new_repo(
+    input: &Content<'_>,
+    plan: &Plan,
+    rendered: &plan::Files,
+) -> Result<String, GitError> {
     let tmp = tempfile::tempdir().map_err(GitError::io("creating a temporary directory"))?;
     let repo = init_bare(tmp.path(), "main")?;
-    let rendered = plan::hashed_files(input.tree)?;
     objects::write_objects(repo.path(), objects::Sink::Discard, |w| {
         let (root, _) =
-            commit::build_tree(w, None, input.path, plan, input.tree, &rendered, |_, _| {})?;
+            commit::build_tree(w, None, input.path, plan, input.blobs, rendered, |_, _| {})?;
         let new = w
             .repo
             .find_tree(root)
@@ -403,9 +420,17 @@ pub(super) fn checked_out(repo: &Repository, branch: &str) -> Option<PathBuf> {
     None
 }
 
+/// What a sync writes, once its tree is hashed: [`Input`] taken apart.
+struct Content<'a> {
+    path: &'a str,
+    fleet_sha256: &'a str,
+    /// The bytes of the rendered files, each distinct blob once.
+    blobs: &'a plan::Blobs,
+}
+
 /// One opened, locked sync: everything an attempt needs.
 struct Sync<'a> {
-    input: &'a Input<'a>,
+    input: &'a Content<'a>,
     opts: &'a Options,
     ws: &'a Workspace,
     repo: &'a Repository,
@@ -712,7 +737,7 @@ impl Sync<'_> {
                 base_tree,
                 input.path,
                 plan,
-                input.tree,
+                input.blobs,
                 self.rendered,
                 |_, _| {},
             )?;
@@ -756,7 +781,7 @@ impl Sync<'_> {
                 base_tree,
                 input.path,
                 plan,
-                input.tree,
+                input.blobs,
                 self.rendered,
                 |done, total| {
                     if done == total || done % 256 == 0 {
