@@ -151,10 +151,7 @@ impl<'r, 'd> Writer<'r, 'd> {
     /// it must read (to insert it into another) goes through [`Writer::readable_tree`].
     pub fn tree(&self, id: Oid, bytes: &[u8]) -> Result<(), GitError> {
         if let Some(pack) = &self.pack {
-            return pack
-                .borrow_mut()
-                .stored_tree(id, bytes)
-                .map_err(GitError::io("writing the pack"));
+            return pack.borrow_mut().stored_tree(id, bytes);
         }
         let written = self
             .odb
@@ -269,14 +266,9 @@ struct PackFile<'d> {
 
 impl<'d> PackFile<'d> {
     fn create(dir: &Path) -> Result<Self, GitError> {
-        let context = format!("writing a pack in {}", dir.display());
-        let writing = |e| GitError::io(context.clone())(e);
+        let writing = writing_in(dir);
         std::fs::create_dir_all(dir).map_err(&writing)?;
-        let file = tempfile::Builder::new()
-            .prefix("pack_git2_")
-            .tempfile_in(dir)
-            .map_err(&writing)?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, temporary(dir).map_err(&writing)?);
         // Version 2; the count (the last four bytes) is written by `finish`.
         out.write_all(b"PACK\0\0\0\x02\0\0\0\0").map_err(&writing)?;
         Ok(PackFile {
@@ -319,19 +311,18 @@ impl<'d> PackFile<'d> {
             )
             .collect::<Result<_, std::io::Error>>()
             .map_err(GitError::io("compressing the pack"))?;
-        let blobs = std::mem::take(&mut self.blobs);
-        for ((id, _), entry) in blobs.iter().zip(entries) {
-            self.entry(*id, &entry)
-                .map_err(GitError::io("writing the pack"))?;
+        for (i, entry) in entries.into_iter().enumerate() {
+            let id = self.blobs[i].0;
+            self.entry(id, &entry).map_err(writing_in(&self.dir))?;
         }
-        self.blobs = blobs;
         self.blobs.clear();
         Ok(())
     }
 
-    fn stored_tree(&mut self, id: Oid, bytes: &[u8]) -> std::io::Result<()> {
+    fn stored_tree(&mut self, id: Oid, bytes: &[u8]) -> Result<(), GitError> {
         if self.written.insert(id) {
-            self.entry(id, &tree_entry(bytes)?)?;
+            let entry = tree_entry(bytes).map_err(GitError::io("writing a tree"))?;
+            self.entry(id, &entry).map_err(writing_in(&self.dir))?;
         }
         Ok(())
     }
@@ -344,9 +335,7 @@ impl<'d> PackFile<'d> {
         created: Vec<Oid>,
         on_packed: &mut dyn FnMut(usize, usize),
     ) -> Result<(), GitError> {
-        let context = format!("writing a pack in {}", self.dir.display());
-        let writing = |e| GitError::io(context.clone())(e);
-        let compressing = |e| GitError::io("compressing the pack")(e);
+        let writing = writing_in(&self.dir);
         self.compress_blobs()?;
         let mut z = Deflate::new(1, true, 15);
         for id in created {
@@ -354,8 +343,8 @@ impl<'d> PackFile<'d> {
                 let object = from
                     .read(id)
                     .map_err(GitError::git("reading a new object"))?;
-                let entry =
-                    pack_entry(&mut z, object.kind(), object.data()).map_err(compressing)?;
+                let entry = pack_entry(&mut z, object.kind(), object.data())
+                    .map_err(GitError::io("compressing the pack"))?;
                 self.entry(id, &entry).map_err(&writing)?;
             }
         }
@@ -382,10 +371,7 @@ impl<'d> PackFile<'d> {
         }
         let trailer: [u8; 20] = sum.finalize().into();
         file.write_all_at(&trailer, self.offset).map_err(&writing)?;
-        let mut idx = tempfile::Builder::new()
-            .prefix("pack_git2_")
-            .tempfile_in(&self.dir)
-            .map_err(&writing)?;
+        let mut idx = temporary(&self.dir).map_err(&writing)?;
         pack_index(self.index, &trailer, &mut idx).map_err(&writing)?;
         let name = self.dir.join(format!(
             "pack-{}",
@@ -402,6 +388,20 @@ impl<'d> PackFile<'d> {
         }
         Ok(())
     }
+}
+
+/// A temporary file in the pack directory `dir`, named as libgit2 names its own (`pack_git2_*`),
+/// so that an interrupted sync's are cleaned up the same way.
+fn temporary(dir: &Path) -> std::io::Result<NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix("pack_git2_")
+        .tempfile_in(dir)
+}
+
+/// The error of a failed write in the pack directory `dir`.
+fn writing_in(dir: &Path) -> impl Fn(std::io::Error) -> GitError + use<> {
+    let context = format!("writing a pack in {}", dir.display());
+    move |e| GitError::io(context.clone())(e)
 }
 
 /// The pack index (version 2) of a pack whose objects are `objects` (id, offset, CRC-32) and

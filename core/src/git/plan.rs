@@ -149,7 +149,7 @@ pub type Blobs = std::collections::HashMap<Oid, Vec<u8>>;
 
 /// A rendered tree as Git stores it: each file's blob id and mode by path, and each distinct
 /// blob's bytes once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hashed {
     pub files: Files,
     pub blobs: Blobs,
@@ -695,7 +695,7 @@ mod tests {
         for (i, edit) in edits.iter().enumerate() {
             let mut rendered_tree = committed_tree.clone();
             edit(&mut rendered_tree);
-            let rendered = hashed(rendered_tree.clone()).unwrap().files;
+            let rendered = hashed(rendered_tree).unwrap().files;
             let (_, ids) = tree_ids(&rendered).unwrap();
             assert_eq!(
                 committed_files_beside(&repo, Some(committed), &rendered, &ids).unwrap(),
@@ -716,7 +716,7 @@ mod tests {
         let mut t = tricky();
         t.insert("a/x", "changed\n");
         t.insert("a/new", "new\n");
-        let mut new = hashed(t.clone()).unwrap().files;
+        let mut new = hashed(t).unwrap().files;
         new.remove("z");
         assert_eq!(
             differing(&old, &new),

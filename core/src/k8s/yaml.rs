@@ -176,25 +176,33 @@ impl Block {
         key: &str,
         map: &std::collections::BTreeMap<String, String>,
     ) -> Option<()> {
-        if map.is_empty() {
-            return Some(());
-        }
-        self.open(depth, key)?;
-        map.iter().try_for_each(|(k, v)| self.str(depth + 1, k, v))
+        self.map(depth, key, map, |w, k, v| w.str(depth + 1, k, v))
     }
 
+    /// [`Self::str_map`] of numbers.
     pub fn uint_map(
         &mut self,
         depth: usize,
         key: &str,
         map: &std::collections::BTreeMap<String, u32>,
     ) -> Option<()> {
+        self.map(depth, key, map, |w, k, v| {
+            w.uint(depth + 1, k, u64::from(*v))
+        })
+    }
+
+    fn map<V>(
+        &mut self,
+        depth: usize,
+        key: &str,
+        map: &std::collections::BTreeMap<String, V>,
+        mut entry: impl FnMut(&mut Self, &str, &V) -> Option<()>,
+    ) -> Option<()> {
         if map.is_empty() {
             return Some(());
         }
         self.open(depth, key)?;
-        map.iter()
-            .try_for_each(|(k, v)| self.uint(depth + 1, k, u64::from(*v)))
+        map.iter().try_for_each(|(k, v)| entry(self, k, v))
     }
 }
 
